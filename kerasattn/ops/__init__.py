@@ -1,0 +1,21 @@
+"""The functional core the layers share: masks, masked softmax, attention."""
+
+from kerasattn.ops.attention import dot_product_attention
+from kerasattn.ops.masking import as_bool_mask
+from kerasattn.ops.masking import causal_mask
+from kerasattn.ops.masking import check_broadcastable
+from kerasattn.ops.masking import masked_softmax
+from kerasattn.ops.masking import merge_masks
+from kerasattn.ops.masking import padding_attention_mask
+from kerasattn.ops.masking import sliding_window_mask
+
+__all__ = [
+    "as_bool_mask",
+    "causal_mask",
+    "check_broadcastable",
+    "dot_product_attention",
+    "masked_softmax",
+    "merge_masks",
+    "padding_attention_mask",
+    "sliding_window_mask",
+]

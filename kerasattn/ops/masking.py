@@ -1,0 +1,133 @@
+"""Mask construction, merging and the masked softmax shared by every layer.
+
+One convention everywhere: `True` (or 1) means "may attend".
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+# Logits of masked positions are replaced by this value before the softmax.
+# Softmax always runs in float32, so the value only has to be safe there; it
+# matches the constant keras.ops.dot_product_attention uses, so unmasked rows
+# agree with Keras bit for bit.
+MASKED_LOGIT = -0.7 * 3.38953e38
+
+
+def _static_shape(x) -> tuple:
+    return tuple(getattr(x, "shape", ()))
+
+
+def as_bool_mask(mask):
+    """Casts a mask of any dtype (bool, int, float) to bool; `None` passes."""
+    if mask is None:
+        return None
+    if keras.backend.standardize_dtype(mask.dtype) == "bool":
+        return mask
+    return ops.greater(mask, ops.cast(0.5, mask.dtype))
+
+
+def check_broadcastable(mask, target_shape: Sequence, name: str) -> None:
+    """Raises `ValueError` if `mask` cannot broadcast to `target_shape`.
+
+    Only static dimensions are checked; unknown dimensions (`None`) pass.
+
+    Args:
+        mask: the mask tensor (or `None`, which passes).
+        target_shape: the shape the mask must broadcast to, for example
+            `(batch, query_length, key_length)`.
+        name: the argument name to put in the error message.
+    """
+    if mask is None:
+        return
+    mask_shape = _static_shape(mask)
+    target_shape = tuple(target_shape)
+    if len(mask_shape) > len(target_shape):
+        raise ValueError(
+            f"Expected `{name}` of rank <= {len(target_shape)} broadcastable "
+            f"to shape {target_shape}, received: {name}.shape={mask_shape}"
+        )
+    for m, t in zip(reversed(mask_shape), reversed(target_shape)):
+        if m is None or t is None or m == 1 or m == t:
+            continue
+        raise ValueError(
+            f"Expected `{name}` broadcastable to shape {target_shape}, "
+            f"received: {name}.shape={mask_shape}"
+        )
+
+
+def merge_masks(*masks):
+    """Logical AND of the given masks, broadcasting; `None`s are skipped.
+
+    Returns `None` when every mask is `None`.
+    """
+    merged = None
+    for mask in masks:
+        if mask is None:
+            continue
+        mask = as_bool_mask(mask)
+        merged = mask if merged is None else ops.logical_and(merged, mask)
+    return merged
+
+
+def causal_mask(query_length, key_length):
+    """Lower-triangular `(query_length, key_length)` mask: query i sees key j <= i.
+
+    Lengths may be Python ints or scalar tensors (dynamic lengths).
+    """
+    rows = ops.expand_dims(ops.arange(query_length, dtype="int32"), -1)
+    cols = ops.expand_dims(ops.arange(key_length, dtype="int32"), 0)
+    return ops.greater_equal(rows, cols)
+
+
+def sliding_window_mask(query_length, key_length, window: int):
+    """Band mask: query i sees key j when |i - j| < window."""
+    rows = ops.expand_dims(ops.arange(query_length, dtype="int32"), -1)
+    cols = ops.expand_dims(ops.arange(key_length, dtype="int32"), 0)
+    return ops.less(ops.abs(rows - cols), window)
+
+
+def padding_attention_mask(query_mask=None, key_mask=None):
+    """Turns `(B, Tq)` and `(B, Tk)` padding masks into a `(B, Tq, Tk)` mask.
+
+    Either may be `None`; the result broadcasts (`(B, Tq, 1)` or `(B, 1, Tk)`)
+    when only one is given and is `None` when both are.
+    """
+    query_mask = as_bool_mask(query_mask)
+    key_mask = as_bool_mask(key_mask)
+    return merge_masks(
+        None if query_mask is None else ops.expand_dims(query_mask, -1),
+        None if key_mask is None else ops.expand_dims(key_mask, -2),
+    )
+
+
+def masked_softmax(scores, mask=None, axis: int = -1):
+    """Softmax over `axis` that ignores masked positions, computed in float32.
+
+    Masked positions get weight exactly 0. A slice along `axis` whose
+    positions are all masked gets all-zero weights (not a uniform
+    distribution, and never NaN), in every dtype: the logits are cast to
+    float32 first, so the masking constant cannot overflow float16/bfloat16.
+
+    Args:
+        scores: logits of any float dtype.
+        mask: optional boolean (or 0/1) mask broadcastable to `scores`;
+            `True` means "may attend".
+        axis: the axis to normalise over.
+
+    Returns:
+        float32 weights of the shape of `scores`.
+    """
+    scores = ops.cast(scores, "float32")
+    if mask is None:
+        return ops.softmax(scores, axis=axis)
+    mask = as_bool_mask(mask)
+    scores = ops.where(mask, scores, MASKED_LOGIT)
+    weights = ops.softmax(scores, axis=axis)
+    # A fully masked slice has a uniform softmax; multiplying by the mask
+    # turns it into zeros (and leaves partially masked slices unchanged,
+    # their masked weights being exp(-huge) == 0 already).
+    return weights * ops.cast(mask, "float32")
