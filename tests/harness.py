@@ -41,11 +41,18 @@ def functional_model(layer: keras.layers.Layer, inputs: CallInputs) -> keras.Mod
     """
     args, kwargs = inputs
 
-    def make_input(array):
+    def make_input(name, array):
         array = np.asarray(array)
-        return keras.Input(shape=array.shape[1:], dtype=str(array.dtype))
+        return keras.Input(shape=array.shape[1:], dtype=str(array.dtype), name=name)
 
-    symbolic = tree.map_structure(make_input, args)
+    # Inputs are named after their argument (and index, for lists) so that a
+    # model called with the `args` dict matches them by name.
+    symbolic = {
+        key: [make_input(f"{key}_{i}", a) for i, a in enumerate(value)]
+        if isinstance(value, (list, tuple))
+        else make_input(key, value)
+        for key, value in args.items()
+    }
     outputs = layer(**symbolic, **kwargs)
     return keras.Model(inputs=symbolic, outputs=outputs)
 
@@ -106,23 +113,30 @@ class LayerTestCase(tf.test.TestCase):
         zero_grad_mask: Optional[np.ndarray] = None,
         **call_extra,
     ):
-        """Gradients of the output sum w.r.t. input `wrt` and the weights are
-        finite; where `zero_grad_mask` is True the input gradient is zero
-        (for example, keys no query may attend to)."""
+        """Gradients of the output sum w.r.t. input `wrt` (a tensor argument,
+        or every tensor of a list argument) and the weights are finite; where
+        `zero_grad_mask` is True the input gradient is zero (for example,
+        keys no query may attend to).
+
+        Returns the input gradients (a list, one per watched tensor) followed
+        by the weight gradients."""
         args, kwargs = inputs
         tensors = tree.map_structure(tf.convert_to_tensor, args)
+        watched = tree.flatten(tensors[wrt])
         with tf.GradientTape() as tape:
-            tape.watch(tensors[wrt])
+            tape.watch(watched)
             outputs = layer(**tensors, **kwargs, **call_extra, training=False)
             loss = tf.reduce_sum(tf.cast(first_output(outputs), "float32"))
-        grads = tape.gradient(loss, [tensors[wrt]] + layer.trainable_variables)
-        self.assertIsNotNone(grads[0], f"no gradient reaches `{wrt}`")
+        grads = tape.gradient(loss, watched + layer.trainable_variables)
+        for grad in grads[: len(watched)]:
+            self.assertIsNotNone(grad, f"no gradient reaches `{wrt}`")
         for grad in grads:
             if grad is not None:
                 self.assertTrue(np.all(np.isfinite(grad.numpy())), "non-finite gradient")
         if zero_grad_mask is not None:
-            masked = grads[0].numpy()[np.asarray(zero_grad_mask)]
-            self.assertAllClose(np.zeros_like(masked), masked, atol=1e-7)
+            for grad in grads[: len(watched)]:
+                masked = grad.numpy()[np.asarray(zero_grad_mask)]
+                self.assertAllClose(np.zeros_like(masked), masked, atol=1e-7)
         return grads
 
     # -- serialization ------------------------------------------------------

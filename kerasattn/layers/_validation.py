@@ -18,6 +18,12 @@ def positive_int(name: str, value, allow_none: bool = False) -> Optional[int]:
     return value
 
 
+def positive_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"Expected `{name}` to be a positive number, received: {name}={value!r}")
+    return value
+
+
 def rate(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ValueError(

@@ -266,6 +266,13 @@ def _chunked_attention(
         ops.zeros((batch, num_heads, q_len, 1), "float32"),
         ops.zeros((batch, num_heads, q_len, value_width), "float32"),
     )
-    _, denominator, accumulator = ops.fori_loop(0, num_blocks, body, state)
+    # A while loop with `maximum_iterations` rather than `fori_loop`: XLA
+    # needs the bound to compile the loop's gradient.
+    _, (_, denominator, accumulator) = ops.while_loop(
+        lambda j, _: j < num_blocks,
+        lambda j, state: (j + 1, body(j, state)),
+        (0, state),
+        maximum_iterations=num_blocks,
+    )
     output = accumulator / ops.maximum(denominator, 1e-30)
     return ops.cast(ops.transpose(output, (0, 2, 1, 3)), out_dtype)

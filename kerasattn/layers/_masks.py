@@ -1,0 +1,81 @@
+"""Input checks and mask collection shared by the single-head attention layers.
+
+`AdditiveAttention` and `DotProductAttention` take the call arguments of
+`MultiHeadAttention` (query, value, key and their padding masks, an explicit
+attention mask, a causal flag); this module checks them and turns them into
+one boolean mask broadcastable to `(B, Tq, Tk)`, `True` = may attend.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from keras import ops
+
+from kerasattn.layers import _validation
+from kerasattn.ops import causal_mask
+from kerasattn.ops import check_broadcastable
+from kerasattn.ops import merge_masks
+from kerasattn.ops import padding_attention_mask
+
+
+def check_shapes(query_shape: Sequence, value_shape: Sequence, key_shape: Sequence) -> None:
+    """Raises `ValueError` unless query, value and key are rank 3 and key and
+    value have the same length."""
+    _validation.rank("query", query_shape, 3)
+    _validation.rank("value", value_shape, 3)
+    _validation.rank("key", key_shape, 3)
+    _validation.same_length("key", key_shape, "value", value_shape)
+
+
+def static_width(name: str, shape: Sequence) -> int:
+    """The static last dimension of `shape`, which sizes a weight."""
+    if shape[-1] is None:
+        raise ValueError(
+            f"Expected `{name}` with a static last dimension, "
+            f"received: {name}.shape={tuple(shape)}"
+        )
+    return shape[-1]
+
+
+def check_masks(
+    query_shape: Sequence,
+    key_shape: Sequence,
+    query_mask=None,
+    value_mask=None,
+    key_mask=None,
+    attention_mask=None,
+) -> None:
+    """Raises `ValueError` for a mask that does not broadcast to its target."""
+    batch, query_length = query_shape[0], query_shape[1]
+    key_length = key_shape[1]
+    check_broadcastable(query_mask, (batch, query_length), "query_mask")
+    check_broadcastable(value_mask, (batch, key_length), "value_mask")
+    check_broadcastable(key_mask, (batch, key_length), "key_mask")
+    check_broadcastable(attention_mask, (batch, query_length, key_length), "attention_mask")
+
+
+def collect_attention_mask(
+    query,
+    key,
+    query_mask=None,
+    value_mask=None,
+    key_mask=None,
+    attention_mask=None,
+    use_causal_mask: bool = False,
+):
+    """Merges every mask argument into one boolean mask broadcastable to
+    `(B, Tq, Tk)`, or returns `None` when there is nothing to mask.
+
+    A masked query gets a row with no key to attend to, hence a zero output.
+    """
+    check_masks(query.shape, key.shape, query_mask, value_mask, key_mask, attention_mask)
+    causal = None
+    if use_causal_mask:
+        causal = causal_mask(ops.shape(query)[1], ops.shape(key)[1])
+    return merge_masks(
+        padding_attention_mask(query_mask, merge_masks(value_mask, key_mask)),
+        attention_mask,
+        causal,
+    )
+

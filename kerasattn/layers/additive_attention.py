@@ -1,0 +1,232 @@
+"""Bahdanau (additive) attention with learned query and key projections."""
+
+from __future__ import annotations
+
+import keras
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from kerasattn.layers import _masks
+from kerasattn.layers import _validation
+from kerasattn.ops import masked_softmax
+
+
+@keras.saving.register_keras_serializable(package="kerasattn")
+class AdditiveAttention(keras.layers.Layer):
+    """Additive attention layer, a.k.a. Bahdanau-style attention.
+
+    Each query scores each key with a one-hidden-layer network:
+
+        score(q_i, k_j) = vᵀ tanh(W_q q_i + W_k k_j + b)
+        weights_ij = masked_softmax_j(score(q_i, k_j))
+        output_i = Σ_j weights_ij value_j
+
+    `W_q` projects the query width and `W_k` the key width to `units`, so
+    query and key may differ in width (`keras.layers.AdditiveAttention` has no
+    projections and needs equal widths). Scores and softmax are computed in
+    float32 under every dtype policy.
+
+    Args:
+        units: positive integer, the width of the hidden layer (of `W_q q`,
+            `W_k k`, `b` and `v`).
+        use_bias: whether to add the bias `b`. Defaults to `True`.
+        dropout: float in [0, 1), dropout rate on the attention weights.
+            Defaults to `0.0`.
+        kernel_initializer: initializer for `W_q`, `W_k` and `v`.
+        bias_initializer: initializer for `b`.
+        kernel_regularizer: regularizer for `W_q`, `W_k` and `v`.
+        bias_regularizer: regularizer for `b`.
+        kernel_constraint: constraint for `W_q`, `W_k` and `v`.
+        bias_constraint: constraint for `b`.
+        seed: optional integer seed of the dropout.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        query: `(B, Tq, Dq)` queries.
+        value: `(B, Tk, Dv)` values.
+        key: optional `(B, Tk, Dk)` keys; defaults to `value`.
+        query_mask: optional `(B, Tq)` padding mask of the queries (filled in
+            from a Keras implicit mask); masked queries get a zero output.
+        value_mask: optional `(B, Tk)` padding mask of the values.
+        key_mask: optional `(B, Tk)` padding mask of the keys, applied
+            together with `value_mask`.
+        attention_mask: optional boolean mask broadcastable to
+            `(B, Tq, Tk)`; `True` means "may attend".
+        return_attention_scores: if `True`, also return the weights.
+        training: whether dropout is active.
+        use_causal_mask: if `True`, query `i` attends only to keys `j <= i`.
+
+    Returns:
+        `(B, Tq, Dv)` output, and with `return_attention_scores=True` also the
+        `(B, Tq, Tk)` weights (after masking, before dropout). A query with
+        every key masked gets zero weights and a zero output. The query's
+        implicit mask is propagated to the output.
+
+    Example:
+
+    ```python
+    query = np.random.rand(2, 3, 4)  # (B, Tq, Dq)
+    value = np.random.rand(2, 5, 6)  # (B, Tk, Dv), also the keys
+    layer = AdditiveAttention(units=8)
+    output, weights = layer(query, value, return_attention_scores=True)
+    # output.shape == (2, 3, 6), weights.shape == (2, 3, 5)
+    ```
+    """
+
+    def __init__(
+        self,
+        units: int,
+        use_bias: bool = True,
+        dropout: float = 0.0,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = _validation.positive_int("units", units)
+        self.use_bias = bool(use_bias)
+        self.dropout = _validation.rate("dropout", dropout)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self.seed = seed
+        self.supports_masking = True
+        self._dropout_layer = keras.layers.Dropout(
+            self.dropout, seed=seed, dtype=self.dtype_policy
+        )
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        self._check_shapes(query_shape, value_shape, key_shape)
+        query_dim = _masks.static_width("query", query_shape)
+        key_dim = _masks.static_width("key", key_shape)
+        # Scores are computed in float32, so these weights are never autocast.
+        kernel_args = dict(
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            autocast=False,
+        )
+        self.query_kernel = self.add_weight(
+            name="query_kernel", shape=(query_dim, self.units), **kernel_args
+        )
+        self.key_kernel = self.add_weight(
+            name="key_kernel", shape=(key_dim, self.units), **kernel_args
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                autocast=False,
+            )
+        self.score_kernel = self.add_weight(
+            name="score_kernel", shape=(self.units,), **kernel_args
+        )
+
+    def _check_shapes(self, query_shape, value_shape, key_shape):
+        _masks.check_shapes(query_shape, value_shape, key_shape)
+        if self.built:
+            _validation.last_dim("query", query_shape, self.query_kernel.shape[0])
+            _validation.last_dim("key", key_shape, self.key_kernel.shape[0])
+
+    def _scores(self, query, key):
+        """float32 `(B, Tq, Tk)` scores vᵀ tanh(W_q q_i + W_k k_j + b)."""
+
+        def f32(x):
+            return ops.cast(x, "float32")
+
+        projected_query = ops.matmul(f32(query), f32(self.query_kernel))
+        projected_key = ops.matmul(f32(key), f32(self.key_kernel))
+        if self.bias is not None:
+            projected_key = projected_key + f32(self.bias)
+        hidden = ops.tanh(
+            ops.expand_dims(projected_query, 2) + ops.expand_dims(projected_key, 1)
+        )
+        return ops.einsum("bqku,u->bqk", hidden, f32(self.score_kernel))
+
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+    ):
+        key = value if key is None else key
+        self._check_shapes(query.shape, value.shape, key.shape)
+        mask = _masks.collect_attention_mask(
+            query, key, query_mask, value_mask, key_mask, attention_mask, use_causal_mask
+        )
+        weights = masked_softmax(self._scores(query, key), mask)
+        dropped = self._dropout_layer(weights, training=training)
+        output = ops.matmul(ops.cast(dropped, value.dtype), value)
+        if return_attention_scores:
+            return output, ops.cast(weights, self.compute_dtype)
+        return output
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        self._check_shapes(query_shape, value_shape, key_shape)
+        return (*query_shape[:-1], value_shape[-1])
+
+    def compute_output_spec(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+    ):
+        key = value if key is None else key
+        _masks.check_masks(
+            query.shape, key.shape, query_mask, value_mask, key_mask, attention_mask
+        )
+        output = keras.KerasTensor(
+            self.compute_output_shape(query.shape, value.shape, key.shape),
+            dtype=self.compute_dtype,
+        )
+        if return_attention_scores:
+            weights = keras.KerasTensor(
+                (*query.shape[:-1], key.shape[1]), dtype=self.compute_dtype
+            )
+            return output, weights
+        return output
+
+    def get_config(self):
+        config = {
+            "units": self.units,
+            "use_bias": self.use_bias,
+            "dropout": self.dropout,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "bias_constraint": constraints.serialize(self.bias_constraint),
+            "seed": self.seed,
+        }
+        return {**super().get_config(), **config}

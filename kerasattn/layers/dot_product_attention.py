@@ -1,0 +1,210 @@
+"""Single-head dot-product attention: Luong `dot` and `general`, Vaswani `scaled`."""
+
+from __future__ import annotations
+
+import keras
+from keras import constraints
+from keras import initializers
+from keras import ops
+from keras import regularizers
+
+from kerasattn.layers import _masks
+from kerasattn.layers import _validation
+from kerasattn.ops import masked_softmax
+
+SCORES = ("dot", "scaled", "general")
+
+
+@keras.saving.register_keras_serializable(package="kerasattn")
+class DotProductAttention(keras.layers.Layer):
+    """Dot-product attention layer with a choice of score function.
+
+    Each query scores each key with
+
+        "dot"     (Luong):   score(q_i, k_j) = q_iᵀ k_j
+        "scaled"  (Vaswani): score(q_i, k_j) = q_iᵀ k_j / √d
+        "general" (Luong):   score(q_i, k_j) = q_iᵀ W k_j
+
+    then weights_ij = masked_softmax_j(score(q_i, k_j)) and
+    output_i = Σ_j weights_ij value_j. `d` is the query (= key) width and `W`
+    a learned `(query_dim, key_dim)` matrix, so with "general" query and key
+    may differ in width; "dot" and "scaled" need equal widths. Scores and
+    softmax are computed in float32 under every dtype policy.
+
+    Unlike `keras.layers.Attention`, "scaled" divides by the fixed √d (Keras's
+    `use_scale=True` learns a scalar instead), and a query with every key
+    masked gets a zero output (Keras returns the mean of the values).
+
+    Args:
+        score: one of "dot", "scaled", "general". Defaults to "dot".
+        dropout: float in [0, 1), dropout rate on the attention weights.
+            Defaults to `0.0`.
+        kernel_initializer: initializer for `W` ("general" only).
+        kernel_regularizer: regularizer for `W` ("general" only).
+        kernel_constraint: constraint for `W` ("general" only).
+        seed: optional integer seed of the dropout.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        query: `(B, Tq, Dq)` queries.
+        value: `(B, Tk, Dv)` values.
+        key: optional `(B, Tk, Dk)` keys; defaults to `value`.
+        query_mask: optional `(B, Tq)` padding mask of the queries (filled in
+            from a Keras implicit mask); masked queries get a zero output.
+        value_mask: optional `(B, Tk)` padding mask of the values.
+        key_mask: optional `(B, Tk)` padding mask of the keys, applied
+            together with `value_mask`.
+        attention_mask: optional boolean mask broadcastable to
+            `(B, Tq, Tk)`; `True` means "may attend".
+        return_attention_scores: if `True`, also return the weights.
+        training: whether dropout is active.
+        use_causal_mask: if `True`, query `i` attends only to keys `j <= i`.
+
+    Returns:
+        `(B, Tq, Dv)` output, and with `return_attention_scores=True` also the
+        `(B, Tq, Tk)` weights (after masking, before dropout). A query with
+        every key masked gets zero weights and a zero output. The query's
+        implicit mask is propagated to the output.
+
+    Example:
+
+    ```python
+    query = np.random.rand(2, 3, 4)  # (B, Tq, Dq)
+    value = np.random.rand(2, 5, 6)  # (B, Tk, Dv), also the keys
+    layer = DotProductAttention(score="general")
+    output, weights = layer(query, value, return_attention_scores=True)
+    # output.shape == (2, 3, 6), weights.shape == (2, 3, 5)
+    ```
+    """
+
+    def __init__(
+        self,
+        score: str = "dot",
+        dropout: float = 0.0,
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        kernel_constraint=None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.score = _validation.one_of("score", score, SCORES)
+        self.dropout = _validation.rate("dropout", dropout)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.seed = seed
+        self.kernel = None
+        self.supports_masking = True
+        self._dropout_layer = keras.layers.Dropout(
+            self.dropout, seed=seed, dtype=self.dtype_policy
+        )
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        self._check_shapes(query_shape, value_shape, key_shape)
+        if self.score == "general":
+            query_dim = _masks.static_width("query", query_shape)
+            key_dim = _masks.static_width("key", key_shape)
+            # Scores are computed in float32, so `W` is never autocast.
+            self.kernel = self.add_weight(
+                name="kernel",
+                shape=(query_dim, key_dim),
+                initializer=self.kernel_initializer,
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+                autocast=False,
+            )
+
+    def _check_shapes(self, query_shape, value_shape, key_shape):
+        _masks.check_shapes(query_shape, value_shape, key_shape)
+        if self.score == "general":
+            if self.built:
+                _validation.last_dim("query", query_shape, self.kernel.shape[0])
+                _validation.last_dim("key", key_shape, self.kernel.shape[1])
+            return
+        q_dim, k_dim = query_shape[-1], key_shape[-1]
+        if q_dim is not None and k_dim is not None and q_dim != k_dim:
+            raise ValueError(
+                f"Expected `query` and `key` of the same last dimension for "
+                f"score={self.score!r} (use score='general' for different widths), "
+                f"received: query.shape={tuple(query_shape)}, key.shape={tuple(key_shape)}"
+            )
+
+    def _scores(self, query, key):
+        """float32 `(B, Tq, Tk)` scores."""
+        query = ops.cast(query, "float32")
+        if self.score == "scaled":
+            query = query * float(query.shape[-1]) ** -0.5
+        elif self.score == "general":
+            query = ops.matmul(query, ops.cast(self.kernel, "float32"))
+        return ops.matmul(query, ops.swapaxes(ops.cast(key, "float32"), -2, -1))
+
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+    ):
+        key = value if key is None else key
+        self._check_shapes(query.shape, value.shape, key.shape)
+        mask = _masks.collect_attention_mask(
+            query, key, query_mask, value_mask, key_mask, attention_mask, use_causal_mask
+        )
+        weights = masked_softmax(self._scores(query, key), mask)
+        dropped = self._dropout_layer(weights, training=training)
+        output = ops.matmul(ops.cast(dropped, value.dtype), value)
+        if return_attention_scores:
+            return output, ops.cast(weights, self.compute_dtype)
+        return output
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        self._check_shapes(query_shape, value_shape, key_shape)
+        return (*query_shape[:-1], value_shape[-1])
+
+    def compute_output_spec(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+    ):
+        key = value if key is None else key
+        _masks.check_masks(
+            query.shape, key.shape, query_mask, value_mask, key_mask, attention_mask
+        )
+        output = keras.KerasTensor(
+            self.compute_output_shape(query.shape, value.shape, key.shape),
+            dtype=self.compute_dtype,
+        )
+        if return_attention_scores:
+            weights = keras.KerasTensor(
+                (*query.shape[:-1], key.shape[1]), dtype=self.compute_dtype
+            )
+            return output, weights
+        return output
+
+    def get_config(self):
+        config = {
+            "score": self.score,
+            "dropout": self.dropout,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+            "kernel_constraint": constraints.serialize(self.kernel_constraint),
+            "seed": self.seed,
+        }
+        return {**super().get_config(), **config}

@@ -1,0 +1,283 @@
+"""Target attention: a candidate item attends over a user's behaviour history."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from kerasattn.layers import _validation
+from kerasattn.ops import as_bool_mask
+from kerasattn.ops import check_broadcastable
+from kerasattn.ops import masked_softmax
+
+SCORES = ("mlp", "scaled")
+NORMALIZATIONS = ("softmax", None)
+
+
+@keras.saving.register_keras_serializable(package="kerasattn")
+class TargetAttention(keras.layers.Layer):
+    """Target (candidate-to-history) attention, as in DIN and BST-style scorers.
+
+    A candidate item `q` attends over the user's behaviour history
+    `k_1 ... k_T` and returns the history summary `sum_j w_j v_j`.
+
+    With `score="mlp"` (the "activation unit" of DIN, Zhou et al. 2018) each
+    history item is scored by a small MLP on the interaction features:
+
+        s_j = MLP([q, k_j, q - k_j, q * k_j])
+
+    and the weights are either the raw scores (`normalization=None`, as in
+    the original DIN, with masked items weighted 0) or
+    `w = masked_softmax(s)` (`normalization="softmax"`). With
+    `score="scaled"` the weights are `w = masked_softmax(q . k_j / sqrt(d))`.
+
+    Scores are normalised in float32; under mixed precision the MLP runs in
+    the compute dtype like any `Dense` stack. An empty history (every item
+    masked) gives a zero summary, never NaN.
+
+    Args:
+        score: `"mlp"` (DIN activation unit) or `"scaled"` (scaled dot
+            product).
+        hidden_units: widths of the MLP's hidden `Dense` layers (`score="mlp"`
+            only). An empty tuple makes the score linear in the features.
+        activation: activation of the hidden layers, any name or callable
+            that `keras.activations.get` accepts. DIN used PReLU/Dice;
+            `"sigmoid"` is the default here.
+        normalization: `"softmax"` normalises the scores over the history;
+            `None` uses the raw MLP scores as weights (DIN's choice).
+            `score="scaled"` requires `"softmax"`.
+        dropout: dropout rate on the attention weights, in training only.
+        use_bias: whether the MLP's `Dense` layers use a bias.
+        kernel_initializer: initializer of the MLP kernels.
+        bias_initializer: initializer of the MLP biases.
+        kernel_regularizer: optional regularizer of the MLP kernels.
+        bias_regularizer: optional regularizer of the MLP biases.
+        seed: seed of the attention dropout.
+        **kwargs: base layer arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        query: the candidate, `(B, d)`, or several candidates `(B, Tq, d)`.
+        keys: the history, `(B, T, d)`; `T` may be dynamic.
+        values: optional `(B, T, dv)`; defaults to `keys`.
+        keys_mask: optional `(B, T)` boolean mask, `True` = real item. A Keras
+            implicit mask on `keys` (for example from
+            `Embedding(mask_zero=True)`) fills it automatically.
+        return_attention_scores: also return the attention weights.
+        training: whether dropout is active.
+
+    Returns:
+        The history summary, `(B, dv)` or `(B, Tq, dv)`, and with
+        `return_attention_scores=True` also the weights after masking and
+        before dropout, `(B, T)` or `(B, Tq, T)`.
+
+    Example:
+
+    >>> item = keras.Input(shape=(), dtype="int32")
+    >>> history = keras.Input(shape=(None,), dtype="int32")
+    >>> table = keras.layers.Embedding(1000, 16, mask_zero=True)
+    >>> interest = TargetAttention(hidden_units=(32, 16))(
+    ...     table(item), table(history))
+    >>> interest.shape
+    (None, 16)
+    """
+
+    def __init__(
+        self,
+        score: str = "mlp",
+        hidden_units=(80, 40),
+        activation="sigmoid",
+        normalization: str | None = "softmax",
+        dropout: float = 0.0,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.score = _validation.one_of("score", score, SCORES)
+        self.normalization = _validation.one_of(
+            "normalization", normalization, NORMALIZATIONS
+        )
+        if score == "scaled" and normalization != "softmax":
+            raise ValueError(
+                "Expected `normalization='softmax'` with `score='scaled'`, "
+                f"received: normalization={normalization!r}"
+            )
+        if not isinstance(hidden_units, (list, tuple)):
+            raise ValueError(
+                "Expected `hidden_units` to be a tuple of positive integers, "
+                f"received: hidden_units={hidden_units!r}"
+            )
+        self.hidden_units = tuple(
+            _validation.positive_int("hidden_units", units)
+            for units in hidden_units
+        )
+        try:
+            self.activation = keras.activations.get(activation)
+        except ValueError:
+            raise ValueError(
+                "Expected `activation` to be a Keras activation, received: "
+                f"activation={activation!r}"
+            ) from None
+        self.dropout = _validation.rate("dropout", dropout)
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.seed = seed
+
+        self._mlp = []
+        if score == "mlp":
+            widths = self.hidden_units + (1,)
+            for i, units in enumerate(widths):
+                last = i == len(widths) - 1
+                self._mlp.append(
+                    keras.layers.Dense(
+                        units,
+                        activation=None if last else self.activation,
+                        use_bias=use_bias,
+                        kernel_initializer=self.kernel_initializer,
+                        bias_initializer=self.bias_initializer,
+                        kernel_regularizer=self.kernel_regularizer,
+                        bias_regularizer=self.bias_regularizer,
+                        dtype=self.dtype_policy,
+                        name="score" if last else f"hidden_{i}",
+                    )
+                )
+        self._dropout = keras.layers.Dropout(
+            self.dropout, seed=seed, dtype=self.dtype_policy, name="dropout"
+        )
+
+    def _check_shapes(self, query_shape, keys_shape, values_shape=None):
+        _validation.rank("query", query_shape, (2, 3))
+        _validation.rank("keys", keys_shape, 3)
+        if query_shape[-1] is None or query_shape[-1] != keys_shape[-1]:
+            raise ValueError(
+                "Expected `query` and `keys` with the same static last "
+                f"dimension, received: query.shape={tuple(query_shape)}, "
+                f"keys.shape={tuple(keys_shape)}"
+            )
+        if None not in (query_shape[0], keys_shape[0]) and query_shape[0] != keys_shape[0]:
+            raise ValueError(
+                "Expected `query` and `keys` with the same batch size, received: "
+                f"query.shape={tuple(query_shape)}, keys.shape={tuple(keys_shape)}"
+            )
+        if values_shape is not None:
+            _validation.rank("values", values_shape, 3)
+            _validation.same_length("keys", keys_shape, "values", values_shape)
+
+    def build(self, query_shape, keys_shape, values_shape=None):
+        self._check_shapes(query_shape, keys_shape, values_shape)
+        width = 4 * query_shape[-1]
+        for dense in self._mlp:
+            dense.build((None, None, None, width))
+            width = dense.units
+        self._dropout.build(None)
+        self.built = True
+
+    def _scores(self, query, keys):
+        """float32 `(B, Tq, T)` scores of a `(B, Tq, d)` query."""
+        if self.score == "scaled":
+            scale = 1.0 / math.sqrt(query.shape[-1])
+            return ops.einsum(
+                "bqd,btd->bqt",
+                ops.cast(query, "float32") * scale,
+                ops.cast(keys, "float32"),
+            )
+        q = ops.expand_dims(query, 2)  # (B, Tq, 1, d)
+        k = ops.expand_dims(keys, 1)  # (B, 1, T, d)
+        diff = q - k
+        shape = ops.shape(diff)
+        features = ops.concatenate(
+            [ops.broadcast_to(q, shape), ops.broadcast_to(k, shape), diff, q * k],
+            axis=-1,
+        )
+        for dense in self._mlp:
+            features = dense(features)
+        return ops.cast(ops.squeeze(features, -1), "float32")
+
+    def call(
+        self,
+        query,
+        keys,
+        values=None,
+        keys_mask=None,
+        return_attention_scores: bool = False,
+        training=None,
+    ):
+        values = keys if values is None else values
+        self._check_shapes(query.shape, keys.shape, values.shape)
+        check_broadcastable(keys_mask, (keys.shape[0], keys.shape[1]), "keys_mask")
+        single = len(query.shape) == 2
+        if single:
+            query = ops.expand_dims(query, 1)
+        scores = self._scores(query, keys)
+        mask = None
+        if keys_mask is not None:
+            mask = ops.expand_dims(as_bool_mask(keys_mask), -2)  # (B, 1, T)
+        if self.normalization == "softmax":
+            weights = masked_softmax(scores, mask)
+        elif mask is not None:
+            weights = scores * ops.cast(mask, "float32")
+        else:
+            weights = scores
+        weights = ops.cast(weights, self.compute_dtype)
+        applied = self._dropout(weights, training=training)
+        output = ops.einsum("bqt,btv->bqv", applied, values)
+        if single:
+            output = ops.squeeze(output, 1)
+            weights = ops.squeeze(weights, 1)
+        if return_attention_scores:
+            return output, weights
+        return output
+
+    def compute_mask(self, query, previous_mask):
+        # Several candidates keep their axis, and their padding mask with it;
+        # a single candidate's output has no sequence axis to mask.
+        if previous_mask is None or len(query.shape) == 2:
+            return None
+        return previous_mask
+
+    def compute_output_spec(
+        self,
+        query,
+        keys,
+        values=None,
+        keys_mask=None,
+        return_attention_scores: bool = False,
+        training=None,
+    ):
+        values = keys if values is None else values
+        self._check_shapes(query.shape, keys.shape, values.shape)
+        check_broadcastable(keys_mask, (keys.shape[0], keys.shape[1]), "keys_mask")
+        output = keras.KerasTensor(
+            (*query.shape[:-1], values.shape[-1]), dtype=self.compute_dtype
+        )
+        if not return_attention_scores:
+            return output
+        weights = keras.KerasTensor(
+            (*query.shape[:-1], keys.shape[1]), dtype=self.compute_dtype
+        )
+        return output, weights
+
+    def get_config(self):
+        config = {
+            "score": self.score,
+            "hidden_units": list(self.hidden_units),
+            "activation": keras.activations.serialize(self.activation),
+            "normalization": self.normalization,
+            "dropout": self.dropout,
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "seed": self.seed,
+        }
+        return {**super().get_config(), **config}

@@ -1,0 +1,1 @@
+"""The kerasattn model zoo: prebuilt attention models and their command line."""
