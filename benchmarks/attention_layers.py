@@ -4,8 +4,8 @@ For each (batch, length, heads, width) case it prints the ratio of our
 layer's median time to Keras's, for the forward pass and for forward +
 backward, both measured in this process with the same weights and inputs,
 interleaved so that drift in the machine's speed hits both alike; and the
-ratio of peak memory, each measured in a fresh child process as the growth
-of the peak resident set size over the resident size after tracing.
+ratio of peak memory, each measured in a fresh child process as how far one
+warmed-up step raises the peak resident set size (Linux only).
 
     python benchmarks/attention_layers.py            # the recorded cases
     python benchmarks/attention_layers.py --quick    # one small case
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,9 @@ CASES = [
     (2, 2048, 8, 512, False),
 ]
 QUICK_CASES = [(4, 64, 4, 64, False)]
+# Our implementations measured against Keras: "auto" is the default (dense
+# for these traced-with-any-length steps); "chunked" trades time for memory.
+OURS = ("auto", "chunked")
 
 
 def make_layers(heads: int, width: int):
@@ -44,12 +46,17 @@ def make_layers(heads: int, width: int):
 
     key_dim = width // heads
     theirs = keras.layers.MultiHeadAttention(num_heads=heads, key_dim=key_dim)
-    ours = MultiHeadAttention(num_heads=heads, key_dim=key_dim)
+    layers = {"keras": theirs}
     shape = (None, None, width)
     theirs.build(shape, shape)
-    ours.build(shape, shape)
-    ours.set_weights(theirs.get_weights())
-    return {"keras": theirs, "kerasattn": ours}
+    for implementation in OURS:
+        ours = MultiHeadAttention(
+            num_heads=heads, key_dim=key_dim, implementation=implementation
+        )
+        ours.build(shape, shape)
+        ours.set_weights(theirs.get_weights())
+        layers[f"kerasattn/{implementation}"] = ours
+    return layers
 
 
 def make_steps(layer, width: int, causal: bool):
@@ -80,7 +87,9 @@ def time_case(batch, length, heads, width, causal, repeats):
     steps = {name: make_steps(layer, width, causal) for name, layer in layers.items()}
     # Same answer first: a ratio of two different computations means nothing.
     outputs = {name: s["forward"](x).numpy() for name, s in steps.items()}
-    difference = float(np.max(np.abs(outputs["keras"] - outputs["kerasattn"])))
+    difference = {
+        name: float(np.max(np.abs(outputs["keras"] - out))) for name, out in outputs.items()
+    }
     medians = {}
     for mode in ("forward", "forward+backward"):
         times = {name: [] for name in steps}
@@ -96,19 +105,36 @@ def time_case(batch, length, heads, width, causal, repeats):
     return medians, difference
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def peak_memory_worker(implementation, mode, batch, length, heads, width, causal) -> None:
-    """Child process: prints the peak RSS growth (bytes) of one step."""
+    """Child process: prints how far one step raises the resident set (bytes).
+
+    The step runs once at full size first, so that tracing and the thread
+    pools and kernel caches of a first execution are not counted; freed heap
+    is returned to the system and the peak (VmHWM) is reset before the
+    measured run.
+    """
+    import ctypes
+
     import numpy as np
 
     layer = make_layers(heads, width)[implementation]
     step = make_steps(layer, width, causal)[mode]
-    step(np.zeros((1, 8, width), "float32"))  # trace outside the measurement
     x = np.random.default_rng(0).normal(size=(batch, length, width)).astype("float32")
-    with open("/proc/self/statm") as statm:
-        resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     step(x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_growth": max(peak - resident, 0)}))
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # resets VmHWM to the current resident size
+    resident = _status_kib("VmRSS")
+    step(x)
+    print(json.dumps({"peak_growth": (_status_kib("VmHWM") - resident) * 1024}))
 
 
 def peak_memory(implementation, mode, case) -> int:
@@ -140,24 +166,25 @@ def main() -> None:
         f"median of {repeats}"
     )
     header = (
-        "| batch | length | heads | width | causal | max abs diff | mode "
-        "| keras ms | ours ms | time ratio | keras peak MB | ours peak MB | memory ratio |"
+        "| batch | length | heads | width | causal | mode | ours | max abs diff | keras ms | ours ms "
+        "| time ratio | keras peak MB | ours peak MB | memory ratio |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for case in cases:
         medians, difference = time_case(*case, repeats=repeats)
         for mode, by_name in medians.items():
-            memory = {name: peak_memory(name, mode, case) for name in ("keras", "kerasattn")}
-            time_ratio = by_name["kerasattn"] / by_name["keras"]
-            memory_ratio = memory["kerasattn"] / max(memory["keras"], 1)
-            print(
-                "| " + " | ".join(str(v) for v in case) + f" | {difference:.1e} | {mode} "
-                f"| {by_name['keras'] * 1e3:.1f} | {by_name['kerasattn'] * 1e3:.1f} "
-                f"| {time_ratio:.2f} | {memory['keras'] / 2**20:.0f} "
-                f"| {memory['kerasattn'] / 2**20:.0f} | {memory_ratio:.2f} |",
-                flush=True,
-            )
+            keras_memory = peak_memory("keras", mode, case)
+            for implementation in OURS:
+                name = f"kerasattn/{implementation}"
+                memory = peak_memory(name, mode, case)
+                print(
+                    "| " + " | ".join(str(v) for v in case) + f" | {mode} | {implementation} | {difference[name]:.1e} "
+                    f"| {by_name['keras'] * 1e3:.1f} | {by_name[name] * 1e3:.1f} "
+                    f"| {by_name[name] / by_name['keras']:.2f} | {keras_memory / 2**20:.1f} "
+                    f"| {memory / 2**20:.1f} | {memory / max(keras_memory, 1):.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
-from kerasattn.layers import _masks
+from kerasattn.layers import _single_head
 from kerasattn.layers import _validation
-from kerasattn.ops import masked_softmax
 
 
 @keras.saving.register_keras_serializable(package="kerasattn")
-class AdditiveAttention(keras.layers.Layer):
+class AdditiveAttention(_single_head.SingleHeadAttention):
     """Additive attention layer, a.k.a. Bahdanau-style attention.
 
     Each query scores each key with a one-hidden-layer network:
@@ -89,27 +88,21 @@ class AdditiveAttention(keras.layers.Layer):
         seed: int | None = None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(dropout=dropout, seed=seed, **kwargs)
         self.units = _validation.positive_int("units", units)
         self.use_bias = bool(use_bias)
-        self.dropout = _validation.rate("dropout", dropout)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.bias_regularizer = regularizers.get(bias_regularizer)
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = constraints.get(bias_constraint)
-        self.seed = seed
-        self.supports_masking = True
-        self._dropout_layer = keras.layers.Dropout(
-            self.dropout, seed=seed, dtype=self.dtype_policy
-        )
 
     def build(self, query_shape, value_shape, key_shape=None):
         key_shape = value_shape if key_shape is None else key_shape
         self._check_shapes(query_shape, value_shape, key_shape)
-        query_dim = _masks.static_width("query", query_shape)
-        key_dim = _masks.static_width("key", key_shape)
+        query_dim = _single_head.static_width("query", query_shape)
+        key_dim = _single_head.static_width("key", key_shape)
         # Scores are computed in float32, so these weights are never autocast.
         kernel_args = dict(
             initializer=self.kernel_initializer,
@@ -138,7 +131,7 @@ class AdditiveAttention(keras.layers.Layer):
         )
 
     def _check_shapes(self, query_shape, value_shape, key_shape):
-        _masks.check_shapes(query_shape, value_shape, key_shape)
+        _single_head.check_shapes(query_shape, value_shape, key_shape)
         if self.built:
             _validation.last_dim("query", query_shape, self.query_kernel.shape[0])
             _validation.last_dim("key", key_shape, self.key_kernel.shape[0])
@@ -157,64 +150,6 @@ class AdditiveAttention(keras.layers.Layer):
             ops.expand_dims(projected_query, 2) + ops.expand_dims(projected_key, 1)
         )
         return ops.einsum("bqku,u->bqk", hidden, f32(self.score_kernel))
-
-    def call(
-        self,
-        query,
-        value,
-        key=None,
-        query_mask=None,
-        value_mask=None,
-        key_mask=None,
-        attention_mask=None,
-        return_attention_scores=False,
-        training=None,
-        use_causal_mask=False,
-    ):
-        key = value if key is None else key
-        self._check_shapes(query.shape, value.shape, key.shape)
-        mask = _masks.collect_attention_mask(
-            query, key, query_mask, value_mask, key_mask, attention_mask, use_causal_mask
-        )
-        weights = masked_softmax(self._scores(query, key), mask)
-        dropped = self._dropout_layer(weights, training=training)
-        output = ops.matmul(ops.cast(dropped, value.dtype), value)
-        if return_attention_scores:
-            return output, ops.cast(weights, self.compute_dtype)
-        return output
-
-    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
-        key_shape = value_shape if key_shape is None else key_shape
-        self._check_shapes(query_shape, value_shape, key_shape)
-        return (*query_shape[:-1], value_shape[-1])
-
-    def compute_output_spec(
-        self,
-        query,
-        value,
-        key=None,
-        query_mask=None,
-        value_mask=None,
-        key_mask=None,
-        attention_mask=None,
-        return_attention_scores=False,
-        training=None,
-        use_causal_mask=False,
-    ):
-        key = value if key is None else key
-        _masks.check_masks(
-            query.shape, key.shape, query_mask, value_mask, key_mask, attention_mask
-        )
-        output = keras.KerasTensor(
-            self.compute_output_shape(query.shape, value.shape, key.shape),
-            dtype=self.compute_dtype,
-        )
-        if return_attention_scores:
-            weights = keras.KerasTensor(
-                (*query.shape[:-1], key.shape[1]), dtype=self.compute_dtype
-            )
-            return output, weights
-        return output
 
     def get_config(self):
         config = {

@@ -8,7 +8,7 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
-from kerasattn.layers import _masks
+from kerasattn.layers import _single_head
 from kerasattn.layers import _validation
 from kerasattn.ops import check_broadcastable
 from kerasattn.ops import masked_softmax
@@ -106,7 +106,7 @@ class AttentionPooling(keras.layers.Layer):
 
     def build(self, input_shape):
         _validation.rank("inputs", input_shape, 3)
-        width = _masks.static_width("inputs", input_shape)
+        width = _single_head.static_width("inputs", input_shape)
         # Scores are computed in float32, so these weights are never autocast.
         kernel_args = dict(
             initializer=self.kernel_initializer,

@@ -8,15 +8,14 @@ from keras import initializers
 from keras import ops
 from keras import regularizers
 
-from kerasattn.layers import _masks
+from kerasattn.layers import _single_head
 from kerasattn.layers import _validation
-from kerasattn.ops import masked_softmax
 
 SCORES = ("dot", "scaled", "general")
 
 
 @keras.saving.register_keras_serializable(package="kerasattn")
-class DotProductAttention(keras.layers.Layer):
+class DotProductAttention(_single_head.SingleHeadAttention):
     """Dot-product attention layer with a choice of score function.
 
     Each query scores each key with
@@ -87,25 +86,19 @@ class DotProductAttention(keras.layers.Layer):
         seed: int | None = None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(dropout=dropout, seed=seed, **kwargs)
         self.score = _validation.one_of("score", score, SCORES)
-        self.dropout = _validation.rate("dropout", dropout)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.kernel_constraint = constraints.get(kernel_constraint)
-        self.seed = seed
         self.kernel = None
-        self.supports_masking = True
-        self._dropout_layer = keras.layers.Dropout(
-            self.dropout, seed=seed, dtype=self.dtype_policy
-        )
 
     def build(self, query_shape, value_shape, key_shape=None):
         key_shape = value_shape if key_shape is None else key_shape
         self._check_shapes(query_shape, value_shape, key_shape)
         if self.score == "general":
-            query_dim = _masks.static_width("query", query_shape)
-            key_dim = _masks.static_width("key", key_shape)
+            query_dim = _single_head.static_width("query", query_shape)
+            key_dim = _single_head.static_width("key", key_shape)
             # Scores are computed in float32, so `W` is never autocast.
             self.kernel = self.add_weight(
                 name="kernel",
@@ -117,7 +110,7 @@ class DotProductAttention(keras.layers.Layer):
             )
 
     def _check_shapes(self, query_shape, value_shape, key_shape):
-        _masks.check_shapes(query_shape, value_shape, key_shape)
+        _single_head.check_shapes(query_shape, value_shape, key_shape)
         if self.score == "general":
             if self.built:
                 _validation.last_dim("query", query_shape, self.kernel.shape[0])
@@ -139,64 +132,6 @@ class DotProductAttention(keras.layers.Layer):
         elif self.score == "general":
             query = ops.matmul(query, ops.cast(self.kernel, "float32"))
         return ops.matmul(query, ops.swapaxes(ops.cast(key, "float32"), -2, -1))
-
-    def call(
-        self,
-        query,
-        value,
-        key=None,
-        query_mask=None,
-        value_mask=None,
-        key_mask=None,
-        attention_mask=None,
-        return_attention_scores=False,
-        training=None,
-        use_causal_mask=False,
-    ):
-        key = value if key is None else key
-        self._check_shapes(query.shape, value.shape, key.shape)
-        mask = _masks.collect_attention_mask(
-            query, key, query_mask, value_mask, key_mask, attention_mask, use_causal_mask
-        )
-        weights = masked_softmax(self._scores(query, key), mask)
-        dropped = self._dropout_layer(weights, training=training)
-        output = ops.matmul(ops.cast(dropped, value.dtype), value)
-        if return_attention_scores:
-            return output, ops.cast(weights, self.compute_dtype)
-        return output
-
-    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
-        key_shape = value_shape if key_shape is None else key_shape
-        self._check_shapes(query_shape, value_shape, key_shape)
-        return (*query_shape[:-1], value_shape[-1])
-
-    def compute_output_spec(
-        self,
-        query,
-        value,
-        key=None,
-        query_mask=None,
-        value_mask=None,
-        key_mask=None,
-        attention_mask=None,
-        return_attention_scores=False,
-        training=None,
-        use_causal_mask=False,
-    ):
-        key = value if key is None else key
-        _masks.check_masks(
-            query.shape, key.shape, query_mask, value_mask, key_mask, attention_mask
-        )
-        output = keras.KerasTensor(
-            self.compute_output_shape(query.shape, value.shape, key.shape),
-            dtype=self.compute_dtype,
-        )
-        if return_attention_scores:
-            weights = keras.KerasTensor(
-                (*query.shape[:-1], key.shape[1]), dtype=self.compute_dtype
-            )
-            return output, weights
-        return output
 
     def get_config(self):
         config = {

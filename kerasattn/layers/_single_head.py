@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import keras
 from keras import ops
 
 from kerasattn.layers import _validation
 from kerasattn.ops import causal_mask
 from kerasattn.ops import check_broadcastable
+from kerasattn.ops import masked_softmax
 from kerasattn.ops import merge_masks
 from kerasattn.ops import padding_attention_mask
 
@@ -79,3 +81,79 @@ def collect_attention_mask(
         causal,
     )
 
+
+
+class SingleHeadAttention(keras.layers.Layer):
+    """Base of the single-head layers: subclasses define `_scores` (float32
+    `(B, Tq, Tk)` logits) and `_check_shapes`; masking, the float32 masked
+    softmax, dropout, the weighted sum and the output specs live here."""
+
+    def __init__(self, dropout: float = 0.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.dropout = _validation.rate("dropout", dropout)
+        self.seed = seed
+        self.supports_masking = True
+        self._dropout_layer = keras.layers.Dropout(
+            self.dropout, seed=seed, dtype=self.dtype_policy
+        )
+
+    def _check_shapes(self, query_shape, value_shape, key_shape) -> None:
+        check_shapes(query_shape, value_shape, key_shape)
+
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+    ):
+        key = value if key is None else key
+        self._check_shapes(query.shape, value.shape, key.shape)
+        mask = collect_attention_mask(
+            query, key, query_mask, value_mask, key_mask, attention_mask, use_causal_mask
+        )
+        weights = masked_softmax(self._scores(query, key), mask)
+        dropped = self._dropout_layer(weights, training=training)
+        output = ops.matmul(ops.cast(dropped, value.dtype), value)
+        if return_attention_scores:
+            return output, ops.cast(weights, self.compute_dtype)
+        return output
+
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        self._check_shapes(query_shape, value_shape, key_shape)
+        return (*query_shape[:-1], value_shape[-1])
+
+    def compute_output_spec(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        training=None,
+        use_causal_mask=False,
+    ):
+        key = value if key is None else key
+        check_masks(
+            query.shape, key.shape, query_mask, value_mask, key_mask, attention_mask
+        )
+        output = keras.KerasTensor(
+            self.compute_output_shape(query.shape, value.shape, key.shape),
+            dtype=self.compute_dtype,
+        )
+        if return_attention_scores:
+            weights = keras.KerasTensor(
+                (*query.shape[:-1], key.shape[1]), dtype=self.compute_dtype
+            )
+            return output, weights
+        return output
