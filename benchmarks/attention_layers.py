@@ -4,8 +4,8 @@ For each (batch, length, heads, width) case it prints the ratio of our
 layer's median time to Keras's, for the forward pass and for forward +
 backward, both measured in this process with the same weights and inputs,
 interleaved so that drift in the machine's speed hits both alike; and the
-ratio of peak memory, each measured in a fresh child process as how far one
-warmed-up step raises the peak resident set size (Linux only).
+ratio of peak memory: the peak bytes held in TensorFlow tensors during one
+warmed-up step, from TensorFlow's CPU allocator statistics.
 
     python benchmarks/attention_layers.py            # the recorded cases
     python benchmarks/attention_layers.py --quick    # one small case
@@ -16,15 +16,15 @@ Ratios below 1 mean ours is faster or smaller.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Makes tf.config.experimental.get_memory_info("CPU:0") count tensor bytes;
+# it must be set before TensorFlow is imported.
+os.environ["TF_CPU_ALLOCATOR_COLLECT_STATS"] = "1"
 
 # (batch, length, heads, width, causal)
 CASES = [
@@ -32,6 +32,7 @@ CASES = [
     (8, 512, 8, 512, False),
     (8, 512, 8, 512, True),
     (2, 2048, 8, 512, False),
+    (1, 4096, 8, 512, False),
 ]
 QUICK_CASES = [(4, 64, 4, 64, False)]
 # Our implementations measured against Keras: "auto" is the default (dense
@@ -90,7 +91,7 @@ def time_case(batch, length, heads, width, causal, repeats):
     difference = {
         name: float(np.max(np.abs(outputs["keras"] - out))) for name, out in outputs.items()
     }
-    medians = {}
+    medians, memory = {}, {}
     for mode in ("forward", "forward+backward"):
         times = {name: [] for name in steps}
         for name in steps:  # warm-up
@@ -102,58 +103,25 @@ def time_case(batch, length, heads, width, causal, repeats):
                 _ = [r.numpy() for r in result] if isinstance(result, list) else result.numpy()
                 times[name].append(time.perf_counter() - started)
         medians[mode] = {name: statistics.median(t) for name, t in times.items()}
-    return medians, difference
+        memory[mode] = {name: peak_memory(steps[name][mode], x) for name in steps}
+    return medians, memory, difference
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
+def peak_memory(step, x) -> int:
+    """Peak tensor bytes allocated during one (already warmed-up) step."""
+    import tensorflow as tf
 
-
-def peak_memory_worker(implementation, mode, batch, length, heads, width, causal) -> None:
-    """Child process: prints how far one step raises the resident set (bytes).
-
-    The step runs once at full size first, so that tracing and the thread
-    pools and kernel caches of a first execution are not counted; freed heap
-    is returned to the system and the peak (VmHWM) is reset before the
-    measured run.
-    """
-    import ctypes
-
-    import numpy as np
-
-    layer = make_layers(heads, width)[implementation]
-    step = make_steps(layer, width, causal)[mode]
-    x = np.random.default_rng(0).normal(size=(batch, length, width)).astype("float32")
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
     step(x)
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # resets VmHWM to the current resident size
-    resident = _status_kib("VmRSS")
-    step(x)
-    print(json.dumps({"peak_growth": (_status_kib("VmHWM") - resident) * 1024}))
-
-
-def peak_memory(implementation, mode, case) -> int:
-    command = [sys.executable, __file__, "--worker", implementation, mode] + [str(v) for v in case]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])["peak_growth"]
+    return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small case, few repeats")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        implementation, mode, *numbers = args.worker
-        *sizes, causal = numbers
-        peak_memory_worker(implementation, mode, *map(int, sizes), causal == "True")
-        return
 
     import keras
     import tensorflow as tf
@@ -172,12 +140,12 @@ def main() -> None:
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for case in cases:
-        medians, difference = time_case(*case, repeats=repeats)
+        medians, memories, difference = time_case(*case, repeats=repeats)
         for mode, by_name in medians.items():
-            keras_memory = peak_memory("keras", mode, case)
+            keras_memory = memories[mode]["keras"]
             for implementation in OURS:
                 name = f"kerasattn/{implementation}"
-                memory = peak_memory(name, mode, case)
+                memory = memories[mode][name]
                 print(
                     "| " + " | ".join(str(v) for v in case) + f" | {mode} | {implementation} | {difference[name]:.1e} "
                     f"| {by_name['keras'] * 1e3:.1f} | {by_name[name] * 1e3:.1f} "

@@ -160,6 +160,24 @@ class DotProductAttentionTest(tf.test.TestCase, parameterized.TestCase):
             self.assertTrue(np.all(np.isfinite(tf.cast(out, "float32").numpy())))
             self.assertAllEqual(np.zeros((4, 6)), tf.cast(out, "float32")[1, 2])
 
+    def test_auto_is_chunked_only_for_long_static_keys_at_inference(self):
+        from unittest import mock
+
+        from kerasattn.ops import attention
+
+        q = np.zeros((1, 2, 1, 4), "float32")
+        long_k = np.zeros((1, attention.AUTO_CHUNKED_MIN_KEY_LENGTH, 1, 4), "float32")
+        short_k = long_k[:, :8]
+        with mock.patch.object(
+            attention, "_chunked_attention", wraps=attention._chunked_attention
+        ) as chunked:
+            ka_ops.dot_product_attention(q, long_k, long_k)
+            self.assertEqual(1, chunked.call_count)
+            ka_ops.dot_product_attention(q, long_k, long_k, training=True)
+            ka_ops.dot_product_attention(q, long_k, long_k, return_weights=True)
+            ka_ops.dot_product_attention(q, short_k, short_k)
+            self.assertEqual(1, chunked.call_count)
+
     def test_errors(self):
         with self.assertRaisesRegex(ValueError, "implementation.*'fast'"):
             ka_ops.dot_product_attention(self.q, self.k, self.v, implementation="fast")

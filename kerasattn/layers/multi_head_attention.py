@@ -93,9 +93,10 @@ class MultiHeadAttention(keras.layers.Layer):
         num_key_value_heads: number of key/value heads `K`, dividing
             `num_heads`; defaults to `num_heads`.
         implementation: "dense", "chunked" (keys in blocks of `block_size`
-            with an online softmax: memory grows with `Tq * block_size`, but
-            no attention scores and no dropout) or "auto" (chunked for long
-            static key lengths when neither is needed).
+            with an online softmax: at inference memory grows with
+            `Tq * block_size`, but no attention scores and no dropout) or
+            "auto" (chunked at inference for static key lengths from 2048
+            on when neither is needed; dense otherwise).
         block_size: key block length of the chunked path.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
@@ -519,6 +520,7 @@ class MultiHeadAttention(keras.layers.Layer):
             dropout=dropout,
             return_weights=return_attention_scores,
             implementation=self._implementation,
+            training=bool(training),
             block_size=self._block_size,
         )
         attended, scores = result if return_attention_scores else (result, None)

@@ -17,10 +17,12 @@ from kerasattn.ops.masking import causal_mask as make_causal_mask
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked")
 
-# "auto" switches to the chunked path from this (static) key length on, where
-# the (B, N, Tq, Tk) score tensor starts to dominate memory.
+# At inference "auto" switches to the chunked path from this (static) key
+# length on, where the (B, N, Tq, Tk) score tensor starts to dominate memory.
 AUTO_CHUNKED_MIN_KEY_LENGTH = 2048
 DEFAULT_BLOCK_SIZE = 512
+# Real logits lie far above this and masked ones (MASKED_LOGIT) far below.
+_MIN_SHIFT = -1e30
 
 
 def _logits(query, key, num_groups: int):
@@ -101,6 +103,7 @@ def dot_product_attention(
     return_weights: bool = False,
     implementation: str = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
+    training: bool = False,
 ):
     """Scaled dot-product attention over heads, with masks that compose.
 
@@ -123,10 +126,12 @@ def dot_product_attention(
         return_weights: also return the `(B, N, Tq, Tk)` weights.
         implementation: "dense" materialises the score tensor; "chunked"
             processes keys in blocks of `block_size` with a running (online)
-            softmax so memory grows with `Tq * block_size`; "auto" picks
-            chunked for long static key lengths when neither weights nor
-            dropout are needed.
+            softmax so the forward pass's memory grows with
+            `Tq * block_size` (its gradient keeps every block, so training
+            saves no memory); "auto" picks chunked at inference for long
+            static key lengths when neither weights nor dropout are needed.
         block_size: key block length of the chunked path.
+        training: whether gradients will be taken ("auto" then stays dense).
 
     Returns:
         `(B, Tq, N, Hv)` output in the value dtype, and with
@@ -147,7 +152,9 @@ def dot_product_attention(
             key_length is not None
             and key_length >= AUTO_CHUNKED_MIN_KEY_LENGTH
         )
-        use_chunked = long_keys and not return_weights and dropout is None
+        use_chunked = (
+            long_keys and not training and not return_weights and dropout is None
+        )
         implementation = "chunked" if use_chunked else "dense"
     if implementation == "chunked":
         if return_weights or dropout is not None:
@@ -187,9 +194,10 @@ def _dense_attention(
     if mask is not None:
         # Rows whose keys are all masked got a uniform softmax: zero them on
         # the (small) output rather than on the (large) weights.
-        row_has_key = ops.any(mask, axis=-1)  # (B|1, N|1, Tq|1)
-        row_has_key = ops.transpose(row_has_key, (0, 2, 1))[..., None]
-        output = output * ops.cast(row_has_key, out_dtype)
+        # Cast before reshaping: TFLite's builtin slicing rejects bool tensors.
+        row_has_key = ops.cast(ops.any(mask, axis=-1), out_dtype)  # (B|1, N|1, Tq|1)
+        row_has_key = ops.expand_dims(ops.transpose(row_has_key, (0, 2, 1)), -1)
+        output = output * row_has_key
         if return_weights:
             weights = weights * ops.cast(mask, weights.dtype)
     if return_weights:
@@ -203,6 +211,12 @@ def _chunked_attention(
     out_dtype = value.dtype
     batch, q_len, num_heads, _ = ops.shape(query)
     k_len = ops.shape(key)[1]
+    # Keys shorter than a block make one block of their own length, so short
+    # sequences are not padded out to `block_size`.
+    if isinstance(k_len, int):
+        block_size = min(block_size, k_len)
+    else:
+        block_size = ops.minimum(block_size, k_len)
     value_width = value.shape[-1]
     num_blocks = (k_len + block_size - 1) // block_size
     pad = num_blocks * block_size - k_len
@@ -223,7 +237,9 @@ def _chunked_attention(
     mask_blocks = None
     if mask is not None and mask.shape[-1] != 1:
         padded = ops.pad(
-            ops.cast(mask, "int8"), ((0, 0), (0, 0), (0, 0), (0, pad))
+            # int32, not int8: TFLite's builtin Pad and Greater take no int8
+            # outside quantized models.
+            ops.cast(mask, "int32"), ((0, 0), (0, 0), (0, 0), (0, pad))
         )
         shape = ops.shape(padded)
         padded = ops.reshape(
@@ -250,8 +266,10 @@ def _chunked_attention(
         new_max = ops.maximum(
             running_max, ops.max(logits, axis=-1, keepdims=True)
         )
-        # Multiplying by `valid` keeps fully masked rows at exactly zero.
-        probs = ops.exp(logits - new_max) * ops.cast(valid, "float32")
+        # Shifting by at least _MIN_SHIFT keeps masked logits at exp(-huge)
+        # == 0 even in rows with no valid key so far (whose maximum is still
+        # MASKED_LOGIT), so no multiply by the mask is needed.
+        probs = ops.exp(logits - ops.maximum(new_max, _MIN_SHIFT))
         correction = ops.exp(running_max - new_max)
         denominator = correction * denominator + ops.sum(
             probs, axis=-1, keepdims=True
@@ -266,13 +284,22 @@ def _chunked_attention(
         ops.zeros((batch, num_heads, q_len, 1), "float32"),
         ops.zeros((batch, num_heads, q_len, value_width), "float32"),
     )
+
+    def step(j, state):
+        state = body(j, state)
+        # TensorFlow runs up to ten loop iterations at once when one does not
+        # depend on the last, which would keep ten blocks of scores alive;
+        # tying the counter to this block's result (adding zero) makes the
+        # blocks run one after another.
+        return j + 1 + ops.cast(ops.sum(state[1]) * 0.0, "int32"), state
+
     # A while loop with `maximum_iterations` rather than `fori_loop`: XLA
     # needs the bound to compile the loop's gradient.
     _, (_, denominator, accumulator) = ops.while_loop(
-        lambda j, _: j < num_blocks,
-        lambda j, state: (j + 1, body(j, state)),
-        (0, state),
-        maximum_iterations=num_blocks,
+        lambda j, _: j < num_blocks, step, (0, state), maximum_iterations=num_blocks
     )
-    output = accumulator / ops.maximum(denominator, 1e-30)
+    # A row with a key to attend to has a denominator >= 1 (its largest logit
+    # contributes exp(0)); a fully masked row has 0 / 0, made 0 / 1. A tiny
+    # floor would do the same in float32 but flush to 0 in float16 exports.
+    output = accumulator / ops.maximum(denominator, 1.0)
     return ops.cast(ops.transpose(output, (0, 2, 1, 3)), out_dtype)
