@@ -210,3 +210,46 @@ class DeviceTest(tf.test.TestCase):
                 ]
         for cpu, gpu in zip(results["/CPU:0"], results["/GPU:0"]):
             self.assertAllClose(cpu, gpu, atol=1e-4)
+
+
+class BoundedMaskingTest(tf.test.TestCase):
+    """The export-time masking mode computes the same weights, and no
+    intermediate leaves the range of the logits."""
+
+    def test_masked_softmax_matches_default(self):
+        rng = np.random.default_rng(3)
+        scores = (rng.normal(size=(2, 3, 5)) * 20).astype("float32")
+        mask = rng.random((2, 3, 5)) > 0.4
+        mask[0, 1] = False
+        want = harness.numpy_masked_softmax(scores, mask)
+        with ka_ops.bounded_masking():
+            got = ka_ops.masked_softmax(scores, mask).numpy()
+        self.assertAllClose(want, got, atol=1e-6)
+        self.assertAllEqual(np.zeros(5), got[0, 1])
+
+    def test_attention_matches_default_and_gradients_are_finite(self):
+        rng = np.random.default_rng(4)
+        q, k, v = (rng.normal(size=(2, 4, 2, 3)).astype("float32") for _ in range(3))
+        mask = rng.random((2, 4, 4)) > 0.5
+        mask[1, 0] = False
+        tensors = [tf.constant(x) for x in (q, k, v)]
+        for causal in (False, True):
+            want = ka_ops.dot_product_attention(q, k, v, mask, causal=causal)
+            with ka_ops.bounded_masking(), tf.GradientTape() as tape:
+                tape.watch(tensors)
+                got = ka_ops.dot_product_attention(*tensors, mask, causal=causal)
+                grads = tape.gradient(tf.reduce_sum(got), tensors)
+            self.assertAllClose(want, got, atol=1e-6)
+            for grad in grads:
+                self.assertTrue(np.all(np.isfinite(grad.numpy())))
+
+    def test_no_large_constant_in_the_traced_graph(self):
+        spec = tf.TensorSpec((2, 3, 5))
+        fn = tf.function(lambda s: ka_ops.masked_softmax(s, s > 0), input_signature=[spec])
+        with ka_ops.bounded_masking():
+            graph = fn.get_concrete_function().graph
+        constants = [
+            op.get_attr("value") for op in graph.get_operations() if op.type == "Const"
+        ]
+        values = [tf.make_ndarray(c) for c in constants]
+        self.assertLess(max(float(np.max(np.abs(v))) if v.size else 0.0 for v in values), 1e10)

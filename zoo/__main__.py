@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from zoo import export
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
@@ -18,6 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=4, help="training epochs (default: %(default)s)")
     demo.add_argument("--samples", type=int, default=3000, help="generated examples (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    export.add_arguments(
+        commands.add_parser(
+            "export",
+            help="export a .keras model to SavedModel, TFLite and ONNX, each checked against Keras",
+            description=export.__doc__,
+        )
+    )
     return parser
 
 
@@ -31,6 +40,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"zoo demo: --{name} must be positive, got {getattr(args, name)}", file=sys.stderr)
                 return 2
         return demo.run(out_dir=args.out, epochs=args.epochs, samples=args.samples, seed=args.seed)
+    if args.command == "export":
+        return export.run(args)
     return 2
 
 

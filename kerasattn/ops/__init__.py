@@ -2,6 +2,7 @@
 
 from kerasattn.ops.attention import dot_product_attention
 from kerasattn.ops.masking import as_bool_mask
+from kerasattn.ops.masking import bounded_masking
 from kerasattn.ops.masking import causal_mask
 from kerasattn.ops.masking import check_broadcastable
 from kerasattn.ops.masking import masked_softmax
@@ -11,6 +12,7 @@ from kerasattn.ops.masking import sliding_window_mask
 
 __all__ = [
     "as_bool_mask",
+    "bounded_masking",
     "causal_mask",
     "check_broadcastable",
     "dot_product_attention",

@@ -13,6 +13,8 @@ from keras import ops
 
 from kerasattn.ops.masking import MASKED_LOGIT
 from kerasattn.ops.masking import as_bool_mask
+from kerasattn.ops.masking import bounded_masked_softmax
+from kerasattn.ops.masking import bounded_masking_enabled
 from kerasattn.ops.masking import causal_mask as make_causal_mask
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked")
@@ -21,8 +23,10 @@ IMPLEMENTATIONS = ("auto", "dense", "chunked")
 # length on, where the (B, N, Tq, Tk) score tensor starts to dominate memory.
 AUTO_CHUNKED_MIN_KEY_LENGTH = 2048
 DEFAULT_BLOCK_SIZE = 512
-# Real logits lie far above this and masked ones (MASKED_LOGIT) far below.
-_MIN_SHIFT = -1e30
+# Real logits lie far above this and masked ones (MASKED_LOGIT) far below,
+# also in float16 TFLite exports, which store constants in float16: there
+# MASKED_LOGIT becomes -65504, still more than 104 (exp underflow) below.
+_MIN_SHIFT = -3e4
 
 
 def _logits(query, key, num_groups: int):
@@ -186,9 +190,15 @@ def _dense_attention(
             if mask is None
             else ops.logical_and(mask, causal)
         )
-    if mask is not None:
-        logits = ops.where(mask, logits, MASKED_LOGIT)
-    weights = ops.softmax(logits, axis=-1)
+    if mask is not None and bounded_masking_enabled():
+        # Already zero for masked keys and for rows with no key: nothing is
+        # left for the mask to fix below.
+        weights = bounded_masked_softmax(logits, mask)
+        mask = None
+    else:
+        if mask is not None:
+            logits = ops.where(mask, logits, MASKED_LOGIT)
+        weights = ops.softmax(logits, axis=-1)
     applied = weights if dropout is None else dropout(weights)
     output = _combine(ops.cast(applied, out_dtype), value, num_groups, "btnh")
     if mask is not None:

@@ -5,7 +5,9 @@ One convention everywhere: `True` (or 1) means "may attend".
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import contextvars
+from typing import Iterator, Sequence
 
 import keras
 from keras import ops
@@ -15,6 +17,49 @@ from keras import ops
 # matches the constant keras.ops.dot_product_attention uses, so unmasked rows
 # agree with Keras bit for bit.
 MASKED_LOGIT = -0.7 * 3.38953e38
+
+_BOUNDED_MASKING = contextvars.ContextVar("kerasattn_bounded_masking", default=False)
+
+
+@contextlib.contextmanager
+def bounded_masking() -> Iterator[None]:
+    """Traces masked softmaxes whose intermediates stay in the logits' range.
+
+    Full-integer (int8) quantization calibrates one range per tensor; a
+    tensor holding `MASKED_LOGIT` beside real logits gets a range so wide
+    that every logit rounds to the same int8 value and attention turns
+    uniform. Inside this context, layers traced (for example by
+    `kerasattn.export` writing a SavedModel) compute the same weights, to
+    float rounding, without that constant: the row maximum is taken over
+    unmasked logits only, and masked positions are zeroed after `exp`. It
+    costs more elementwise passes than the fused softmax, so training and
+    ordinary inference keep the default.
+    """
+    token = _BOUNDED_MASKING.set(True)
+    try:
+        yield
+    finally:
+        _BOUNDED_MASKING.reset(token)
+
+
+def bounded_masking_enabled() -> bool:
+    return _BOUNDED_MASKING.get()
+
+
+def bounded_masked_softmax(scores, mask, axis: int = -1):
+    """`masked_softmax` on float32 `scores` whose every intermediate tensor
+    lies within the range of the logits (see `bounded_masking`)."""
+    mask = ops.broadcast_to(as_bool_mask(mask), ops.shape(scores))
+    row_min = ops.min(scores, axis=axis, keepdims=True)
+    row_max = ops.max(ops.where(mask, scores, row_min), axis=axis, keepdims=True)
+    # min(·, 0) only touches masked positions (valid ones are <= row_max),
+    # where it stops exp from overflowing before they are zeroed.
+    exps = ops.exp(ops.minimum(scores - row_max, 0.0)) * ops.cast(mask, "float32")
+    # A row with a valid key sums to >= 1 (its maximum contributes exp(0));
+    # one without sums to 0. Flooring at 1 is exact for the first and gives
+    # zeros for the second, and 1, unlike a tiny floor, survives float16.
+    total = ops.sum(exps, axis=axis, keepdims=True)
+    return exps / ops.maximum(total, 1.0)
 
 
 def _static_shape(x) -> tuple:
@@ -124,6 +169,8 @@ def masked_softmax(scores, mask=None, axis: int = -1):
     scores = ops.cast(scores, "float32")
     if mask is None:
         return ops.softmax(scores, axis=axis)
+    if bounded_masking_enabled():
+        return bounded_masked_softmax(scores, mask, axis)
     mask = as_bool_mask(mask)
     scores = ops.where(mask, scores, MASKED_LOGIT)
     weights = ops.softmax(scores, axis=axis)

@@ -1,0 +1,254 @@
+"""SavedModel export, and TFLite and ONNX conversion from that SavedModel.
+
+Both converters start from the SavedModel's `serving_default` signature, so
+every artifact has the same input and output names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import warnings
+from typing import Iterable, List, Optional, Tuple
+
+import keras
+
+from kerasattn.export._errors import ExportError
+from kerasattn.export._inputs import Inputs, InputSpec, with_length
+from kerasattn.export._runtimes import SIGNATURE
+
+ONNX_OPSET = 17
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, for one-line reports."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__
+
+
+def export_saved_model(model: keras.Model, path: str, specs: List[InputSpec]) -> None:
+    """Writes `model` as a SavedModel whose `serving_default` takes `specs` by name."""
+    from kerasattn.ops import bounded_masking
+
+    try:
+        # Masked softmaxes traced here keep their intermediates within the
+        # logits' range, which full-int8 calibration needs.
+        with bounded_masking():
+            model.export(path, format="tf_saved_model", verbose=False)
+    except Exception as error:
+        raise ExportError(
+            f"saved_model: Keras could not export the model: {first_line(error)}", "conversion"
+        ) from error
+    import tensorflow as tf
+
+    _, arguments = tf.saved_model.load(path).signatures[SIGNATURE].structured_input_signature
+    if sorted(arguments) != sorted(spec.name for spec in specs):
+        raise ExportError(
+            f"Expected the SavedModel signature to take the model's inputs {[s.name for s in specs]}, "
+            f"received: {sorted(arguments)}",
+            "conversion",
+        )
+
+
+# One converter diagnostic: the graph node it is attached to, and its text.
+_LOCATED_ERROR = re.compile(
+    r'error: loc\(.*?fused\["[^"]*", "(?P<node>[^"@]+)@[^\n]*?\)\): (?P<message>[^\n]+)'
+)
+_NEEDS_FLEX = re.compile(r"'tf\.(?P<op>\w+)' op is neither a custom op nor a flex op")
+
+
+def _sublayers(layer) -> list:
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def _strip_suffix(name: str) -> str:
+    return re.sub(r"_\d+$", "", name)
+
+
+def layer_of_node(model: keras.Model, node: str) -> Optional[Tuple[str, str]]:
+    """The `(path, class name)` of the layer a graph node came from, if known.
+
+    Graph nodes are named after the Keras name scopes, e.g.
+    `functional_1/encoder_1/self_attention_1/StridedSlice`. When the model was
+    traced more than once TensorFlow suffixes every scope (`encoder` becomes
+    `encoder_1`), which the root segment tells apart from the model's name.
+    """
+    segments = node.split("/")[:-1]
+    if not segments:
+        return None
+    suffixed = segments[0] != model.name
+    layer, path = model, []
+    for segment in segments[1:]:
+        children = {child.name: child for child in _sublayers(layer)}
+        names = [_strip_suffix(segment), segment] if suffixed else [segment, _strip_suffix(segment)]
+        match = next((children[name] for name in names if name in children), None)
+        if match is None:
+            break
+        layer, path = match, path + [match.name]
+    if not path:
+        return None
+    return "/".join(path), type(layer).__name__
+
+
+def describe_converter_error(error: BaseException, model: keras.Model, artifact: str) -> str:
+    """One line naming what the TFLite converter rejected, and in which layer."""
+    text = str(error)
+    found = []
+    for match in _LOCATED_ERROR.finditer(text):
+        node, message = match.group("node"), match.group("message").strip()
+        flex = _NEEDS_FLEX.search(message)
+        if flex:
+            message = f"TensorFlow op {flex.group('op')} has no TFLite built-in kernel"
+        layer = layer_of_node(model, node)
+        where = f"layer {layer[0]!r} ({layer[1]})" if layer else "no known layer"
+        entry = f"{message} in {where}, graph node {node!r}"
+        if entry not in found:
+            found.append(entry)
+    if not found:
+        return f"{artifact}: the TFLite converter failed: {first_line(error)}"
+    more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+    return (
+        f"{artifact}: the TFLite converter needs ops outside the built-in set "
+        f"(Flex/SELECT_TF_OPS are not allowed): {'; '.join(found[:3])}{more}"
+    )
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Discards what native code writes to stderr (the converter prints its
+    diagnostics there, which the raised error already carries)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _fixed_length_function(loaded, specs: List[InputSpec], length: int):
+    """The serving signature as a concrete function whose sequence axes are `length` long."""
+    import tensorflow as tf
+
+    signature = loaded.signatures[SIGNATURE]
+    fixed = {
+        spec.name: tf.TensorSpec(
+            (None, length) + spec.shape[2:] if spec.dynamic_sequence else spec.shape,
+            spec.dtype,
+            name=spec.name,
+        )
+        for spec in specs
+    }
+    return tf.function(lambda **inputs: signature(**inputs)).get_concrete_function(**fixed)
+
+
+def convert_tflite(
+    saved_model_dir: str,
+    mode: str,
+    model: keras.Model,
+    specs: List[InputSpec],
+    representative: Optional[List[Inputs]],
+    fixed_length: Optional[int],
+) -> bytes:
+    """Converts the SavedModel to a TFLite flatbuffer with built-in ops only.
+
+    Args:
+        saved_model_dir: the SavedModel written by `export_saved_model`.
+        mode: `"float32"`, `"float16"`, `"dynamic_int8"` or `"full_int8"`.
+        model: the Keras model, to name the layer behind an unsupported op.
+        specs: the model's input specs.
+        representative: batch-1 calibration examples (needed for `"full_int8"`).
+        fixed_length: `None` keeps the sequence axes dynamic; an integer
+            fixes them to that length.
+
+    Returns:
+        The `.tflite` file's bytes.
+    """
+    import tensorflow as tf
+
+    if fixed_length is None:
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+    else:
+        loaded = tf.saved_model.load(saved_model_dir)
+        function = _fixed_length_function(loaded, specs, fixed_length)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "full_int8":
+        # Integer-only kernels inside; the inputs and outputs keep their float
+        # (and int32 token) types, so callers feed the same arrays in every mode.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+        def calibration() -> Iterable[Inputs]:
+            for example in representative:
+                yield example if fixed_length is None else with_length(example, specs, fixed_length)
+
+        converter.representative_dataset = calibration
+    artifact = f"tflite {mode}"
+    try:
+        with warnings.catch_warnings(), _native_stderr_silenced():
+            # The converter's calibrator uses tf.lite.Interpreter internally; we do not.
+            warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated")
+            return converter.convert()
+    except Exception as error:
+        raise ExportError(describe_converter_error(error, model, artifact), "conversion") from error
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().splitlines()[0])
+
+
+def convert_onnx(saved_model_dir: str, path: str, specs: List[InputSpec]) -> None:
+    """Converts the SavedModel's serving signature to ONNX with tf2onnx.
+
+    The batch axis of every input is named `batch` and a dynamic sequence
+    axis `<input>_length`.
+    """
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    loaded = tf.saved_model.load(saved_model_dir)
+    signature = loaded.signatures[SIGNATURE]
+    names = [spec.name for spec in specs]
+    _, arguments = signature.structured_input_signature
+    function = tf.function(lambda *inputs: signature(**dict(zip(names, inputs))))
+    logger = logging.getLogger("tf2onnx")
+    collect, level = _Collect(), logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.ERROR)  # tf2onnx logs every step at INFO
+    try:
+        model_proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=[arguments[name] for name in names], opset=ONNX_OPSET
+        )
+    except Exception as error:
+        raise ExportError(f"onnx: tf2onnx could not convert the model: {first_line(error)}", "conversion") from error
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    if collect.messages:
+        # tf2onnx keeps going past ops it cannot convert; their names are in its log.
+        raise ExportError(f"onnx: tf2onnx could not convert the model: {collect.messages[0]}", "conversion")
+    by_name = {spec.name: spec for spec in specs}
+    for graph_input in model_proto.graph.input:
+        dims = graph_input.type.tensor_type.shape.dim
+        dims[0].dim_param = "batch"
+        if by_name[graph_input.name].dynamic_sequence:
+            dims[1].dim_param = f"{graph_input.name}_length"
+    onnx.save(model_proto, path)

@@ -1,0 +1,432 @@
+"""`export()`: every artifact written, run in its own runtime and compared."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import keras
+import numpy as np
+
+import kerasattn
+from kerasattn.export import _converters
+from kerasattn.export import _inputs
+from kerasattn.export import _runtimes
+from kerasattn.export._errors import ExportError
+
+FORMATS = ("saved_model", "tflite", "onnx")
+QUANTIZE_MODES = ("float32", "float16", "dynamic_int8", "full_int8")
+
+# Allowed difference, as a fraction of max(1, max|keras output|); see the
+# package docstring for why each value.
+DEFAULT_TOLERANCES = {
+    "saved_model": 1e-4,
+    "onnx": 1e-4,
+    "float32": 1e-4,
+    "float16": 1e-2,
+    "dynamic_int8": 5e-2,
+    "full_int8": 1e-1,
+}
+
+MANIFEST = "manifest.json"
+
+
+def _as_choices(name: str, value: Any, choices: Sequence[str]) -> tuple:
+    items = (value,) if isinstance(value, str) else value
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = None
+    if not items or any(item not in choices for item in items):
+        raise ExportError(f"Expected `{name}` to be a non-empty sequence of {choices}, received: {name}={value!r}")
+    return tuple(dict.fromkeys(items))  # drop repeats, keep order
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> Optional[int]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        what = "a positive integer" + (" or None" if allow_none else "")
+        raise ExportError(f"Expected `{name}` to be {what}, received: {name}={value!r}")
+    return int(value)
+
+
+def _tolerances(overrides: Optional[Mapping[str, float]]) -> Dict[str, float]:
+    tolerances = dict(DEFAULT_TOLERANCES)
+    if overrides is None:
+        return tolerances
+    if not isinstance(overrides, Mapping):
+        raise ExportError(
+            f"Expected `tolerances` to be a dict with keys from {tuple(DEFAULT_TOLERANCES)}, "
+            f"received: tolerances={overrides!r}"
+        )
+    for key, value in overrides.items():
+        if key not in DEFAULT_TOLERANCES:
+            raise ExportError(
+                f"Expected `tolerances` keys from {tuple(DEFAULT_TOLERANCES)}, received: {key!r}"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ExportError(
+                f"Expected `tolerances[{key!r}]` to be a positive number, received: {value!r}"
+            )
+        tolerances[key] = float(value)
+    return tolerances
+
+
+def _check_out_dir(out_dir: str, overwrite: bool) -> None:
+    if os.path.lexists(out_dir):
+        if not os.path.isdir(out_dir) or os.path.islink(out_dir):
+            raise ExportError(f"Expected `out_dir` to be a folder path, received: {out_dir!r} (an existing file)")
+        if not overwrite:
+            raise ExportError(
+                f"Expected `out_dir` not to exist (or overwrite=True), received: {out_dir!r}, which exists"
+            )
+        # overwrite=True deletes the folder: only ever a previous export (or an empty folder).
+        if os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, MANIFEST)):
+            raise ExportError(
+                f"Expected `out_dir` to be empty or a previous export (holding {MANIFEST}) to overwrite, "
+                f"received: {out_dir!r}, which holds other files"
+            )
+
+
+def _reference(model: keras.Model, inputs: _inputs.Inputs) -> Dict[str, np.ndarray]:
+    """The Keras model's outputs by signature name: dict keys, or `output_<i>` in flat order."""
+    outputs = model(_inputs.to_model_structure(model, inputs), training=False)
+    if isinstance(outputs, dict):
+        named = outputs
+    else:
+        named = {f"output_{i}": value for i, value in enumerate(keras.tree.flatten(outputs))}
+    return {name: np.asarray(keras.ops.convert_to_numpy(value)) for name, value in named.items()}
+
+
+class _Verifier:
+    """Runs an artifact on the verification inputs and compares it with Keras."""
+
+    def __init__(self, model: keras.Model, specs: List[_inputs.InputSpec], sets: List[_inputs.Inputs]):
+        self.model = model
+        self.specs = specs
+        self.sets = sets
+        self._references = [_reference(model, inputs) for inputs in sets]
+
+    def fixed(self, length: int) -> "_Verifier":
+        return _Verifier(self.model, self.specs, [_inputs.with_length(s, self.specs, length) for s in self.sets])
+
+    def check(self, runtime, artifact: str, path: str, tolerance: float) -> Dict[str, Any]:
+        per_output: Dict[str, float] = {}
+        for inputs, reference in zip(self.sets, self._references):
+            try:
+                outputs = runtime.run(inputs)
+            except Exception as error:
+                raise ExportError(
+                    f"{artifact}: {runtime.description} could not run {path} on inputs of shape "
+                    f"{_inputs.shapes(inputs)}: {_converters.first_line(error)}",
+                    "conversion",
+                ) from error
+            for name, want in reference.items():
+                if name not in outputs:
+                    raise ExportError(
+                        f"{artifact}: expected output {name!r} in {path}, received outputs {sorted(outputs)}",
+                        "verification",
+                    )
+                got = np.asarray(outputs[name])
+                if got.shape != want.shape:
+                    raise ExportError(
+                        f"{artifact}: output {name!r} of {path} has shape {got.shape}, the Keras model's "
+                        f"{want.shape} (inputs of shape {_inputs.shapes(inputs)})",
+                        "verification",
+                    )
+                want64 = want.astype(np.float64)
+                difference = float(np.max(np.abs(got.astype(np.float64) - want64)))
+                scale = max(1.0, float(np.max(np.abs(want64))))
+                if not difference <= tolerance * scale:
+                    raise ExportError(
+                        f"{artifact}: output {name!r} of {path} differs from the Keras model by "
+                        f"{difference:.3g} on inputs of shape {_inputs.shapes(inputs)}, above the allowed "
+                        f"{tolerance * scale:.3g} (tolerance {tolerance:g} x max(1, max|keras| = "
+                        f"{float(np.max(np.abs(want64))):.3g}))",
+                        "verification",
+                    )
+                per_output[name] = max(per_output.get(name, 0.0), difference)
+        return {
+            "max_abs_difference": max(per_output.values()),
+            "max_abs_difference_per_output": per_output,
+            "tolerance": tolerance,
+            "verified_input_shapes": [_inputs.shapes(inputs) for inputs in self.sets],
+        }
+
+
+def _size_bytes(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path) for name in names
+    )
+
+
+def _entry(
+    runtime,
+    verifier: _Verifier,
+    staging: str,
+    relative_path: str,
+    artifact: str,
+    file_format: str,
+    quantization: str,
+    tolerance: float,
+    latency_inputs: Dict[int, _inputs.Inputs],
+    latency_runs: int,
+    fixed_length: Optional[int] = None,
+) -> Dict[str, Any]:
+    """Verifies one artifact and describes it for the manifest."""
+    checked = verifier.check(runtime, artifact, relative_path, tolerance)
+    latency = {}
+    for batch_size, inputs in latency_inputs.items():
+        if fixed_length is not None:
+            inputs = _inputs.with_length(inputs, verifier.specs, fixed_length)
+        latency[f"batch_{batch_size}"] = runtime.latency_ms(inputs, latency_runs)
+    return {
+        "path": relative_path,
+        "format": file_format,
+        "quantization": quantization,
+        "size_bytes": _size_bytes(os.path.join(staging, relative_path)),
+        "runtime": runtime.description,
+        "signature": runtime.signature(),
+        "fixed_sequence_length": fixed_length,
+        **checked,
+        "latency_ms": latency,
+        "latency_threads": runtime.threads,
+        "latency_runs": latency_runs,
+    }
+
+
+def _move_into_place(staging: str, out_dir: str, overwrite: bool) -> None:
+    """Renames the finished staging folder to `out_dir`, replacing it if allowed."""
+    if not os.path.lexists(out_dir):
+        os.rename(staging, out_dir)
+        return
+    _check_out_dir(out_dir, overwrite)
+    replaced = f"{staging}.replaced"
+    os.rename(out_dir, replaced)
+    try:
+        os.rename(staging, out_dir)
+    except BaseException:
+        os.rename(replaced, out_dir)
+        raise
+    shutil.rmtree(replaced)
+
+
+def export(
+    model: keras.Model,
+    out_dir: Union[str, os.PathLike],
+    formats: Sequence[str] = ("saved_model", "tflite", "onnx"),
+    quantize: Sequence[str] = ("float32",),
+    sample_inputs: Any = None,
+    representative_data: Any = None,
+    tolerances: Optional[Mapping[str, float]] = None,
+    sequence_length: Optional[int] = None,
+    latency_batch_size: int = 8,
+    latency_runs: int = 20,
+    overwrite: bool = False,
+) -> Dict[str, Any]:
+    """Exports a Keras model to SavedModel, TFLite and ONNX, each one verified.
+
+    Every artifact is loaded in its own runtime (`tf.saved_model.load`, the
+    LiteRT interpreter from `ai_edge_litert`, onnxruntime), run on the sample
+    inputs, and compared with the Keras model output by output: the export
+    fails unless `max|keras - artifact| <= tolerance * max(1, max|keras|)`
+    for every output. When the model has a dynamic sequence axis (axis 1 of
+    an input is `None`), the check runs at two sequence lengths. Everything
+    is written to a temporary folder beside `out_dir`, which is renamed to
+    `out_dir` only once all artifacts have passed.
+
+    Args:
+        model: a `keras.Model` with defined inputs (functional or Sequential).
+        out_dir: the folder to create. It holds `saved_model/`,
+            `model_<mode>.tflite` per quantize mode, `model.onnx` and
+            `manifest.json`.
+        formats: any of `"saved_model"`, `"tflite"`, `"onnx"`.
+        quantize: the TFLite modes, any of `"float32"`, `"float16"`
+            (float16 weights), `"dynamic_int8"` (int8 weights, activations
+            quantized at run time) and `"full_int8"` (int8 weights and
+            activations, calibrated on `representative_data`; inputs and
+            outputs stay float32 / int32).
+        sample_inputs: the inputs to verify on: an array (one-input models),
+            a list of arrays in `model.inputs` order, or a dict keyed by input
+            name, with a batch axis. `None` generates a batch of 4 with
+            sequence length 8 (then 5): token ids below the smallest
+            Embedding `input_dim`, with trailing padding on every other row.
+        representative_data: calibration data for `"full_int8"`: one batch
+            (an array or a dict of arrays) or an iterable of input
+            structures like `sample_inputs`. Each example is one calibration
+            step; a few hundred typical examples are usual.
+        tolerances: overrides of `DEFAULT_TOLERANCES`, keyed by
+            `"saved_model"`, `"onnx"` or a quantize mode.
+        sequence_length: if converting a TFLite model with a dynamic
+            sequence axis fails (in the converter or when run at another
+            length), convert it again with the sequence axis fixed to this
+            length; the manifest records it as `fixed_sequence_length`. Inputs
+            of other lengths must then be cut or padded to it.
+        latency_batch_size: the larger batch size timed besides batch 1.
+        latency_runs: timed runs per batch size (after one warm-up run); the
+            manifest records the median.
+        overwrite: replace an existing `out_dir`, once the new export has
+            passed. Only an empty folder or a previous export (a folder with
+            `manifest.json`) is replaced; any other folder is refused.
+
+    Returns:
+        The manifest (also written to `out_dir/manifest.json`): the model's
+        inputs, the verification shapes and, under `"artifacts"` (keyed
+        `saved_model`, `tflite_<mode>`, `onnx`), each artifact's path, size
+        in bytes, runtime, signature, largest absolute difference from Keras
+        (overall and per output), tolerance, and median latency in ms.
+
+    Raises:
+        ExportError: for bad arguments, a failed conversion, or an artifact
+            that differs from the Keras model by more than its tolerance.
+
+    Example:
+
+    ```python
+    manifest = export(model, "exported/", formats=("tflite", "onnx"),
+                      quantize=("float32", "dynamic_int8"))
+    print(manifest["artifacts"]["tflite_dynamic_int8"]["max_abs_difference"])
+    ```
+    """
+    if not isinstance(model, keras.Model):
+        raise ExportError(f"Expected `model` to be a keras.Model, received: {type(model).__name__}")
+    formats = _as_choices("formats", formats, FORMATS)
+    quantize = _as_choices("quantize", quantize, QUANTIZE_MODES)
+    tolerances = _tolerances(tolerances)
+    sequence_length = _positive_int("sequence_length", sequence_length, allow_none=True)
+    latency_batch_size = _positive_int("latency_batch_size", latency_batch_size)
+    latency_runs = _positive_int("latency_runs", latency_runs)
+    try:
+        out_dir = os.path.abspath(os.fspath(out_dir))
+    except TypeError:
+        raise ExportError(f"Expected `out_dir` to be a path, received: out_dir={out_dir!r}") from None
+    _check_out_dir(out_dir, overwrite)
+
+    specs = _inputs.model_input_specs(model)
+    if sequence_length is not None and not any(spec.dynamic_sequence for spec in specs):
+        raise ExportError(
+            "Expected `sequence_length` only for a model with a dynamic sequence axis (axis 1 `None`), "
+            f"received: sequence_length={sequence_length} for inputs "
+            f"{[spec.as_json() for spec in specs]}"
+        )
+    if sample_inputs is None:
+        samples = _inputs.generate_inputs(model, specs)
+    else:
+        samples = _inputs.check_inputs(sample_inputs, specs, "sample_inputs")
+    tflite_modes = quantize if "tflite" in formats else ()
+    representative = None
+    if representative_data is not None:
+        representative = _inputs.check_representative_data(representative_data, specs)
+    elif "full_int8" in tflite_modes:
+        raise ExportError(
+            "Expected `representative_data` (calibration inputs) for quantize mode 'full_int8', received: None"
+        )
+
+    sets = [samples]
+    shorter = _inputs.shorter_inputs(samples, specs)
+    if shorter is not None:
+        sets.append(shorter)
+    verifier = _Verifier(model, specs, sets)
+    latency_inputs = {
+        1: _inputs.batch_of({name: array[:1] for name, array in samples.items()}, 1),
+        latency_batch_size: _inputs.batch_of(samples, latency_batch_size),
+    }
+
+    parent, name = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+    os.mkdir(staging)
+    try:
+        artifacts = _write_artifacts(
+            model, specs, staging, formats, tflite_modes, representative, tolerances,
+            sequence_length, verifier, latency_inputs, latency_runs,
+        )
+        manifest = {
+            "format_version": 1,
+            "created_by": f"kerasattn {kerasattn.__version__}",
+            "model": model.name,
+            "signature_name": _runtimes.SIGNATURE,
+            "inputs": [spec.as_json() for spec in specs],
+            "sample_inputs": "generated" if sample_inputs is None else "given",
+            "verified_input_shapes": [_inputs.shapes(inputs) for inputs in sets],
+            "check": "max|keras - artifact| <= tolerance * max(1, max|keras|), per output",
+            "latency": {
+                "statistic": "median",
+                "runs": latency_runs,
+                "batch_sizes": sorted(latency_inputs),
+                "input_shapes": {f"batch_{b}": _inputs.shapes(i) for b, i in latency_inputs.items()},
+            },
+            "artifacts": artifacts,
+        }
+        with open(os.path.join(staging, MANIFEST), "w") as file:
+            json.dump(manifest, file, indent=2)
+        _move_into_place(staging, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write_artifacts(
+    model, specs, staging, formats, tflite_modes, representative, tolerances,
+    sequence_length, verifier, latency_inputs, latency_runs,
+) -> Dict[str, Dict[str, Any]]:
+    artifacts: Dict[str, Dict[str, Any]] = {}
+    # TFLite and ONNX are converted from the SavedModel, so it is always
+    # written; without "saved_model" in `formats` it is removed at the end.
+    saved_model = "saved_model" if "saved_model" in formats else ".saved_model"
+    saved_model_dir = os.path.join(staging, saved_model)
+    _converters.export_saved_model(model, saved_model_dir, specs)
+    common = dict(staging=staging, latency_inputs=latency_inputs, latency_runs=latency_runs)
+    if "saved_model" in formats:
+        artifacts["saved_model"] = _entry(
+            _runtimes.SavedModelRuntime(saved_model_dir), verifier, relative_path=saved_model,
+            artifact="saved_model", file_format="saved_model", quantization="float32",
+            tolerance=tolerances["saved_model"], **common,
+        )
+    for mode in tflite_modes:
+        artifact = f"tflite_{mode}"
+        path = f"model_{mode}.tflite"
+
+        def write_and_check(fixed_length: Optional[int]) -> Dict[str, Any]:
+            content = _converters.convert_tflite(
+                saved_model_dir, mode, model, specs, representative, fixed_length
+            )
+            with open(os.path.join(staging, path), "wb") as file:
+                file.write(content)
+            checker = verifier if fixed_length is None else verifier.fixed(fixed_length)
+            return _entry(
+                _runtimes.LiteRTRuntime(os.path.join(staging, path)), checker, relative_path=path,
+                artifact=artifact, file_format="tflite", quantization=mode,
+                tolerance=tolerances[mode], fixed_length=fixed_length, **common,
+            )
+
+        try:
+            artifacts[artifact] = write_and_check(None)
+        except ExportError as error:
+            dynamic = any(spec.dynamic_sequence for spec in specs)
+            if error.kind != "conversion" or not dynamic:
+                raise
+            if sequence_length is None:
+                raise ExportError(
+                    f"{error} (or pass sequence_length=N to convert with a fixed sequence length)",
+                    error.kind,
+                ) from error
+            artifacts[artifact] = write_and_check(sequence_length)
+    if "onnx" in formats:
+        _converters.convert_onnx(saved_model_dir, os.path.join(staging, "model.onnx"), specs)
+        artifacts["onnx"] = _entry(
+            _runtimes.OnnxRuntime(os.path.join(staging, "model.onnx")), verifier, relative_path="model.onnx",
+            artifact="onnx", file_format="onnx", quantization="float32",
+            tolerance=tolerances["onnx"], **common,
+        )
+    if saved_model != "saved_model":
+        shutil.rmtree(saved_model_dir)
+    return artifacts

@@ -1,0 +1,195 @@
+"""Each artifact loaded and run in its own runtime, on named inputs and outputs.
+
+A runtime takes a dict `input name -> array` and returns a dict
+`output name -> array`, using the names of the serving signature, which
+are the same in the SavedModel, the TFLite models and the ONNX model.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import statistics
+import time
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+from kerasattn.export._inputs import Inputs
+
+SIGNATURE = "serving_default"
+
+
+def _version(distribution: str) -> str:
+    return importlib.metadata.version(distribution)
+
+
+def _tensor_json(name: str, shape, dtype) -> Dict[str, Any]:
+    dims = [None if d is None or isinstance(d, str) or d < 0 else int(d) for d in shape]
+    return {"name": name, "shape": dims, "dtype": np.dtype(dtype).name}
+
+
+def median_latency_ms(call: Callable[[], Any], runs: int) -> float:
+    """Median wall time of `call()` over `runs` runs, after one warm-up run."""
+    call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000.0
+
+
+class SavedModelRuntime:
+    """A SavedModel reloaded with `tf.saved_model.load`, run through its serving signature.
+
+    TensorFlow fixes its thread pools when its runtime starts, so latency
+    is measured with this process's setting: `threads` is the configured
+    intra-op thread count, or `None` for TensorFlow's default (all cores).
+    """
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._loaded = tf.saved_model.load(path)
+        self._function = self._loaded.signatures[SIGNATURE]
+        self.description = f"tensorflow {tf.__version__} (tf.saved_model.load)"
+        self.threads: Optional[int] = tf.config.threading.get_intra_op_parallelism_threads() or None
+
+    def signature(self) -> Dict[str, Any]:
+        _, inputs = self._function.structured_input_signature
+        outputs = self._function.structured_outputs
+        return {
+            "name": SIGNATURE,
+            "inputs": [
+                _tensor_json(name, spec.shape.as_list(), spec.dtype.as_numpy_dtype)
+                for name, spec in sorted(inputs.items())
+            ],
+            "outputs": [
+                _tensor_json(name, spec.shape.as_list(), spec.dtype.as_numpy_dtype)
+                for name, spec in sorted(outputs.items())
+            ],
+        }
+
+    def _call(self, tensors) -> Dict[str, np.ndarray]:
+        return {name: value.numpy() for name, value in self._function(**tensors).items()}
+
+    def run(self, inputs: Inputs) -> Dict[str, np.ndarray]:
+        return self._call({name: self._tf.constant(array) for name, array in inputs.items()})
+
+    def latency_ms(self, inputs: Inputs, runs: int) -> float:
+        tensors = {name: self._tf.constant(array) for name, array in inputs.items()}
+        return median_latency_ms(lambda: self._call(tensors), runs)
+
+
+class LiteRTRuntime:
+    """A `.tflite` file in the LiteRT interpreter (`ai_edge_litert`) on one thread.
+
+    Inputs and outputs are found through the serving signature; an input
+    whose shape differs from the current one is resized with
+    `resize_tensor_input(..., strict=True)` (only dimensions that are `-1`
+    in its `shape_signature` may change) before `allocate_tensors()`.
+    """
+
+    def __init__(self, path: str, num_threads: int = 1):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        runner = self._interpreter.get_signature_runner(SIGNATURE)
+        self._inputs = runner.get_input_details()
+        self._outputs = runner.get_output_details()
+        self._shapes: Dict[str, tuple] = {}
+        self.description = f"ai-edge-litert {_version('ai-edge-litert')} (ai_edge_litert.interpreter.Interpreter)"
+        self.threads: Optional[int] = num_threads
+
+    def signature(self) -> Dict[str, Any]:
+        return {
+            "name": SIGNATURE,
+            "inputs": [
+                _tensor_json(name, d["shape_signature"], d["dtype"]) for name, d in sorted(self._inputs.items())
+            ],
+            "outputs": [
+                _tensor_json(name, d["shape_signature"], d["dtype"]) for name, d in sorted(self._outputs.items())
+            ],
+        }
+
+    def _prepare(self, inputs: Inputs) -> Dict[int, np.ndarray]:
+        feed = {}
+        resized = False
+        for name, array in inputs.items():
+            details = self._inputs[name]
+            if self._shapes.get(name) != array.shape:
+                self._interpreter.resize_tensor_input(details["index"], list(array.shape), strict=True)
+                self._shapes[name] = array.shape
+                resized = True
+            feed[details["index"]] = array.astype(details["dtype"], copy=False)
+        if resized:
+            self._interpreter.allocate_tensors()
+        return feed
+
+    def _invoke(self, feed: Dict[int, np.ndarray]) -> Dict[str, np.ndarray]:
+        for index, array in feed.items():
+            self._interpreter.set_tensor(index, array)
+        self._interpreter.invoke()
+        return {name: self._interpreter.get_tensor(d["index"]) for name, d in self._outputs.items()}
+
+    def run(self, inputs: Inputs) -> Dict[str, np.ndarray]:
+        return self._invoke(self._prepare(inputs))
+
+    def latency_ms(self, inputs: Inputs, runs: int) -> float:
+        feed = self._prepare(inputs)
+        return median_latency_ms(lambda: self._invoke(feed), runs)
+
+
+class OnnxRuntime:
+    """An `.onnx` file in an onnxruntime CPU session with one intra-op and one inter-op thread."""
+
+    def __init__(self, path: str, num_threads: int = 1):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = num_threads
+        options.log_severity_level = 3  # errors only: shape-inference warnings are noise here
+        self._session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._output_names = [output.name for output in self._session.get_outputs()]
+        self._input_types = {
+            i.name: _ONNX_TYPES.get(i.type, "float32") for i in self._session.get_inputs()
+        }
+        self.description = f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
+        self.threads: Optional[int] = num_threads
+
+    def signature(self) -> Dict[str, Any]:
+        return {
+            "name": SIGNATURE,
+            "inputs": [
+                _tensor_json(i.name, i.shape, _ONNX_TYPES.get(i.type, "float32"))
+                for i in sorted(self._session.get_inputs(), key=lambda i: i.name)
+            ],
+            "outputs": [
+                _tensor_json(o.name, o.shape, _ONNX_TYPES.get(o.type, "float32"))
+                for o in sorted(self._session.get_outputs(), key=lambda o: o.name)
+            ],
+        }
+
+    def _feed(self, inputs: Inputs) -> Dict[str, np.ndarray]:
+        return {name: array.astype(self._input_types[name], copy=False) for name, array in inputs.items()}
+
+    def run(self, inputs: Inputs) -> Dict[str, np.ndarray]:
+        return dict(zip(self._output_names, self._session.run(None, self._feed(inputs))))
+
+    def latency_ms(self, inputs: Inputs, runs: int) -> float:
+        feed = self._feed(inputs)
+        return median_latency_ms(lambda: self._session.run(None, feed), runs)
+
+
+_ONNX_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}

@@ -1,0 +1,392 @@
+"""kerasattn.export: every format and mode written, reloaded, and checked independently."""
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import onnxruntime
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+from keras import ops
+
+from kerasattn import layers
+from kerasattn.export import DEFAULT_TOLERANCES, ExportError, export
+
+VOCABULARY = 64
+MODES = ("float32", "float16", "dynamic_int8", "full_int8")
+TFLITE = {f"tflite_{mode}": f"model_{mode}.tflite" for mode in MODES}
+
+
+def token_ids(rng, batch, length):
+    """Ids in [1, VOCABULARY) with row r padded (0) over its last r % length steps."""
+    ids = rng.integers(1, VOCABULARY, (batch, length)).astype("int32")
+    for row in range(batch):
+        ids[row, length - row % length :] = 0
+    return ids
+
+
+def classifier():
+    """Embedding(mask_zero) → causal MultiHeadAttention → AttentionPooling → Dense.
+
+    Widths of 32 give weights of 1024+ elements, which the converter
+    quantizes in "dynamic_int8" (it keeps smaller ones in float32).
+    """
+    keras.utils.set_random_seed(3)
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(VOCABULARY, 32, mask_zero=True)(tokens)
+    x = layers.MultiHeadAttention(num_heads=2, key_dim=16, name="attention")(x, x, use_causal_mask=True)
+    x = layers.AttentionPooling(units=16, name="pooling")(x)
+    return keras.Model(tokens, keras.layers.Dense(3, name="logits")(x), name="classifier")
+
+
+def run_tflite(path, inputs):
+    """Runs a .tflite file in the LiteRT interpreter, resizing its inputs."""
+    interpreter = Interpreter(model_path=path)
+    runner = interpreter.get_signature_runner("serving_default")
+    details, outputs = runner.get_input_details(), runner.get_output_details()
+    del runner  # it holds the interpreter, which then refuses to reallocate
+    for name, array in inputs.items():
+        interpreter.resize_tensor_input(details[name]["index"], array.shape, strict=True)
+    interpreter.allocate_tensors()
+    for name, array in inputs.items():
+        interpreter.set_tensor(details[name]["index"], array)
+    interpreter.invoke()
+    return {name: interpreter.get_tensor(d["index"]) for name, d in outputs.items()}
+
+
+def run_onnx(path, inputs):
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs)))
+
+
+class ExportAllFormatsTest(tf.test.TestCase):
+    """One export of the classifier to every format and mode, shared by the tests."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.model = classifier()
+        rng = np.random.default_rng(0)
+        cls.sample = token_ids(rng, 4, 9)
+        # Calibration at several lengths, as a list of input structures.
+        cls.representative = [{"tokens": token_ids(rng, 2, length)} for length in (3, 6, 9, 12) * 8]
+        cls.root = tempfile.mkdtemp()
+        cls.out = os.path.join(cls.root, "exported")
+        cls.manifest = export(
+            cls.model,
+            cls.out,
+            quantize=MODES,
+            sample_inputs=cls.sample,
+            representative_data=cls.representative,
+            latency_runs=3,
+        )
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.root)
+        super().tearDownClass()
+
+    def artifacts(self):
+        return self.manifest["artifacts"]
+
+    def test_writes_every_artifact_and_the_manifest(self):
+        self.assertCountEqual(
+            ["saved_model", "model.onnx", "manifest.json", *TFLITE.values()], os.listdir(self.out)
+        )
+        self.assertEqual(["exported"], os.listdir(self.root))  # no temporary folder left
+        self.assertCountEqual(["saved_model", "onnx", *TFLITE], self.artifacts())
+        with open(os.path.join(self.out, "manifest.json")) as file:
+            self.assertEqual(json.loads(json.dumps(self.manifest)), json.load(file))
+        for name, path in TFLITE.items():
+            self.assertEqual(path, self.artifacts()[name]["path"])
+        self.assertEqual("given", self.manifest["sample_inputs"])
+
+    def test_sizes_are_the_files_sizes(self):
+        for artifact in self.artifacts().values():
+            path = os.path.join(self.out, artifact["path"])
+            if os.path.isdir(path):
+                size = sum(
+                    os.path.getsize(os.path.join(folder, name))
+                    for folder, _, names in os.walk(path)
+                    for name in names
+                )
+            else:
+                size = os.path.getsize(path)
+            self.assertEqual(size, artifact["size_bytes"], artifact["path"])
+        sizes = {name: self.artifacts()[name]["size_bytes"] for name in TFLITE}
+        # Quantized weights make smaller files.
+        self.assertLess(sizes["tflite_float16"], sizes["tflite_float32"])
+        self.assertLess(sizes["tflite_dynamic_int8"], sizes["tflite_float16"])
+        self.assertLess(sizes["tflite_full_int8"], sizes["tflite_float16"])
+
+    def test_differences_are_within_the_default_tolerances(self):
+        for name, artifact in self.artifacts().items():
+            key = artifact["quantization"] if artifact["format"] == "tflite" else name
+            self.assertEqual(DEFAULT_TOLERANCES[key], artifact["tolerance"])
+            self.assertLessEqual(artifact["max_abs_difference"], artifact["tolerance"], name)
+            self.assertEqual(["output_0"], list(artifact["max_abs_difference_per_output"]))
+        # Quantization does change the numbers: the check is not comparing Keras with itself.
+        self.assertGreater(self.artifacts()["tflite_dynamic_int8"]["max_abs_difference"], 1e-6)
+        self.assertGreater(self.artifacts()["tflite_full_int8"]["max_abs_difference"], 1e-6)
+
+    def test_reported_differences_match_an_independent_run(self):
+        expected = self.model(self.sample).numpy()
+        runs = {name: run_tflite(os.path.join(self.out, path), {"tokens": self.sample}) for name, path in TFLITE.items()}
+        runs["onnx"] = run_onnx(os.path.join(self.out, "model.onnx"), {"tokens": self.sample})
+        loaded = tf.saved_model.load(os.path.join(self.out, "saved_model"))
+        runs["saved_model"] = loaded.signatures["serving_default"](tokens=tf.constant(self.sample))
+        for name, outputs in runs.items():
+            difference = float(np.max(np.abs(np.asarray(outputs["output_0"], np.float64) - expected)))
+            reported = self.artifacts()[name]["max_abs_difference_per_output"]["output_0"]
+            # The manifest's maximum also covers the shorter second sample.
+            self.assertLessEqual(difference, reported + 1e-12, name)
+
+    def test_signatures_have_dynamic_batch_and_sequence(self):
+        for name, artifact in self.artifacts().items():
+            signature = artifact["signature"]
+            self.assertEqual("serving_default", signature["name"])
+            self.assertEqual([{"name": "tokens", "shape": [None, None], "dtype": "int32"}], signature["inputs"], name)
+            self.assertEqual(["output_0"], [output["name"] for output in signature["outputs"]])
+            self.assertIsNone(signature["outputs"][0]["shape"][0], name)
+            self.assertIsNone(artifact["fixed_sequence_length"])
+            self.assertEqual(
+                [{"tokens": [4, 9]}, {"tokens": [4, 5]}], artifact["verified_input_shapes"], name
+            )
+
+    def test_runs_at_lengths_never_verified(self):
+        rng = np.random.default_rng(1)
+        for length in (2, 17):
+            ids = token_ids(rng, 3, length)
+            expected = self.model(ids).numpy()
+            got = run_tflite(os.path.join(self.out, "model_float32.tflite"), {"tokens": ids})["output_0"]
+            self.assertAllClose(expected, got, atol=1e-4)
+            got = run_onnx(os.path.join(self.out, "model.onnx"), {"tokens": ids})["output_0"]
+            self.assertAllClose(expected, got, atol=1e-4)
+
+    def test_full_int8_computes_in_int8(self):
+        interpreter = Interpreter(model_path=os.path.join(self.out, "model_full_int8.tflite"))
+        dtypes = [details["dtype"] for details in interpreter.get_tensor_details()]
+        self.assertGreater(dtypes.count(np.int8), 10)
+        self.assertNotIn(np.float16, dtypes)
+        # The interface stays int32 ids in, float32 out.
+        inputs = interpreter.get_signature_runner("serving_default").get_input_details()
+        self.assertEqual(np.int32, inputs["tokens"]["dtype"])
+
+    def test_latency_is_recorded(self):
+        for name, artifact in self.artifacts().items():
+            self.assertCountEqual(["batch_1", "batch_8"], artifact["latency_ms"])
+            for value in artifact["latency_ms"].values():
+                self.assertGreater(value, 0.0)
+            self.assertEqual(3, artifact["latency_runs"])
+            if name != "saved_model":
+                self.assertEqual(1, artifact["latency_threads"])
+        self.assertEqual(
+            {"batch_1": {"tokens": [1, 9]}, "batch_8": {"tokens": [8, 9]}},
+            self.manifest["latency"]["input_shapes"],
+        )
+
+
+class MultiOutputTest(tf.test.TestCase):
+    def test_every_output_of_a_two_input_two_output_model_is_checked(self):
+        keras.utils.set_random_seed(4)
+        source = keras.Input(shape=(None,), dtype="int32", name="source")
+        target = keras.Input(shape=(None,), dtype="int32", name="target")
+        embedding = keras.layers.Embedding(VOCABULARY, 16, mask_zero=True)
+        encoded = layers.TransformerEncoderBlock(num_heads=2, intermediate_dim=16)(embedding(source))
+        decoded, scores = layers.MultiHeadAttention(num_heads=2, key_dim=8)(
+            embedding(target), encoded, return_attention_scores=True
+        )
+        logits = keras.layers.Dense(5)(decoded)
+        model = keras.Model([source, target], [logits, scores])
+        rng = np.random.default_rng(2)
+        # A list of arrays in input order; source and target lengths differ.
+        sample = [token_ids(rng, 3, 7), token_ids(rng, 3, 4)]
+        out = os.path.join(self.get_temp_dir(), "two_outputs")
+        manifest = export(model, out, sample_inputs=sample, latency_runs=2)
+
+        expected = [t.numpy() for t in model(sample)]
+        for name, artifact in manifest["artifacts"].items():
+            self.assertCountEqual(["output_0", "output_1"], artifact["max_abs_difference_per_output"], name)
+            outputs = artifact["signature"]["outputs"]
+            self.assertEqual(["output_0", "output_1"], [output["name"] for output in outputs], name)
+            if name != "onnx":  # tf2onnx does not always keep static output dims
+                self.assertEqual([[None, None, 5], [None, 2, None, None]], [o["shape"] for o in outputs], name)
+            self.assertEqual(
+                [{"source": [3, 7], "target": [3, 4]}, {"source": [3, 4], "target": [3, 2]}],
+                artifact["verified_input_shapes"],
+            )
+        got = run_onnx(os.path.join(out, "model.onnx"), {"source": sample[0], "target": sample[1]})
+        self.assertAllClose(expected[1], got["output_1"], atol=1e-5)
+        got = run_tflite(os.path.join(out, "model_float32.tflite"), {"source": sample[0], "target": sample[1]})
+        self.assertAllClose(expected[0], got["output_0"], atol=1e-4)
+        self.assertAllClose(expected[1], got["output_1"], atol=1e-4)
+
+
+@keras.saving.register_keras_serializable(package="kerasattn_tests")
+class PadGate(keras.layers.Layer):
+    """Zeroes padded steps through `mask[..., None]` on a bool tensor: TFLite's
+    built-in slicing rejects that with a dynamic length, not with a fixed one."""
+
+    def call(self, x, tokens):
+        keep = ops.not_equal(tokens, 0)[..., None]
+        return ops.where(keep, x, 0.0)
+
+
+def gated_model():
+    keras.utils.set_random_seed(5)
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(VOCABULARY, 8)(tokens)
+    x = PadGate(name="gate")(x, tokens)
+    return keras.Model(tokens, keras.layers.GlobalAveragePooling1D()(x), name="gated")
+
+
+class ConversionFailureTest(tf.test.TestCase):
+    def test_unsupported_op_names_the_op_and_the_layer(self):
+        root = self.get_temp_dir()
+        with self.assertRaisesRegex(ExportError, r"StridedSlice.*layer 'gate' \(PadGate\).*sequence_length") as caught:
+            export(gated_model(), os.path.join(root, "out"), formats=("tflite",))
+        self.assertEqual("conversion", caught.exception.kind)
+        self.assertEqual(1, len(str(caught.exception).splitlines()))
+        self.assertEqual([], os.listdir(root))
+
+    def test_fixed_sequence_length_is_the_fallback(self):
+        out = os.path.join(self.get_temp_dir(), "out")
+        manifest = export(gated_model(), out, formats=("tflite", "onnx"), sequence_length=6, latency_runs=2)
+        tflite = manifest["artifacts"]["tflite_float32"]
+        self.assertEqual(6, tflite["fixed_sequence_length"])
+        self.assertEqual([None, 6], tflite["signature"]["inputs"][0]["shape"])
+        self.assertEqual([{"tokens": [4, 6]}, {"tokens": [4, 6]}], tflite["verified_input_shapes"])
+        # ONNX has no such problem and keeps the dynamic length.
+        self.assertIsNone(manifest["artifacts"]["onnx"]["fixed_sequence_length"])
+        self.assertEqual([None, None], manifest["artifacts"]["onnx"]["signature"]["inputs"][0]["shape"])
+
+
+class AtomicityTest(tf.test.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.model = classifier()
+        self.root = self.get_temp_dir()
+        self.out = os.path.join(self.root, "out")
+
+    def fail_float16(self, **kwargs):
+        # float16 differs from Keras by ~1e-5, far above this tolerance.
+        with self.assertRaisesRegex(
+            ExportError, r"tflite_float16: output 'output_0' of model_float16\.tflite differs .*\(tolerance 1e-12 x "
+        ) as caught:
+            export(
+                self.model,
+                self.out,
+                formats=("saved_model", "tflite"),
+                quantize=("float32", "float16"),
+                tolerances={"float16": 1e-12},
+                latency_runs=1,
+                **kwargs,
+            )
+        self.assertEqual("verification", caught.exception.kind)
+
+    def test_failed_check_leaves_nothing(self):
+        self.fail_float16()
+        self.assertEqual([], os.listdir(self.root))
+
+    def previous_export(self):
+        os.makedirs(self.out)
+        with open(os.path.join(self.out, "manifest.json"), "w") as file:
+            file.write("{}")
+
+    def test_failed_check_keeps_the_previous_export(self):
+        self.previous_export()
+        self.fail_float16(overwrite=True)
+        self.assertEqual(["out"], os.listdir(self.root))
+        self.assertEqual(["manifest.json"], os.listdir(self.out))
+
+    def test_existing_folder_needs_overwrite(self):
+        os.makedirs(self.out)
+        with self.assertRaisesRegex(ExportError, r"Expected `out_dir` not to exist \(or overwrite=True\)"):
+            export(self.model, self.out, formats=("saved_model",))
+        self.assertEqual([], os.listdir(self.out))
+
+    def test_overwrite_replaces_a_previous_export(self):
+        self.previous_export()
+        export(self.model, self.out, formats=("saved_model",), latency_runs=1, overwrite=True)
+        self.assertCountEqual(["saved_model", "manifest.json"], os.listdir(self.out))
+        with open(os.path.join(self.out, "manifest.json")) as file:
+            self.assertIn("saved_model", json.load(file)["artifacts"])
+        self.assertEqual(["out"], os.listdir(self.root))
+
+    def test_overwrite_refuses_a_folder_that_is_not_an_export(self):
+        os.makedirs(self.out)
+        with open(os.path.join(self.out, "notes.txt"), "w") as file:
+            file.write("mine")
+        with self.assertRaisesRegex(ExportError, r"Expected `out_dir` to be empty or a previous export"):
+            export(self.model, self.out, formats=("saved_model",), overwrite=True)
+        self.assertEqual(["notes.txt"], os.listdir(self.out))
+
+    def test_saved_model_is_scratch_when_not_requested(self):
+        export(self.model, self.out, formats=("onnx",), latency_runs=1)
+        self.assertCountEqual(["model.onnx", "manifest.json"], os.listdir(self.out))
+
+
+class ArgumentErrorTest(tf.test.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.model = classifier()
+
+    def assert_rejected(self, pattern, **kwargs):
+        root = tempfile.mkdtemp(dir=self.get_temp_dir())
+        arguments = dict(model=self.model, out_dir=os.path.join(root, "out"))
+        arguments.update(kwargs)
+        with self.assertRaisesRegex(ExportError, pattern) as caught:
+            export(**arguments)
+        self.assertEqual("argument", caught.exception.kind)
+        self.assertIsInstance(caught.exception, ValueError)
+        self.assertEqual([], os.listdir(root))
+
+    def test_rejects_bad_arguments(self):
+        ids = np.ones((2, 5), "int32")
+        cases = [
+            (r"Expected `model` to be a keras.Model, received: str", dict(model="model.keras")),
+            (r"Expected `formats` .*received: formats=\('tflite', 'pb'\)", dict(formats=("tflite", "pb"))),
+            (r"Expected `quantize` .*received: quantize=\('int4',\)", dict(quantize=("int4",))),
+            (r"Expected `quantize` .*received: quantize=\(\)", dict(quantize=())),
+            (
+                r"Expected `representative_data` \(calibration inputs\) for quantize mode 'full_int8', received: None",
+                dict(quantize=("full_int8",)),
+            ),
+            (
+                r"Expected `representative_data\[1\]` to have shape \(None, None\) and dtype int32, received: shape \(1, 5, 2\)",
+                dict(quantize=("full_int8",), representative_data=[ids, np.ones((1, 5, 2), "int32")]),
+            ),
+            (
+                r"Expected `representative_data` to have dtype int32, received: dtype float32",
+                dict(quantize=("full_int8",), representative_data=np.ones((4, 5), "float32")),
+            ),
+            (
+                r"Expected `sample_inputs` to have the keys \['tokens'\], received: keys \['ids'\]",
+                dict(sample_inputs={"ids": ids}),
+            ),
+            (r"Expected `sample_inputs` to be non-empty, received: shape \(0, 5\)", dict(sample_inputs=ids[:0])),
+            (r"Expected `tolerances` keys from .*received: 'tflite'", dict(tolerances={"tflite": 1e-3})),
+            (r"Expected `tolerances\['float16'\]` to be a positive number, received: -1", dict(tolerances={"float16": -1})),
+            (r"Expected `sequence_length` to be a positive integer or None, received: sequence_length=0", dict(sequence_length=0)),
+            (r"Expected `latency_runs` to be a positive integer, received: latency_runs=0", dict(latency_runs=0)),
+            (r"Expected `latency_batch_size` to be a positive integer", dict(latency_batch_size=2.5)),
+        ]
+        for pattern, kwargs in cases:
+            with self.subTest(pattern=pattern):
+                self.assert_rejected(pattern, **kwargs)
+
+    def test_rejects_a_sequence_length_without_a_dynamic_axis(self):
+        inputs = keras.Input(shape=(6,))
+        model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+        self.assert_rejected(r"Expected `sequence_length` only for a model with a dynamic sequence axis", model=model, sequence_length=6)
+
+    def test_rejects_a_file_as_out_dir(self):
+        path = os.path.join(self.get_temp_dir(), "a_file")
+        with open(path, "w") as file:
+            file.write("x")
+        with self.assertRaisesRegex(ExportError, r"Expected `out_dir` to be a folder path"):
+            export(self.model, path, formats=("saved_model",), overwrite=True)
