@@ -17,6 +17,16 @@
   fixed to that length (recorded as `fixed_sequence_length`).
 - `model.onnx`: the same signature converted with tf2onnx (opset 17), with
   the batch axis named `batch` and a dynamic sequence axis `<input>_length`.
+- With a `preprocessor` (a Keras layer from raw strings to the model's
+  inputs, such as `kerasattn.text.TextPreprocessor`): `saved_model/` has
+  two signatures, `serving_default` taking a `(B,)` string tensor `text`
+  (preprocessor, then model) and `serving_ids` taking the model's inputs;
+  TFLite and ONNX are converted from `serving_ids` and take ids, and
+  `vocabulary.txt` (the preprocessor's vocabulary) is written beside them.
+  The string signature is checked on the sample strings against
+  `model(preprocessor(strings))` (manifest key `saved_model_strings`), and
+  the manifest's `preprocessing` entry describes the preprocessor and says
+  which artifacts take strings and which ids.
 - `manifest.json`: per artifact its path, size in bytes, runtime,
   signature, largest absolute difference from the Keras model (overall and
   per output), tolerance, and median latency at batch 1 and at

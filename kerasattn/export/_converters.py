@@ -1,6 +1,7 @@
 """SavedModel export, and TFLite and ONNX conversion from that SavedModel.
 
-Both converters start from the SavedModel's `serving_default` signature, so
+Both converters start from the SavedModel's id signature (`serving_default`,
+or `serving_ids` when a preprocessor adds a string `serving_default`), so
 every artifact has the same input and output names.
 """
 
@@ -12,13 +13,13 @@ import os
 import re
 import sys
 import warnings
-from typing import Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import keras
 
 from kerasattn.export._errors import ExportError
-from kerasattn.export._inputs import Inputs, InputSpec, with_length
-from kerasattn.export._runtimes import SIGNATURE
+from kerasattn.export._inputs import Inputs, InputSpec, input_structure, with_length
+from kerasattn.export._runtimes import IDS_SIGNATURE, SIGNATURE, STRING_INPUT
 
 ONNX_OPSET = 17
 
@@ -31,28 +32,67 @@ def first_line(error: BaseException) -> str:
     return type(error).__name__
 
 
-def export_saved_model(model: keras.Model, path: str, specs: List[InputSpec]) -> None:
-    """Writes `model` as a SavedModel whose `serving_default` takes `specs` by name."""
+def _write_with_strings(
+    model: keras.Model, path: str, specs: List[InputSpec], serve_strings: Callable, trackables: list
+) -> None:
+    """A SavedModel with `serving_default` taking strings and `serving_ids` taking `specs`."""
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    for trackable in [model, *trackables]:
+        archive.track(trackable)  # the preprocessor's tables and tokenizer models
+    archive.add_endpoint(SIGNATURE, serve_strings, [tf.TensorSpec((None,), tf.string, name=STRING_INPUT)])
+    # Called as `model.export` calls it: one argument, the model's input structure.
+    id_signature = keras.tree.map_structure(
+        lambda tensor: tf.TensorSpec((None,) + tuple(tensor.shape[1:]), tensor.dtype, name=tensor.name),
+        input_structure(model),
+    )
+    archive.add_endpoint(IDS_SIGNATURE, model.__call__, [id_signature])
+    archive.write_out(path, verbose=False)
+
+
+def export_saved_model(
+    model: keras.Model,
+    path: str,
+    specs: List[InputSpec],
+    serve_strings: Optional[Callable] = None,
+    trackables: Iterable = (),
+) -> str:
+    """Writes `model` as a SavedModel and returns the name of its id signature.
+
+    Without `serve_strings` the model is written by `model.export`: its
+    `serving_default` signature takes `specs` by name. With it,
+    `serving_default` takes a `(B,)` string tensor `text` and runs
+    `serve_strings` (tracking `trackables`, the preprocessor), and the
+    `serving_ids` signature takes `specs`.
+    """
     from kerasattn.ops import bounded_masking
 
     try:
         # Masked softmaxes traced here keep their intermediates within the
         # logits' range, which full-int8 calibration needs.
         with bounded_masking():
-            model.export(path, format="tf_saved_model", verbose=False)
+            if serve_strings is None:
+                model.export(path, format="tf_saved_model", verbose=False)
+            else:
+                _write_with_strings(model, path, specs, serve_strings, list(trackables))
+    except ExportError:
+        raise
     except Exception as error:
         raise ExportError(
             f"saved_model: Keras could not export the model: {first_line(error)}", "conversion"
         ) from error
     import tensorflow as tf
 
-    _, arguments = tf.saved_model.load(path).signatures[SIGNATURE].structured_input_signature
+    id_signature = SIGNATURE if serve_strings is None else IDS_SIGNATURE
+    _, arguments = tf.saved_model.load(path).signatures[id_signature].structured_input_signature
     if sorted(arguments) != sorted(spec.name for spec in specs):
         raise ExportError(
             f"Expected the SavedModel signature to take the model's inputs {[s.name for s in specs]}, "
             f"received: {sorted(arguments)}",
             "conversion",
         )
+    return id_signature
 
 
 # One converter diagnostic: the graph node it is attached to, and its text.
@@ -134,11 +174,13 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
-def _fixed_length_function(loaded, specs: List[InputSpec], length: int):
-    """The serving signature as a concrete function whose sequence axes are `length` long."""
+def _id_function(loaded, specs: List[InputSpec], signature_name: str, length: Optional[int]):
+    """The id signature as a concrete function, its sequence axes `length` long unless `None`."""
     import tensorflow as tf
 
-    signature = loaded.signatures[SIGNATURE]
+    signature = loaded.signatures[signature_name]
+    if length is None:
+        return signature
     fixed = {
         spec.name: tf.TensorSpec(
             (None, length) + spec.shape[2:] if spec.dynamic_sequence else spec.shape,
@@ -157,8 +199,12 @@ def convert_tflite(
     specs: List[InputSpec],
     representative: Optional[List[Inputs]],
     fixed_length: Optional[int],
+    signature: str = SIGNATURE,
 ) -> bytes:
     """Converts the SavedModel to a TFLite flatbuffer with built-in ops only.
+
+    The flatbuffer has one signature, `serving_default`, converted from the
+    SavedModel's `signature`.
 
     Args:
         saved_model_dir: the SavedModel written by `export_saved_model`.
@@ -168,17 +214,20 @@ def convert_tflite(
         representative: batch-1 calibration examples (needed for `"full_int8"`).
         fixed_length: `None` keeps the sequence axes dynamic; an integer
             fixes them to that length.
+        signature: the SavedModel signature taking the model's inputs.
 
     Returns:
         The `.tflite` file's bytes.
     """
     import tensorflow as tf
 
-    if fixed_length is None:
+    if fixed_length is None and signature == SIGNATURE:
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
     else:
+        # One concrete function converts under the key `serving_default`,
+        # whichever SavedModel signature it came from.
         loaded = tf.saved_model.load(saved_model_dir)
-        function = _fixed_length_function(loaded, specs, fixed_length)
+        function = _id_function(loaded, specs, signature, fixed_length)
         converter = tf.lite.TFLiteConverter.from_concrete_functions([function], loaded)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode != "float32":
@@ -214,8 +263,8 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage().splitlines()[0])
 
 
-def convert_onnx(saved_model_dir: str, path: str, specs: List[InputSpec]) -> None:
-    """Converts the SavedModel's serving signature to ONNX with tf2onnx.
+def convert_onnx(saved_model_dir: str, path: str, specs: List[InputSpec], signature: str = SIGNATURE) -> None:
+    """Converts the SavedModel's id signature (`signature`) to ONNX with tf2onnx.
 
     The batch axis of every input is named `batch` and a dynamic sequence
     axis `<input>_length`.
@@ -225,7 +274,7 @@ def convert_onnx(saved_model_dir: str, path: str, specs: List[InputSpec]) -> Non
     import tf2onnx
 
     loaded = tf.saved_model.load(saved_model_dir)
-    signature = loaded.signatures[SIGNATURE]
+    signature = loaded.signatures[signature]
     names = [spec.name for spec in specs]
     _, arguments = signature.structured_input_signature
     function = tf.function(lambda *inputs: signature(**dict(zip(names, inputs))))

@@ -7,7 +7,7 @@ import math
 import os
 import shutil
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -15,6 +15,7 @@ import numpy as np
 import kerasattn
 from kerasattn.export import _converters
 from kerasattn.export import _inputs
+from kerasattn.export import _preprocessing
 from kerasattn.export import _runtimes
 from kerasattn.export._errors import ExportError
 
@@ -33,6 +34,8 @@ DEFAULT_TOLERANCES = {
 }
 
 MANIFEST = "manifest.json"
+# The manifest key of the SavedModel's string signature, checked separately.
+STRINGS_ARTIFACT = "saved_model_strings"
 
 
 def _as_choices(name: str, value: Any, choices: Sequence[str]) -> tuple:
@@ -104,12 +107,24 @@ def _reference(model: keras.Model, inputs: _inputs.Inputs) -> Dict[str, np.ndarr
 
 
 class _Verifier:
-    """Runs an artifact on the verification inputs and compares it with Keras."""
+    """Runs an artifact on the verification inputs and compares it with Keras.
 
-    def __init__(self, model: keras.Model, specs: List[_inputs.InputSpec], sets: List[_inputs.Inputs]):
+    The Keras model runs on `sets` (its inputs); the artifact on `feeds`,
+    which are `sets` themselves unless the artifact takes something else
+    (the raw strings the sets were preprocessed from).
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        specs: List[_inputs.InputSpec],
+        sets: List[_inputs.Inputs],
+        feeds: Optional[List[_inputs.Inputs]] = None,
+    ):
         self.model = model
         self.specs = specs
         self.sets = sets
+        self.feeds = sets if feeds is None else feeds
         self._references = [_reference(model, inputs) for inputs in sets]
 
     def fixed(self, length: int) -> "_Verifier":
@@ -117,7 +132,7 @@ class _Verifier:
 
     def check(self, runtime, artifact: str, path: str, tolerance: float) -> Dict[str, Any]:
         per_output: Dict[str, float] = {}
-        for inputs, reference in zip(self.sets, self._references):
+        for inputs, reference in zip(self.feeds, self._references):
             try:
                 outputs = runtime.run(inputs)
             except Exception as error:
@@ -155,7 +170,7 @@ class _Verifier:
             "max_abs_difference": max(per_output.values()),
             "max_abs_difference_per_output": per_output,
             "tolerance": tolerance,
-            "verified_input_shapes": [_inputs.shapes(inputs) for inputs in self.sets],
+            "verified_input_shapes": [_inputs.shapes(inputs) for inputs in self.feeds],
         }
 
 
@@ -230,6 +245,7 @@ def export(
     latency_batch_size: int = 8,
     latency_runs: int = 20,
     overwrite: bool = False,
+    preprocessor: Optional[keras.layers.Layer] = None,
 ) -> Dict[str, Any]:
     """Exports a Keras model to SavedModel, TFLite and ONNX, each one verified.
 
@@ -242,11 +258,21 @@ def export(
     is written to a temporary folder beside `out_dir`, which is renamed to
     `out_dir` only once all artifacts have passed.
 
+    With a `preprocessor` (raw strings to the model's inputs, e.g.
+    `kerasattn.text.TextPreprocessor`), the SavedModel's `serving_default`
+    signature takes a `(B,)` string tensor `text` and runs the preprocessor
+    and then the model; the model's id inputs move to a second signature,
+    `serving_ids`. TFLite and ONNX are converted from `serving_ids` and take
+    ids; the preprocessor's vocabulary is written beside them as
+    `vocabulary.txt`. The string signature is checked on the sample strings
+    against `model(preprocessor(strings))` with the `"saved_model"`
+    tolerance (manifest key `"saved_model_strings"`).
+
     Args:
         model: a `keras.Model` with defined inputs (functional or Sequential).
         out_dir: the folder to create. It holds `saved_model/`,
-            `model_<mode>.tflite` per quantize mode, `model.onnx` and
-            `manifest.json`.
+            `model_<mode>.tflite` per quantize mode, `model.onnx`,
+            `manifest.json`, and with a preprocessor `vocabulary.txt`.
         formats: any of `"saved_model"`, `"tflite"`, `"onnx"`.
         quantize: the TFLite modes, any of `"float32"`, `"float16"`
             (float16 weights), `"dynamic_int8"` (int8 weights, activations
@@ -258,10 +284,13 @@ def export(
             name, with a batch axis. `None` generates a batch of 4 with
             sequence length 8 (then 5): token ids below the smallest
             Embedding `input_dim`, with trailing padding on every other row.
+            With a `preprocessor`: raw strings (a list or 1-D array of `str`),
+            required; the id inputs are what the preprocessor makes of them.
         representative_data: calibration data for `"full_int8"`: one batch
             (an array or a dict of arrays) or an iterable of input
             structures like `sample_inputs`. Each example is one calibration
-            step; a few hundred typical examples are usual.
+            step; a few hundred typical examples are usual. With a
+            `preprocessor` it may also be raw strings.
         tolerances: overrides of `DEFAULT_TOLERANCES`, keyed by
             `"saved_model"`, `"onnx"` or a quantize mode.
         sequence_length: if converting a TFLite model with a dynamic
@@ -275,13 +304,26 @@ def export(
         overwrite: replace an existing `out_dir`, once the new export has
             passed. Only an empty folder or a previous export (a folder with
             `manifest.json`) is replaced; any other folder is refused.
+        preprocessor: optional Keras layer mapping a `(B,)` string tensor to
+            the model's inputs: a dict keyed by the model's input names
+            (keys the model does not take are left out, such as a
+            `"padding_mask"` for a model on `"token_ids"` alone), or one
+            tensor for a one-input model. It must run in a `tf.function`.
 
     Returns:
         The manifest (also written to `out_dir/manifest.json`): the model's
         inputs, the verification shapes and, under `"artifacts"` (keyed
-        `saved_model`, `tflite_<mode>`, `onnx`), each artifact's path, size
-        in bytes, runtime, signature, largest absolute difference from Keras
-        (overall and per output), tolerance, and median latency in ms.
+        `saved_model`, `saved_model_strings` with a preprocessor,
+        `tflite_<mode>`, `onnx`), each artifact's path, size in bytes,
+        runtime, signature, largest absolute difference from Keras (overall
+        and per output), tolerance, and median latency in ms. With a
+        preprocessor, `"preprocessing"` describes it: its class and config
+        (less the vocabulary), `vocabulary_file` and `vocabulary_size`,
+        `sequence_length`, `lower_case`, the string input and signature,
+        which artifacts take strings (`takes_strings`) and which ids
+        (`takes_ids`), and the ops outside TensorFlow's core that the string
+        signature needs (`saved_model_custom_ops`; for `TextPreprocessor`,
+        `import tensorflow_text` before `tf.saved_model.load`).
 
     Raises:
         ExportError: for bad arguments, a failed conversion, or an artifact
@@ -293,6 +335,13 @@ def export(
     manifest = export(model, "exported/", formats=("tflite", "onnx"),
                       quantize=("float32", "dynamic_int8"))
     print(manifest["artifacts"]["tflite_dynamic_int8"]["max_abs_difference"])
+
+    # A model on `token_ids`, served from raw strings:
+    preprocessor = kerasattn.text.TextPreprocessor("vocab.txt", sequence_length=64)
+    export(model, "served/", preprocessor=preprocessor,
+           sample_inputs=["a gripping film", "dull"])
+    tf.saved_model.load("served/saved_model").signatures["serving_default"](
+        text=tf.constant(["what a film"]))
     ```
     """
     if not isinstance(model, keras.Model):
@@ -316,13 +365,29 @@ def export(
             f"received: sequence_length={sequence_length} for inputs "
             f"{[spec.as_json() for spec in specs]}"
         )
-    if sample_inputs is None:
+    strings = None
+    if preprocessor is not None:
+        preprocessor = _preprocessing.check_preprocessor(preprocessor)
+        strings = _preprocessing.check_strings(sample_inputs, "sample_inputs")
+        samples = _preprocessing.preprocess(preprocessor, strings, specs, "sample_inputs")
+    elif sample_inputs is None:
         samples = _inputs.generate_inputs(model, specs)
     else:
+        _preprocessing.refuse_strings(sample_inputs, "sample_inputs")
         samples = _inputs.check_inputs(sample_inputs, specs, "sample_inputs")
     tflite_modes = quantize if "tflite" in formats else ()
     representative = None
     if representative_data is not None:
+        if preprocessor is None:
+            _preprocessing.refuse_strings(representative_data, "representative_data")
+        elif _preprocessing.is_strings(representative_data):
+            # Calibrate on what the preprocessor makes of the text, as served.
+            representative_data = _preprocessing.preprocess(
+                preprocessor,
+                _preprocessing.check_strings(representative_data, "representative_data"),
+                specs,
+                "representative_data",
+            )
         representative = _inputs.check_representative_data(representative_data, specs)
     elif "full_int8" in tflite_modes:
         raise ExportError(
@@ -334,19 +399,22 @@ def export(
     if shorter is not None:
         sets.append(shorter)
     verifier = _Verifier(model, specs, sets)
-    latency_inputs = {
-        1: _inputs.batch_of({name: array[:1] for name, array in samples.items()}, 1),
-        latency_batch_size: _inputs.batch_of(samples, latency_batch_size),
-    }
+    latency_inputs = _latency_inputs(samples, latency_batch_size)
+    string_check = None
+    if strings is not None and "saved_model" in formats:
+        feed = {_runtimes.STRING_INPUT: strings}
+        string_check = (_Verifier(model, specs, [samples], [feed]), _latency_inputs(feed, latency_batch_size))
 
     parent, name = os.path.split(out_dir)
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
     os.mkdir(staging)
     try:
-        artifacts = _write_artifacts(
+        if preprocessor is not None:
+            vocabulary = _preprocessing.write_vocabulary(preprocessor, staging)
+        artifacts, custom_ops = _write_artifacts(
             model, specs, staging, formats, tflite_modes, representative, tolerances,
-            sequence_length, verifier, latency_inputs, latency_runs,
+            sequence_length, verifier, latency_inputs, latency_runs, preprocessor, string_check,
         )
         manifest = {
             "format_version": 1,
@@ -365,6 +433,14 @@ def export(
             },
             "artifacts": artifacts,
         }
+        if preprocessor is not None:
+            manifest["preprocessing"] = _preprocessing.manifest_entry(
+                preprocessor,
+                vocabulary,
+                string_artifacts=[name for name in artifacts if name == STRINGS_ARTIFACT],
+                id_artifacts=[name for name in artifacts if name != STRINGS_ARTIFACT],
+                saved_model_custom_ops=custom_ops,
+            )
         with open(os.path.join(staging, MANIFEST), "w") as file:
             json.dump(manifest, file, indent=2)
         _move_into_place(staging, out_dir, overwrite)
@@ -374,30 +450,56 @@ def export(
     return manifest
 
 
+def _latency_inputs(inputs: _inputs.Inputs, batch_size: int) -> Dict[int, _inputs.Inputs]:
+    """The inputs timed: the first row alone, and `batch_size` rows."""
+    return {
+        1: _inputs.batch_of({name: array[:1] for name, array in inputs.items()}, 1),
+        batch_size: _inputs.batch_of(inputs, batch_size),
+    }
+
+
 def _write_artifacts(
     model, specs, staging, formats, tflite_modes, representative, tolerances,
-    sequence_length, verifier, latency_inputs, latency_runs,
-) -> Dict[str, Dict[str, Any]]:
+    sequence_length, verifier, latency_inputs, latency_runs, preprocessor, string_check,
+) -> Tuple[Dict[str, Dict[str, Any]], Optional[List[str]]]:
+    """Writes and checks every artifact; returns their manifest entries and the
+    custom ops of the SavedModel's string signature (`None` without one)."""
     artifacts: Dict[str, Dict[str, Any]] = {}
     # TFLite and ONNX are converted from the SavedModel, so it is always
     # written; without "saved_model" in `formats` it is removed at the end.
     saved_model = "saved_model" if "saved_model" in formats else ".saved_model"
     saved_model_dir = os.path.join(staging, saved_model)
-    _converters.export_saved_model(model, saved_model_dir, specs)
+    serve_strings = None
+    if preprocessor is not None:
+        serve_strings = _preprocessing.string_serving_function(model, preprocessor, specs)
+    id_signature = _converters.export_saved_model(
+        model, saved_model_dir, specs, serve_strings, trackables=[] if preprocessor is None else [preprocessor]
+    )
     common = dict(staging=staging, latency_inputs=latency_inputs, latency_runs=latency_runs)
+    custom_ops = None
     if "saved_model" in formats:
         artifacts["saved_model"] = _entry(
-            _runtimes.SavedModelRuntime(saved_model_dir), verifier, relative_path=saved_model,
+            _runtimes.SavedModelRuntime(saved_model_dir, id_signature), verifier, relative_path=saved_model,
             artifact="saved_model", file_format="saved_model", quantization="float32",
             tolerance=tolerances["saved_model"], **common,
         )
+    if string_check is not None:
+        string_verifier, string_latency_inputs = string_check
+        runtime = _runtimes.SavedModelRuntime(saved_model_dir, _runtimes.SIGNATURE)
+        artifacts[STRINGS_ARTIFACT] = _entry(
+            runtime, string_verifier, staging=staging, relative_path=saved_model,
+            artifact=STRINGS_ARTIFACT, file_format="saved_model", quantization="float32",
+            tolerance=tolerances["saved_model"], latency_inputs=string_latency_inputs,
+            latency_runs=latency_runs,
+        )
+        custom_ops = _preprocessing.custom_ops(runtime.function)
     for mode in tflite_modes:
         artifact = f"tflite_{mode}"
         path = f"model_{mode}.tflite"
 
         def write_and_check(fixed_length: Optional[int]) -> Dict[str, Any]:
             content = _converters.convert_tflite(
-                saved_model_dir, mode, model, specs, representative, fixed_length
+                saved_model_dir, mode, model, specs, representative, fixed_length, id_signature
             )
             with open(os.path.join(staging, path), "wb") as file:
                 file.write(content)
@@ -421,7 +523,7 @@ def _write_artifacts(
                 ) from error
             artifacts[artifact] = write_and_check(sequence_length)
     if "onnx" in formats:
-        _converters.convert_onnx(saved_model_dir, os.path.join(staging, "model.onnx"), specs)
+        _converters.convert_onnx(saved_model_dir, os.path.join(staging, "model.onnx"), specs, id_signature)
         artifacts["onnx"] = _entry(
             _runtimes.OnnxRuntime(os.path.join(staging, "model.onnx")), verifier, relative_path="model.onnx",
             artifact="onnx", file_format="onnx", quantization="float32",
@@ -429,4 +531,4 @@ def _write_artifacts(
         )
     if saved_model != "saved_model":
         shutil.rmtree(saved_model_dir)
-    return artifacts
+    return artifacts, custom_ops

@@ -17,6 +17,10 @@ import numpy as np
 from kerasattn.export._inputs import Inputs
 
 SIGNATURE = "serving_default"
+# With a preprocessor, the SavedModel's `serving_default` takes strings under
+# this name, and the model's id inputs move to the `serving_ids` signature.
+STRING_INPUT = "text"
+IDS_SIGNATURE = "serving_ids"
 
 
 def _version(distribution: str) -> str:
@@ -25,7 +29,12 @@ def _version(distribution: str) -> str:
 
 def _tensor_json(name: str, shape, dtype) -> Dict[str, Any]:
     dims = [None if d is None or isinstance(d, str) or d < 0 else int(d) for d in shape]
-    return {"name": name, "shape": dims, "dtype": np.dtype(dtype).name}
+    return {"name": name, "shape": dims, "dtype": dtype if dtype == "string" else np.dtype(dtype).name}
+
+
+def _tf_dtype(dtype) -> Any:
+    """A TensorFlow dtype for `_tensor_json`: `"string"`, or the NumPy type."""
+    return "string" if dtype.name == "string" else dtype.as_numpy_dtype
 
 
 def median_latency_ms(call: Callable[[], Any], runs: int) -> float:
@@ -40,39 +49,41 @@ def median_latency_ms(call: Callable[[], Any], runs: int) -> float:
 
 
 class SavedModelRuntime:
-    """A SavedModel reloaded with `tf.saved_model.load`, run through its serving signature.
+    """A SavedModel reloaded with `tf.saved_model.load`, run through one signature.
 
-    TensorFlow fixes its thread pools when its runtime starts, so latency
-    is measured with this process's setting: `threads` is the configured
-    intra-op thread count, or `None` for TensorFlow's default (all cores).
+    `signature` names it: `serving_default`, or, for a model exported with
+    a preprocessor, `serving_ids` (the model's id inputs); `function` is its
+    concrete function. TensorFlow fixes
+    its thread pools when its runtime starts, so latency is measured with
+    this process's setting: `threads` is the configured intra-op thread
+    count, or `None` for TensorFlow's default (all cores).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, signature: str = SIGNATURE):
         import tensorflow as tf
 
         self._tf = tf
         self._loaded = tf.saved_model.load(path)
-        self._function = self._loaded.signatures[SIGNATURE]
+        self._name = signature
+        self.function = self._loaded.signatures[signature]
         self.description = f"tensorflow {tf.__version__} (tf.saved_model.load)"
         self.threads: Optional[int] = tf.config.threading.get_intra_op_parallelism_threads() or None
 
     def signature(self) -> Dict[str, Any]:
-        _, inputs = self._function.structured_input_signature
-        outputs = self._function.structured_outputs
+        _, inputs = self.function.structured_input_signature
+        outputs = self.function.structured_outputs
         return {
-            "name": SIGNATURE,
+            "name": self._name,
             "inputs": [
-                _tensor_json(name, spec.shape.as_list(), spec.dtype.as_numpy_dtype)
-                for name, spec in sorted(inputs.items())
+                _tensor_json(name, spec.shape.as_list(), _tf_dtype(spec.dtype)) for name, spec in sorted(inputs.items())
             ],
             "outputs": [
-                _tensor_json(name, spec.shape.as_list(), spec.dtype.as_numpy_dtype)
-                for name, spec in sorted(outputs.items())
+                _tensor_json(name, spec.shape.as_list(), _tf_dtype(spec.dtype)) for name, spec in sorted(outputs.items())
             ],
         }
 
     def _call(self, tensors) -> Dict[str, np.ndarray]:
-        return {name: value.numpy() for name, value in self._function(**tensors).items()}
+        return {name: value.numpy() for name, value in self.function(**tensors).items()}
 
     def run(self, inputs: Inputs) -> Dict[str, np.ndarray]:
         return self._call({name: self._tf.constant(array) for name, array in inputs.items()})
