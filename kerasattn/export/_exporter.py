@@ -504,6 +504,8 @@ def _write_artifacts(
             with open(os.path.join(staging, path), "wb") as file:
                 file.write(content)
             checker = verifier if fixed_length is None else verifier.fixed(fixed_length)
+            if mode == "full_int8":  # quantized graphs are where LiteRT has aborted
+                _runtimes.check_litert_survives(os.path.join(staging, path), artifact)
             return _entry(
                 _runtimes.LiteRTRuntime(os.path.join(staging, path)), checker, relative_path=path,
                 artifact=artifact, file_format="tflite", quantization=mode,

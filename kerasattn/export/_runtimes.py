@@ -8,12 +8,16 @@ are the same in the SavedModel, the TFLite models and the ONNX model.
 from __future__ import annotations
 
 import importlib.metadata
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from kerasattn.export._errors import ExportError
 from kerasattn.export._inputs import Inputs
 
 SIGNATURE = "serving_default"
@@ -91,6 +95,50 @@ class SavedModelRuntime:
     def latency_ms(self, inputs: Inputs, runs: int) -> float:
         tensors = {name: self._tf.constant(array) for name, array in inputs.items()}
         return median_latency_ms(lambda: self._call(tensors), runs)
+
+
+# Loads a .tflite file and runs its serving signature once on zeros (dynamic
+# dimensions set to 2), importing nothing but the interpreter and NumPy.
+_SMOKE_RUN = """
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
+inputs = interpreter.get_signature_runner(sys.argv[2]).get_input_details().values()
+shapes = [[2 if n < 0 else n for n in d["shape_signature"]] for d in inputs]
+for d, shape in zip(inputs, shapes):
+    interpreter.resize_tensor_input(d["index"], shape, strict=True)
+interpreter.allocate_tensors()
+for d, shape in zip(inputs, shapes):
+    interpreter.set_tensor(d["index"], np.zeros(shape, d["dtype"]))
+interpreter.invoke()
+"""
+
+
+def check_litert_survives(path: str, artifact: str) -> None:
+    """Runs a `.tflite` file once in a child process first.
+
+    The LiteRT interpreter aborts the whole process on some graphs it cannot
+    prepare (seen: a full-int8 while loop, from MultiHeadAttention's chunked
+    path); an export has to report that, not die of it.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", _SMOKE_RUN, path, SIGNATURE],
+        capture_output=True, text=True, timeout=600,
+    )
+    if result.returncode == 0:
+        return
+    if result.returncode < 0:
+        reason = f"it was killed by {signal.Signals(-result.returncode).name}"
+    else:
+        # A Python exception's own line ("ValueError: ...") says most.
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if "Error:" in line]
+        reason = (errors or lines or [f"exit status {result.returncode}"])[-1]
+    raise ExportError(
+        f"{artifact}: the LiteRT interpreter cannot run {path.rsplit('/', 1)[-1]}: {reason}",
+        "verification",
+    )
 
 
 class LiteRTRuntime:
