@@ -7,6 +7,10 @@ import sys
 from typing import Optional, Sequence
 
 from zoo import export
+from zoo.attention_transformer import recipe as attention_transformer_recipe
+
+# The zoo models `train` and `predict` know, by command-line name.
+MODELS = (attention_transformer_recipe.MODEL_NAME,)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +31,45 @@ def build_parser() -> argparse.ArgumentParser:
             description=export.__doc__,
         )
     )
+    train = commands.add_parser(
+        "train",
+        help="train a zoo model on a data folder (model.fit, early stopping, resumable)",
+        description=attention_transformer_recipe.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("model", help=f"the zoo model: one of {', '.join(MODELS)}")
+    attention_transformer_recipe.add_train_arguments(train)
+    predict = commands.add_parser(
+        "predict",
+        help="classify texts with a zoo model's preset and show the most attended tokens",
+    )
+    predict.add_argument("model", help=f"the zoo model: one of {', '.join(MODELS)}")
+    attention_transformer_recipe.add_predict_arguments(predict)
     return parser
+
+
+def _run_model_command(args) -> int:
+    """Runs `train` or `predict`; bad input is one line on stderr and exit status 2."""
+    if args.model not in MODELS:
+        print(
+            f"zoo {args.command}: unknown model {args.model!r}; "
+            f"expected one of: {', '.join(MODELS)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        if args.command == "train":
+            metrics = attention_transformer_recipe.train(args)
+            print(
+                f"dev accuracy {metrics['dev_accuracy']:.4f} (best epoch {metrics['best_epoch']}); "
+                f"wrote {args.out}"
+            )
+        else:
+            attention_transformer_recipe.predict(args)
+    except ValueError as error:
+        print(f"zoo {args.command}: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -42,6 +84,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return demo.run(out_dir=args.out, epochs=args.epochs, samples=args.samples, seed=args.seed)
     if args.command == "export":
         return export.run(args)
+    if args.command in ("train", "predict"):
+        return _run_model_command(args)
     return 2
 
 
