@@ -243,6 +243,19 @@ def gated_model():
     return keras.Model(tokens, keras.layers.GlobalAveragePooling1D()(x), name="gated")
 
 
+class ExactGeluTest(tf.test.TestCase):
+    def test_exact_gelu_exports_to_onnx(self):
+        # TensorFlow lowers exact GELU to Erfc, which ONNX lacks; export maps
+        # it to 1 - Erf.
+        tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+        x = keras.layers.Embedding(VOCABULARY, 8)(tokens)
+        x = layers.TransformerEncoderBlock(num_heads=2, intermediate_dim=16, activation="gelu")(x)
+        model = keras.Model(tokens, keras.layers.GlobalAveragePooling1D()(x))
+        out = os.path.join(self.get_temp_dir(), "out")
+        manifest = export(model, out, formats=("onnx",), latency_runs=1)
+        self.assertLessEqual(manifest["artifacts"]["onnx"]["max_abs_difference"], 1e-4)
+
+
 class ConversionFailureTest(tf.test.TestCase):
     def test_unsupported_op_names_the_op_and_the_layer(self):
         root = self.get_temp_dir()

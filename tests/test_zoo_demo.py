@@ -1,5 +1,8 @@
-"""`python -m zoo demo`, the README's main command, end to end (small)."""
+"""`python -m zoo demo`, the README's main command, end to end (few steps)."""
 
+import contextlib
+import io
+import json
 import os
 import tempfile
 
@@ -9,14 +12,25 @@ from zoo import __main__ as cli
 
 
 class ZooDemoTest(tf.test.TestCase):
-    def test_demo_trains_saves_and_reloads(self):
+    def test_demo_classifies_fine_tunes_exports_and_reports(self):
         with tempfile.TemporaryDirectory() as out:
-            code = cli.main(["demo", "--out", out, "--epochs", "1", "--samples", "300"])
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                code = cli.main(["demo", "--out", out, "--steps", "2"])
             self.assertEqual(0, code)
-            self.assertTrue(os.path.isfile(os.path.join(out, "model.keras")))
-            self.assertNotEmpty(os.listdir(os.path.join(out, "logs")))
-            # Nothing half-written is left beside the model.
-            self.assertCountEqual(["model.keras", "logs"], os.listdir(out))
+            self.assertCountEqual(["model.keras", "logs", "export"], os.listdir(out))
+            with open(os.path.join(out, "export", "manifest.json")) as file:
+                manifest = json.load(file)
+            self.assertCountEqual(
+                ["saved_model", "saved_model_strings", "tflite_float32", "tflite_float16",
+                 "tflite_dynamic_int8", "tflite_full_int8", "onnx"],
+                manifest["artifacts"],
+            )
+            summary = printed.getvalue()
+            self.assertIn("a gorgeous, witty, seductive movie.", summary)
+            self.assertIn("tensorboard --logdir", summary)
+            for artifact in manifest["artifacts"]:
+                self.assertIn(artifact, summary)
 
     def test_demo_rejects_bad_arguments(self):
-        self.assertEqual(2, cli.main(["demo", "--epochs", "0"]))
+        self.assertEqual(2, cli.main(["demo", "--steps", "0"]))

@@ -18,11 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",
-        help="train and check a small attention classifier on a generated sample",
+        help="the sst2 preset end to end: classify, fine-tune on a carried sample, export and check",
     )
     demo.add_argument("--out", default="zoo_runs/demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=4, help="training epochs (default: %(default)s)")
-    demo.add_argument("--samples", type=int, default=3000, help="generated examples (default: %(default)s)")
+    demo.add_argument("--steps", type=int, default=10, help="fine-tuning steps (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     export.add_arguments(
         commands.add_parser(
@@ -77,11 +76,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "demo":
         from zoo import demo
 
-        for name in ("epochs", "samples"):
-            if getattr(args, name) <= 0:
-                print(f"zoo demo: --{name} must be positive, got {getattr(args, name)}", file=sys.stderr)
-                return 2
-        return demo.run(out_dir=args.out, epochs=args.epochs, samples=args.samples, seed=args.seed)
+        if args.steps <= 0:
+            print(f"zoo demo: --steps must be positive, got {args.steps}", file=sys.stderr)
+            return 2
+        return demo.run(out_dir=args.out, steps=args.steps, seed=args.seed)
     if args.command == "export":
         return export.run(args)
     if args.command in ("train", "predict"):

@@ -16,6 +16,7 @@ import warnings
 from typing import Callable, Iterable, List, Optional, Tuple
 
 import keras
+import numpy as np
 
 from kerasattn.export._errors import ExportError
 from kerasattn.export._inputs import Inputs, InputSpec, input_structure, with_length
@@ -263,6 +264,19 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage().splitlines()[0])
 
 
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx handler for TensorFlow's Erfc (exact GELU lowers to it), which
+    ONNX lacks: erfc(x) = 1 - erf(x), with ONNX's Erf."""
+    from tf2onnx import utils
+
+    x = node.input[0]
+    one = np.array(1, utils.map_onnx_to_numpy_type(ctx.get_dtype(x)))
+    erf = ctx.make_node("Erf", [x])
+    node.type = "Sub"
+    ctx.replace_inputs(node, [ctx.make_const(utils.make_name(f"{name}_one"), one).output[0], erf.output[0]])
+    return node
+
+
 def convert_onnx(saved_model_dir: str, path: str, specs: List[InputSpec], signature: str = SIGNATURE) -> None:
     """Converts the SavedModel's id signature (`signature`) to ONNX with tf2onnx.
 
@@ -284,7 +298,10 @@ def convert_onnx(saved_model_dir: str, path: str, specs: List[InputSpec], signat
     logger.setLevel(logging.ERROR)  # tf2onnx logs every step at INFO
     try:
         model_proto, _ = tf2onnx.convert.from_function(
-            function, input_signature=[arguments[name] for name in names], opset=ONNX_OPSET
+            function,
+            input_signature=[arguments[name] for name in names],
+            opset=ONNX_OPSET,
+            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
         )
     except Exception as error:
         raise ExportError(f"onnx: tf2onnx could not convert the model: {first_line(error)}", "conversion") from error

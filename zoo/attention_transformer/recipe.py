@@ -201,6 +201,20 @@ def _datasets(train, dev, preprocessor, batch_size: int, seed: int, full_weight_
     return train_dataset, dev_dataset, steps
 
 
+def attention_probe(preprocessor, texts):
+    """`AttentionMapCallback`'s probe for `texts`: the trimmed features and,
+    per text, its real tokens (to label the heatmaps with)."""
+    features = _trim(preprocessor(list(texts)))
+    tokens = [
+        [t.decode() for t, real in zip(row, mask) if real]
+        for row, mask in zip(
+            preprocessor.id_to_token(features["token_ids"]).numpy(),
+            features["padding_mask"].numpy(),
+        )
+    ]
+    return features, tokens
+
+
 class _EpochTimer(keras.callbacks.Callback):
     """Records each epoch's wall time in seconds."""
 
@@ -379,15 +393,9 @@ def train(args: argparse.Namespace) -> dict:
         optimizer.exclude_from_weight_decay(var_names=["embeddings", "bias", "gamma", "beta"])
         model.compile(optimizer=optimizer, label_smoothing=args.label_smoothing)
 
-    probe = [dev_data.texts[i] for i in range(min(3, len(dev_data.texts)))]
-    probe_features = _trim(preprocessor(probe))
-    probe_tokens = [
-        [t.decode() for t, real in zip(row, mask) if real]
-        for row, mask in zip(
-            preprocessor.id_to_token(probe_features["token_ids"]).numpy(),
-            probe_features["padding_mask"].numpy(),
-        )
-    ]
+    probe_features, probe_tokens = attention_probe(
+        preprocessor, dev_data.texts[: min(3, len(dev_data.texts))]
+    )
     timer = _EpochTimer()
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup")),
