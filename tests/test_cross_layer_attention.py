@@ -4,7 +4,6 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl.testing import parameterized
 
 from kerasattn.layers.cross_layer_attention import CrossLayerAttention

@@ -12,7 +12,6 @@ prints one summary table. No data folder is needed.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from importlib import resources
 
@@ -29,16 +28,6 @@ TOP_TOKENS = 3
 
 def _sample_path() -> str:
     return str(resources.files("zoo.attention_transformer") / "demo_sample.tsv")
-
-
-def _save_atomically(model, path: str) -> None:
-    """Writes `path` through a temporary file in the same folder, then renames."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        tmp_path = os.path.join(tmp, os.path.basename(path))
-        model.save(tmp_path)
-        os.replace(tmp_path, path)
 
 
 def _describe(classifier, texts) -> list:
@@ -60,6 +49,7 @@ def run(out_dir: str, steps: int, seed: int) -> int:
     import keras
 
     from kerasattn import data
+    from kerasattn._files import write_atomically
     from kerasattn.callbacks import AttentionMapCallback
     from kerasattn.export import export
     from zoo.attention_transformer import recipe
@@ -88,7 +78,8 @@ def run(out_dir: str, steps: int, seed: int) -> int:
     )
     _, accuracy_after = classifier.evaluate(dataset, verbose=0)
     model_path = os.path.join(out_dir, "model.keras")
-    _save_atomically(classifier, model_path)
+    os.makedirs(out_dir, exist_ok=True)
+    write_atomically(model_path, classifier.save, suffix=".keras")
 
     export_dir = os.path.join(out_dir, "export")
     manifest = export(

@@ -83,7 +83,9 @@ def _check_model_path(path: str) -> None:
 def _load_model(path: str):
     import keras
 
-    import kerasattn  # noqa: F401  registers the kerasattn layers for loading
+    # Registers the kerasattn layers and the zoo's models for loading.
+    import kerasattn  # noqa: F401
+    import zoo.attention_transformer  # noqa: F401
 
     try:
         model = keras.saving.load_model(path)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
+
+from kerasattn._files import write_atomically
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -76,33 +77,6 @@ def find(name: str | os.PathLike, package: str) -> Path:
     return folder
 
 
-def _make_readable(path: str | os.PathLike) -> None:
-    """Gives a file the permissions of a newly created one (`mkstemp` makes them 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def write_atomically(path: Path, write, suffix: str = ".tmp") -> None:
-    """Calls `write(temporary_path)` and renames the result to `path`.
-
-    Args:
-        path: the file to write.
-        write: a callable writing the file it is given.
-        suffix: the temporary name's ending (some writers check it).
-    """
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=suffix)
-    os.close(handle)
-    try:
-        write(temporary)
-        _make_readable(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def save_classifier(model, folder: str | os.PathLike) -> None:
     """Writes a text classifier (with its preprocessor) as a preset.
 
@@ -146,16 +120,8 @@ def save_classifier(model, folder: str | os.PathLike) -> None:
     uncompiled = type(model).from_config(model.get_config())
     uncompiled.set_weights(model.get_weights())
     # save_weights insists on the ".weights.h5" ending, so the temporary name keeps it.
-    temporary = folder / f".tmp-{os.getpid()}.weights.h5"
-    try:
-        uncompiled.save_weights(temporary)
-        _make_readable(temporary)
-        os.replace(temporary, folder / WEIGHTS_FILE)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    write_atomically(folder / WEIGHTS_FILE, uncompiled.save_weights, suffix=".weights.h5")
     save_vocabulary(model.preprocessor.vocabulary, folder / VOCABULARY_FILE)
-    _make_readable(folder / VOCABULARY_FILE)
 
 
 def load_classifier(cls, folder: str | os.PathLike):

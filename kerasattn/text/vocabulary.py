@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Iterable, Sequence
 
 import tensorflow as tf
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset as bert_vocab
 
+from kerasattn._files import write_atomically
 from kerasattn.text.normalization import check_normalization_form
 from kerasattn.text.normalization import normalize_text
 
@@ -209,16 +209,12 @@ def save_vocabulary(tokens: Sequence[str], path: str | os.PathLike) -> None:
     ['[PAD]', '[UNK]', 'movie']
     """
     tokens = check_vocabulary(tokens, "tokens")
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".vocab-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8", newline="\n") as file:
             file.write("".join(token + "\n" for token in tokens))
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+
+    write_atomically(path, write)
 
 
 def load_vocabulary(path: str | os.PathLike) -> list[str]:

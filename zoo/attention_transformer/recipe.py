@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from zoo import presets
+from kerasattn._files import write_atomically
 
 MODEL_NAME = "attention-transformer"
 # Token-length buckets: a batch is padded only to its own longest text.
@@ -235,7 +235,7 @@ def _write_json(path: Path, value) -> None:
             json.dump(value, file, indent=2)
             file.write("\n")
 
-    presets.write_atomically(path, write)
+    write_atomically(path, write)
 
 
 def _save_figure(figure, path: Path) -> None:
@@ -420,7 +420,7 @@ def train(args: argparse.Namespace) -> dict:
     ).history
     dev_loss, dev_accuracy = model.evaluate(dev_dataset, verbose=0)
 
-    presets.write_atomically(out / "model.keras", model.save, suffix=".keras")
+    write_atomically(out / "model.keras", model.save, suffix=".keras")
     model.save_preset(out / "preset")
     plot_training_curves(history, out / "training_curves.png")
     plot_attention(model, dev_data.texts[_HEATMAP_SENTENCE], out / "attention_heatmap.png")
