@@ -15,8 +15,6 @@ import os
 import time
 from importlib import resources
 
-import numpy as np
-
 SENTENCES = (
     "a gorgeous, witty, seductive movie.",
     "the plot is a tired mess and the acting is worse.",
@@ -28,21 +26,6 @@ TOP_TOKENS = 3
 
 def _sample_path() -> str:
     return str(resources.files("zoo.attention_transformer") / "demo_sample.tsv")
-
-
-def _describe(classifier, texts) -> list:
-    """(text, label, probability, most attended tokens) for each text."""
-    result = classifier.classify(list(texts))
-    rows = []
-    for text, probabilities, weights, tokens in zip(
-        texts, result["probabilities"], result["pooling_weights"], result["tokens"]
-    ):
-        label = int(np.argmax(probabilities))
-        name = classifier.label_names[label] if classifier.label_names else str(label)
-        order = np.argsort(-weights)[:TOP_TOKENS]
-        top = ", ".join(f"{tokens[i].decode()} {weights[i]:.2f}" for i in order if weights[i] > 0)
-        rows.append((text, name, float(probabilities[label]), top))
-    return rows
 
 
 def run(out_dir: str, steps: int, seed: int) -> int:
@@ -58,7 +41,7 @@ def run(out_dir: str, steps: int, seed: int) -> int:
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
     classifier = AttentionTransformerClassifier.from_preset("sst2")
-    before = _describe(classifier, SENTENCES)
+    before = recipe.describe(classifier, SENTENCES, TOP_TOKENS)
 
     # Labels are written 0 (negative) and 1 (positive), the ids of the preset's classes.
     sample = data.read_text_classification(_sample_path())
@@ -100,8 +83,9 @@ def _print_summary(before, accuracy_before, accuracy_after, steps, model_path, e
                    manifest, log_dir, seconds) -> int:
     print("\nkerasattn demo: the Attention-Based Transformer (preset sst2)")
     print("\n  sentence                                              label     p     most attended")
-    for text, label, probability, top in before:
-        print(f"  {text[:52]:<52}  {label:<8} {probability:.2f}  {top}")
+    for row in before:
+        top = ", ".join(f"{token} {weight:.2f}" for token, weight in row["top_tokens"])
+        print(f"  {row['text'][:52]:<52}  {row['label']:<8} {row['probability']:.2f}  {top}")
     print(f"\n  fine-tuning on the carried sample: {steps} steps, accuracy on it "
           f"{accuracy_before:.3f} -> {accuracy_after:.3f}")
     print(f"  saved model: {model_path}")

@@ -451,31 +451,41 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def predict(args: argparse.Namespace) -> list[dict]:
-    """Classifies `args.texts` with a preset and prints one block per text.
+def describe(model, texts, top: int) -> list[dict]:
+    """Classifies `texts` and finds the tokens the pooling attends to most.
 
     Returns:
-        Per text: `{"text", "label", "probability", "top_tokens"}`.
+        Per text: `{"text", "label", "probability", "top_tokens"}`, with
+        `top_tokens` the `top` (token, weight) pairs, padding left out.
     """
-    if args.top <= 0:
-        raise ValueError(f"expected --top > 0, received: {args.top}")
-    from zoo.attention_transformer.model import AttentionTransformerClassifier
-
-    model = AttentionTransformerClassifier.from_preset(args.preset)
-    outputs = model.classify(args.texts)
+    outputs = model.classify(list(texts))
     results = []
-    for index, text in enumerate(args.texts):
+    for index, text in enumerate(texts):
         probabilities = outputs["probabilities"][index]
         best = int(np.argmax(probabilities))
         label = model.label_names[best] if model.label_names else str(best)
         tokens = [t.decode() for t in outputs["tokens"][index]]
         weights = outputs["pooling_weights"][index]
-        order = [i for i in np.argsort(-weights, kind="stable") if tokens[i] != "[PAD]"][: args.top]
-        top = [(tokens[i], round(float(weights[i]), 3)) for i in order]
+        order = [i for i in np.argsort(-weights, kind="stable") if tokens[i] != "[PAD]"][:top]
         results.append(
             {"text": text, "label": label, "probability": float(probabilities[best]),
-             "top_tokens": top}
+             "top_tokens": [(tokens[i], round(float(weights[i]), 3)) for i in order]}
         )
-        print(f"{text}\n  {label} {probabilities[best]:.3f}")
-        print("  most attended: " + ", ".join(f"{token} {weight:.2f}" for token, weight in top))
+    return results
+
+
+def predict(args: argparse.Namespace) -> list[dict]:
+    """Classifies `args.texts` with a preset and prints one block per text.
+
+    Returns:
+        `describe`'s result.
+    """
+    if args.top <= 0:
+        raise ValueError(f"expected --top > 0, received: {args.top}")
+    from zoo.attention_transformer.model import AttentionTransformerClassifier
+
+    results = describe(AttentionTransformerClassifier.from_preset(args.preset), args.texts, args.top)
+    for result in results:
+        print(f"{result['text']}\n  {result['label']} {result['probability']:.3f}")
+        print("  most attended: " + ", ".join(f"{t} {w:.2f}" for t, w in result["top_tokens"]))
     return results
