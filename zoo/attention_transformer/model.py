@@ -9,23 +9,13 @@ import keras
 from keras import ops
 
 from kerasattn import layers
+from kerasattn.layers._validation import positive_int
+from kerasattn.layers._validation import rate
 from kerasattn.ops import sliding_window_mask
 from kerasattn.text import TextPreprocessor
 
 NORMS = ("pre", "post")
 POSITION_ENCODINGS = ("learned", "sinusoidal")
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"Expected `{name}` to be a positive integer, received: {name}={value!r}")
-    return value
-
-
-def _rate(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"Expected `{name}` to be a float in [0, 1), received: {name}={value!r}")
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -45,7 +35,7 @@ class LocalAttentionMask(keras.layers.Layer):
 
     def __init__(self, window: int, **kwargs):
         super().__init__(**kwargs)
-        self.window = _positive_int("window", window)
+        self.window = positive_int("window", window)
 
     def call(self, inputs):
         length = ops.shape(inputs)[1]
@@ -133,24 +123,24 @@ class AttentionTransformerBackbone(keras.Model):
         attention_window: Optional[int] = None,
         **kwargs,
     ):
-        _positive_int("vocabulary_size", vocabulary_size)
-        _positive_int("num_layers", num_layers)
-        _positive_int("hidden_dim", hidden_dim)
-        _positive_int("num_heads", num_heads)
-        _positive_int("intermediate_dim", intermediate_dim)
-        _positive_int("max_sequence_length", max_sequence_length)
+        positive_int("vocabulary_size", vocabulary_size)
+        positive_int("num_layers", num_layers)
+        positive_int("hidden_dim", hidden_dim)
+        positive_int("num_heads", num_heads)
+        positive_int("intermediate_dim", intermediate_dim)
+        positive_int("max_sequence_length", max_sequence_length)
         if pooling_units is not None:
-            _positive_int("pooling_units", pooling_units)
+            positive_int("pooling_units", pooling_units)
         for name, value in (
             ("dropout", dropout),
             ("attention_dropout", attention_dropout),
             ("token_dropout", token_dropout),
         ):
-            _rate(name, value)
+            rate(name, value)
         if norm not in NORMS:
             raise ValueError(f"Expected `norm` to be one of {NORMS}, received: norm={norm!r}")
         if attention_window is not None:
-            _positive_int("attention_window", attention_window)
+            positive_int("attention_window", attention_window)
         if position_encoding not in POSITION_ENCODINGS:
             raise ValueError(
                 f"Expected `position_encoding` to be one of {POSITION_ENCODINGS}, "
@@ -278,7 +268,7 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
 
     def __init__(self, label_smoothing: float = 0.0, name: str = "crossentropy", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.label_smoothing = _rate("label_smoothing", label_smoothing)
+        self.label_smoothing = rate("label_smoothing", label_smoothing)
 
     def call(self, y_true, y_pred):
         y_true = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), ops.shape(y_pred)[-1])
@@ -327,10 +317,10 @@ class AttentionTransformerClassifier(keras.Model):
         label_names: Optional[Sequence[str]] = None,
         **kwargs,
     ):
-        _positive_int("num_classes", num_classes)
+        positive_int("num_classes", num_classes)
         if num_classes < 2:
             raise ValueError(f"Expected `num_classes` >= 2, received: num_classes={num_classes}")
-        _rate("dropout", dropout)
+        rate("dropout", dropout)
         if label_names is not None and len(label_names) != num_classes:
             raise ValueError(
                 f"Expected {num_classes} `label_names` (one per class), "
