@@ -16,8 +16,10 @@ import tensorflow as tf
 
 from kerasattn.text import TextPreprocessor
 from zoo import __main__ as cli
+from zoo.attention_transformer import recipe
 from zoo.attention_transformer import AttentionTransformerBackbone
 from zoo.attention_transformer import AttentionTransformerClassifier
+from zoo.attention_transformer import AttentionTransformerMaskedLM
 from zoo.attention_transformer import SparseCrossentropyWithSmoothing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +28,7 @@ POSITIVE = ["a great movie", "a witty film", "great and witty", "a gorgeous, lov
 NEGATIVE = ["a dull movie", "a boring film", "dull and boring", "a tedious, awful film"]
 TINY_OPTIONS = [
     "--vocabulary-size", "120", "--layers", "2", "--hidden-dim", "8", "--heads", "2",
-    "--intermediate-dim", "16",
+    "--intermediate-dim", "16", "--pretrain-epochs", "0",
     "--epochs", "1", "--batch-size", "16", "--warmup-steps", "2", "--verbose", "0",
     "--label-names", "negative,positive",
 ]
@@ -141,6 +143,53 @@ class ModelTest(tf.test.TestCase):
             AttentionTransformerClassifier(backbone, num_classes=2, label_names=["a"])
 
 
+class MaskedLMTest(tf.test.TestCase):
+    def test_predicts_tokens_and_hands_its_backbone_on(self):
+        masked_lm = AttentionTransformerMaskedLM(tiny_model().backbone)
+        masked_lm.compile(run_eagerly=True)
+        ids = np.random.RandomState(0).randint(1, len(WORDS), (16, 6))
+        x = {"token_ids": ids, "padding_mask": np.ones((16, 6), bool)}
+        weights = (np.arange(96).reshape(16, 6) % 5 == 0).astype("float32")
+        masked_lm.fit(x, ids, sample_weight=weights, epochs=1, verbose=0)
+        self.assertEqual((16, 6, len(WORDS)), tuple(masked_lm.predict(x, verbose=0).shape))
+        clone = AttentionTransformerMaskedLM.from_config(masked_lm.get_config())
+        self.assertEqual(masked_lm.get_config(), clone.get_config())
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "masked_lm.keras")
+            masked_lm.save(path)
+            loaded = keras.saving.load_model(path)
+        self.assertAllClose(masked_lm.predict(x, verbose=0), loaded.predict(x, verbose=0))
+        self.assertEqual(1, int(loaded.optimizer.iterations.numpy()))
+        # The pre-trained backbone's weights fit a classifier's backbone.
+        classifier = tiny_model()
+        classifier.backbone.set_weights(masked_lm.backbone.get_weights())
+        self.assertAllClose(
+            masked_lm.backbone(x)["sequence_output"], classifier.backbone(x)["sequence_output"]
+        )
+        with self.assertRaisesRegex(ValueError, "AttentionTransformerBackbone"):
+            AttentionTransformerMaskedLM(classifier)
+
+    def test_mask_tokens(self):
+        tf.random.set_seed(0)
+        ids = np.random.RandomState(0).randint(5, 50, (400, 50)).astype("int32")
+        padding = np.arange(50)[None, :] < np.random.RandomState(1).randint(1, 51, (400, 1))
+        features, targets, weights = recipe.mask_tokens(
+            {"token_ids": tf.constant(ids), "padding_mask": tf.constant(padding)},
+            mask_id=4, vocabulary_size=50, rate=0.2,
+        )
+        masked, chosen = features["token_ids"].numpy(), weights.numpy().astype(bool)
+        self.assertAllEqual(ids, targets)
+        self.assertAllEqual(padding, features["padding_mask"])
+        self.assertFalse(np.any(chosen & ~padding))  # padding is never chosen
+        self.assertAllEqual(ids[~chosen], masked[~chosen])  # nothing else changes
+        self.assertAllClose(0.2, chosen.sum() / padding.sum(), atol=0.01)
+        # Of the chosen: 80 % [MASK], 10 % random (ids in [1, 50)), 10 % kept.
+        self.assertAllClose(0.8, np.mean(masked[chosen] == 4), atol=0.02)
+        replaced = chosen & (masked != 4) & (masked != ids)
+        self.assertTrue(np.all((masked[replaced] >= 1) & (masked[replaced] < 50)))
+        self.assertAllClose(0.1, replaced.sum() / chosen.sum(), atol=0.02)
+
+
 class PresetTest(tf.test.TestCase):
     def test_sst2_preset_classifies_obvious_sentences(self):
         model = AttentionTransformerClassifier.from_preset("sst2")
@@ -211,6 +260,46 @@ class RecipeTest(tf.test.TestCase):
             token = r"(a|great|movie) [01]\.\d\d"
             self.assertRegex(lines[2], rf"^  most attended: {token}, {token}$")
 
+    def test_train_with_pretraining_then_resume(self):
+        with tempfile.TemporaryDirectory() as folder:
+            write_fixture(folder)
+            out = os.path.join(folder, "out")
+            argv = (["train", "attention-transformer", "--data", folder, "--out", out]
+                    + TINY_OPTIONS + ["--pretrain-epochs", "2"])
+            code, stdout, stderr = run_cli(argv)
+            self.assertEqual(0, code, stderr)
+            with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
+                pretraining = json.load(file)["pretraining"]
+            self.assertEqual(2, pretraining["epochs"])
+            self.assertLen(pretraining["masked_token_accuracy"], 2)
+            self.assertFalse(os.path.exists(os.path.join(out, "pretraining_backup")))
+            weights = os.path.join(out, recipe.PRETRAINED_WEIGHTS)
+            fine_tuned = AttentionTransformerClassifier.from_preset(os.path.join(out, "preset"))
+            pretrained = AttentionTransformerBackbone.from_config(fine_tuned.backbone.get_config())
+            pretrained.load_weights(weights)
+            # Fine-tuning started from the pre-trained weights and moved them.
+            self.assertNotAllClose(
+                pretrained.get_weights()[0], fine_tuned.backbone.get_weights()[0]
+            )
+            # Run again: the pre-trained weights are reused, not trained again.
+            modified = os.path.getmtime(weights)
+            self.assertEqual(0, run_cli(argv)[0])
+            self.assertEqual(modified, os.path.getmtime(weights))
+
+    def test_pretraining_needs_a_mask_token(self):
+        with tempfile.TemporaryDirectory() as folder:
+            write_fixture(folder)
+            vocabulary = os.path.join(folder, "vocabulary.txt")
+            with open(vocabulary, "w", encoding="utf-8") as file:
+                file.write("\n".join(WORDS) + "\n")
+            code, _, stderr = run_cli(
+                ["train", "attention-transformer", "--data", folder, "--out",
+                 os.path.join(folder, "out"), "--vocabulary", vocabulary]
+                + TINY_OPTIONS + ["--pretrain-epochs", "1"]
+            )
+            self.assertEqual(2, code)
+            self.assertIn("expected a [MASK] token in the vocabulary", stderr)
+
     def test_train_mirrored_on_two_cpu_devices(self):
         script = (
             "import sys, tensorflow as tf\n"
@@ -225,12 +314,15 @@ class RecipeTest(tf.test.TestCase):
             out = os.path.join(folder, "out")
             result = subprocess.run(
                 [sys.executable, "-c", script, "train", "attention-transformer", "--data", folder,
-                 "--out", out, "--strategy", "mirrored"] + TINY_OPTIONS,
+                 "--out", out, "--strategy", "mirrored"] + TINY_OPTIONS
+                + ["--pretrain-epochs", "1"],
                 capture_output=True, text=True, cwd=REPO, timeout=300,
             )
             self.assertEqual(0, result.returncode, result.stderr[-3000:])
             with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
-                self.assertEqual(2, json.load(file)["devices"])
+                metrics = json.load(file)
+            self.assertEqual(2, metrics["devices"])
+            self.assertEqual(1, metrics["pretraining"]["epochs"])
             loaded = AttentionTransformerClassifier.from_preset(os.path.join(out, "preset"))
             self.assertEqual((1, 2), loaded.classify(["a great movie"])["probabilities"].shape)
 

@@ -2,10 +2,12 @@
 
 from zoo.attention_transformer.model import AttentionTransformerBackbone
 from zoo.attention_transformer.model import AttentionTransformerClassifier
+from zoo.attention_transformer.model import AttentionTransformerMaskedLM
 from zoo.attention_transformer.model import SparseCrossentropyWithSmoothing
 
 __all__ = [
     "AttentionTransformerBackbone",
     "AttentionTransformerClassifier",
+    "AttentionTransformerMaskedLM",
     "SparseCrossentropyWithSmoothing",
 ]

@@ -18,6 +18,15 @@ NORMS = ("pre", "post")
 POSITION_ENCODINGS = ("learned", "sinusoidal")
 
 
+def _compile_from_config(model: keras.Model, config: dict) -> None:
+    # The saved config holds the concrete optimizer, loss and metrics that a
+    # task's `compile` resolved; Keras skips restoring them for a custom
+    # `compile`, so the task recompiles itself with them.
+    model.compile(**keras.saving.deserialize_keras_object(config))
+    if model.built:
+        model.optimizer.build(model.trainable_variables)
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class LocalAttentionMask(keras.layers.Layer):
     """A `(1, T, T)` band mask: position `i` may attend to `j` when `|i - j| < window`.
@@ -384,11 +393,7 @@ class AttentionTransformerClassifier(keras.Model):
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def compile_from_config(self, config):
-        # The saved config holds the concrete optimizer, loss and metrics that
-        # `compile` resolved; Keras skips restoring them for a custom `compile`.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+        _compile_from_config(self, config)
 
     def classify(self, texts: Sequence[str]) -> dict:
         """Classifies raw strings with the model's preprocessor.
@@ -459,3 +464,102 @@ class AttentionTransformerClassifier(keras.Model):
 
         presets.save_classifier(self, folder)
 
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class AttentionTransformerMaskedLM(keras.Model):
+    """Masked-token prediction on an `AttentionTransformerBackbone`.
+
+    The self-supervised pre-training task (BERT's masked language model):
+    some input tokens are hidden (replaced by `[MASK]`, a random token, or
+    left as they are) and the model predicts the original token at those
+    positions from the backbone's fused sequence:
+
+        sequence_output → Dense(hidden_dim, gelu) → LayerNormalization
+                        → Dense(vocabulary_size) → logits per position
+
+    Pre-training on the task's own training texts gives the backbone word
+    and attention patterns that the labels alone do not teach; its weights
+    then initialise a classifier's backbone of the same configuration
+    (`classifier.backbone.set_weights(masked_lm.backbone.get_weights())`).
+
+    Args:
+        backbone: an `AttentionTransformerBackbone`.
+        **kwargs: `keras.Model` arguments such as `name`.
+
+    Call arguments:
+        inputs: `{"token_ids", "padding_mask"}` as for the backbone, with
+            some token ids masked.
+
+    Returns:
+        float32 logits `(B, T, vocabulary_size)`.
+
+    Example:
+
+    ```python
+    backbone = AttentionTransformerBackbone(vocabulary_size=8000, num_layers=2, hidden_dim=64)
+    masked_lm = AttentionTransformerMaskedLM(backbone)
+    masked_lm.compile()
+    masked_lm.fit(masked_batches)  # (features, original_ids, masked_positions) batches
+    ```
+    """
+
+    def __init__(self, backbone: AttentionTransformerBackbone, **kwargs):
+        if not isinstance(backbone, AttentionTransformerBackbone):
+            raise ValueError(
+                "Expected `backbone` to be an AttentionTransformerBackbone, "
+                f"received: {type(backbone).__name__}"
+            )
+        inputs = {
+            "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
+            "padding_mask": keras.Input(shape=(None,), dtype="bool", name="padding_mask"),
+        }
+        sequence = backbone(inputs)["sequence_output"]
+        x = keras.layers.Dense(backbone.hidden_dim, activation="gelu", name="mlm_transform")(
+            sequence
+        )
+        x = keras.layers.LayerNormalization(epsilon=1e-5, name="mlm_layer_norm")(x)
+        logits = keras.layers.Dense(backbone.vocabulary_size, name="mlm_logits", dtype="float32")(x)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+
+    def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", **kwargs):
+        """Compiles with defaults for masked-token prediction.
+
+        Train with sample weights that are 1 at the masked positions and 0
+        elsewhere, so that only those count in the loss and the accuracy.
+
+        Args:
+            optimizer: `"auto"` for `keras.optimizers.AdamW(1e-3)`, or any
+                Keras optimizer.
+            loss: `"auto"` for cross-entropy on the logits with the original
+                token ids as labels, or any Keras loss.
+            weighted_metrics: `"auto"` for `SparseCategoricalAccuracy("accuracy")`,
+                weighted by the sample weights (the masked-token accuracy).
+            **kwargs: other `keras.Model.compile` arguments.
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(1e-3)
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if weighted_metrics == "auto":
+            weighted_metrics = [keras.metrics.SparseCategoricalAccuracy("accuracy")]
+        super().compile(
+            optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs
+        )
+
+    def compile_from_config(self, config):
+        _compile_from_config(self, config)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

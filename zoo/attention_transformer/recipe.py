@@ -2,8 +2,9 @@
 
 `python -m zoo train attention-transformer --data DIR --out OUT` reads
 `DIR/train.tsv` and `DIR/dev.tsv` (`sentence<TAB>label`, as GLUE's SST-2),
-learns a WordPiece vocabulary on the training texts, trains with
-`model.fit` and writes to `OUT`:
+learns a WordPiece vocabulary on the training texts, optionally pre-trains
+the backbone on them (masked tokens), trains with `model.fit` and writes to
+`OUT`:
 
 - `model.keras`: the classifier with its preprocessor (one file);
 - `preset/`: the same as a preset folder (`config.json`,
@@ -12,6 +13,10 @@ learns a WordPiece vocabulary on the training texts, trains with
   per-epoch history and times, the wall time;
 - `training_curves.png` and `attention_heatmap.png` (matplotlib, Agg);
 - `logs/`: TensorBoard logs (with attention maps of a few dev sentences);
+- with `--pretrain-epochs N`: `pretrained_backbone.weights.h5` and
+  `pretraining.json`, the backbone after N epochs of masked-token
+  pre-training on the training texts (the start of fine-tuning) and its
+  record;
 - `backup/` while training: `BackupAndRestore`'s state, so that running the
   same command again after an interruption resumes; removed at the end.
 """
@@ -34,6 +39,8 @@ MODEL_NAME = "attention-transformer"
 # Token-length buckets: a batch is padded only to its own longest text.
 _BUCKET_BOUNDARIES = (4, 8, 12, 16, 20, 26, 34, 48)
 _HEATMAP_SENTENCE = 0  # the dev sentence shown in attention_heatmap.png
+MASK_TOKEN = "[MASK]"
+PRETRAINED_WEIGHTS = "pretrained_backbone.weights.h5"
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +87,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--full-weight-length", "training texts shorter than this many tokens weigh "
         "length / this in the loss (short phrases count less); 0 weighs all alike",
         type=int, default=0)
+    add("--pretrain-epochs", "epochs of self-supervised masked-token pre-training of the "
+        "backbone on the training texts before fine-tuning; 0 for none", type=int, default=16)
+    add("--pretrain-learning-rate", "peak learning rate of the pre-training", type=float,
+        default=1e-3)
+    add("--mask-rate", "pre-training: share of tokens hidden (80%% [MASK], 10%% a random "
+        "token, 10%% unchanged) and predicted", type=float, default=0.15)
     add("--patience", "early stopping: epochs without a better dev accuracy", type=int, default=3)
     add("--seed", "random seed", type=int, default=1)
     add("--strategy", "tf.distribute strategy: one device, or mirrored over the local devices",
@@ -106,6 +119,13 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.full_weight_length < 0:
         raise ValueError(
             f"expected --full-weight-length >= 0, received: {args.full_weight_length}"
+        )
+    if args.pretrain_epochs < 0:
+        raise ValueError(f"expected --pretrain-epochs >= 0, received: {args.pretrain_epochs}")
+    if not 0 < args.mask_rate < 1 or args.pretrain_learning_rate <= 0:
+        raise ValueError(
+            "expected --mask-rate in (0, 1) and --pretrain-learning-rate > 0, received: "
+            f"{args.mask_rate} and {args.pretrain_learning_rate}"
         )
     if args.attention_window < 0:
         raise ValueError(f"expected --attention-window >= 0, received: {args.attention_window}")
@@ -305,6 +325,110 @@ def plot_attention(model, text: str, path: Path) -> None:
     pyplot.close(figure)
 
 
+def _optimizer(learning_rate: float, total_steps: int, warmup_steps: int, weight_decay: float):
+    """AdamW with linear warmup then cosine decay, clipped, no decay on
+    embeddings, biases and normalisation scales."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else learning_rate,
+        decay_steps=max(1, total_steps - warmup_steps),
+        alpha=0.05,
+        warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, clipnorm=1.0)
+    optimizer.exclude_from_weight_decay(var_names=["embeddings", "bias", "gamma", "beta"])
+    return optimizer
+
+
+def mask_tokens(features: dict, mask_id: int, vocabulary_size: int, rate: float):
+    """BERT's masking of a batch, for masked-token pre-training.
+
+    Each real token is chosen with probability `rate`; a chosen token
+    becomes `mask_id` (80 %), a random id in `[1, vocabulary_size)` (10 %)
+    or stays itself (10 %). Padding is never chosen.
+
+    Returns:
+        `(features, targets, weights)`: the features with the masked
+        `token_ids`, the original ids, and float32 weights that are 1 at the
+        chosen positions and 0 elsewhere (the loss counts only those).
+    """
+    import tensorflow as tf
+
+    ids = features["token_ids"]
+    shape = tf.shape(ids)
+    chosen = (tf.random.uniform(shape) < rate) & tf.cast(features["padding_mask"], tf.bool)
+    action = tf.random.uniform(shape)
+    masked = tf.where(chosen & (action < 0.8), tf.cast(mask_id, ids.dtype), ids)
+    random_ids = tf.random.uniform(shape, 1, vocabulary_size, dtype=ids.dtype)
+    masked = tf.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, masked)
+    return {**features, "token_ids": masked}, ids, tf.cast(chosen, tf.float32)
+
+
+def pretrain(args, architecture: dict, vocabulary, train_dataset, steps: int, strategy) -> dict:
+    """Masked-token pre-training of a backbone on the training texts.
+
+    Writes the backbone's weights to `OUT/pretrained_backbone.weights.h5`
+    and a record to `OUT/pretraining.json`; when both exist (a resumed run)
+    they are reused. An interrupted pre-training resumes from its own
+    `BackupAndRestore` folder.
+
+    Returns:
+        The record: options, masked-token loss and accuracy per epoch, epoch
+        seconds.
+    """
+    from zoo.attention_transformer.model import AttentionTransformerBackbone
+    from zoo.attention_transformer.model import AttentionTransformerMaskedLM
+
+    out = Path(args.out)
+    record_path = out / "pretraining.json"
+    if (out / PRETRAINED_WEIGHTS).is_file() and record_path.is_file():
+        with open(record_path, encoding="utf-8") as file:
+            return json.load(file)
+    if MASK_TOKEN not in vocabulary:
+        raise ValueError(
+            f"expected a {MASK_TOKEN} token in the vocabulary for --pretrain-epochs, "
+            f"received: a vocabulary of {len(vocabulary)} tokens without it"
+        )
+    mask_id = list(vocabulary).index(MASK_TOKEN)
+    with strategy.scope():
+        # Lighter dropout than fine-tuning: the masking is the noise here.
+        backbone = AttentionTransformerBackbone(
+            dropout=0.1, attention_dropout=0.1, token_dropout=0.0, **architecture
+        )
+        # The pooling is not used by masked-token prediction.
+        backbone.get_layer("attention_pooling").trainable = False
+        masked_lm = AttentionTransformerMaskedLM(backbone)
+        masked_lm.compile(
+            optimizer=_optimizer(
+                args.pretrain_learning_rate, steps * args.pretrain_epochs, args.warmup_steps, 0.01
+            )
+        )
+    masked = train_dataset.map(
+        lambda features, labels, weights: mask_tokens(
+            features, mask_id, len(vocabulary), args.mask_rate
+        )
+    )
+    timer = _EpochTimer()
+    history = masked_lm.fit(
+        masked,
+        epochs=args.pretrain_epochs,
+        steps_per_epoch=steps,
+        callbacks=[keras.callbacks.BackupAndRestore(str(out / "pretraining_backup")), timer],
+        verbose=args.verbose,
+    ).history
+    write_atomically(out / PRETRAINED_WEIGHTS, backbone.save_weights, suffix=".weights.h5")
+    record = {
+        "epochs": args.pretrain_epochs,
+        "learning_rate": args.pretrain_learning_rate,
+        "mask_rate": args.mask_rate,
+        "masked_token_loss": [round(float(v), 4) for v in history["loss"]],
+        "masked_token_accuracy": [round(float(v), 4) for v in history["accuracy"]],
+        "epoch_seconds": timer.seconds,
+    }
+    _write_json(record_path, record)
+    return record
+
+
 def train(args: argparse.Namespace) -> dict:
     """Runs the recipe with the options of `add_train_arguments`.
 
@@ -351,24 +475,32 @@ def train(args: argparse.Namespace) -> dict:
         train_data, dev_data, preprocessor, args.batch_size, args.seed, args.full_weight_length
     )
 
+    architecture = dict(
+        vocabulary_size=len(vocabulary),
+        num_layers=args.layers,
+        hidden_dim=args.hidden_dim,
+        num_heads=args.heads,
+        intermediate_dim=args.intermediate_dim,
+        max_sequence_length=args.sequence_length,
+        norm=args.norm,
+        cross_layer_fusion=args.fusion,
+        pooling_units=args.pooling_units,
+        position_encoding=args.position_encoding,
+        attention_window=args.attention_window or None,
+    )
     strategy = _strategy(args.strategy)
+    pretraining = None
+    if args.pretrain_epochs:
+        pretraining = pretrain(args, architecture, vocabulary, train_dataset, steps, strategy)
     with strategy.scope():
         backbone = AttentionTransformerBackbone(
-            vocabulary_size=len(vocabulary),
-            num_layers=args.layers,
-            hidden_dim=args.hidden_dim,
-            num_heads=args.heads,
-            intermediate_dim=args.intermediate_dim,
-            max_sequence_length=args.sequence_length,
             dropout=args.dropout,
             attention_dropout=args.attention_dropout,
             token_dropout=args.token_dropout,
-            norm=args.norm,
-            cross_layer_fusion=args.fusion,
-            pooling_units=args.pooling_units,
-            position_encoding=args.position_encoding,
-            attention_window=args.attention_window or None,
+            **architecture,
         )
+        if pretraining:
+            backbone.load_weights(out / PRETRAINED_WEIGHTS)
         model = AttentionTransformerClassifier(
             backbone,
             num_classes=len(label_names),
@@ -376,21 +508,9 @@ def train(args: argparse.Namespace) -> dict:
             dropout=args.head_dropout,
             label_names=label_names,
         )
-        total = steps * args.epochs
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0 if args.warmup_steps else args.learning_rate,
-            decay_steps=max(1, total - args.warmup_steps),
-            alpha=0.05,
-            warmup_target=args.learning_rate if args.warmup_steps else None,
-            warmup_steps=args.warmup_steps,
+        optimizer = _optimizer(
+            args.learning_rate, steps * args.epochs, args.warmup_steps, args.weight_decay
         )
-        optimizer = keras.optimizers.AdamW(
-            schedule,
-            weight_decay=args.weight_decay,
-            clipnorm=1.0,
-        )
-        # No decay on embeddings, biases and normalisation scales.
-        optimizer.exclude_from_weight_decay(var_names=["embeddings", "bias", "gamma", "beta"])
         model.compile(optimizer=optimizer, label_smoothing=args.label_smoothing)
 
     probe_features, probe_tokens = attention_probe(
@@ -443,6 +563,7 @@ def train(args: argparse.Namespace) -> dict:
         "wall_seconds": round(time.perf_counter() - start, 1),
         "parameters": int(model.count_params()),
         "devices": strategy.num_replicas_in_sync,
+        "pretraining": pretraining,
         "history": {key: [round(float(v), 4) for v in values] for key, values in history.items()
                     if key != "learning_rate"},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
