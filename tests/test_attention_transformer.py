@@ -285,6 +285,10 @@ class RecipeTest(tf.test.TestCase):
             modified = os.path.getmtime(weights)
             self.assertEqual(0, run_cli(argv)[0])
             self.assertEqual(modified, os.path.getmtime(weights))
+            # Other pre-training options in the same folder: an error, not a silent reuse.
+            code, _, stderr = run_cli(argv[:-1] + ["3"])
+            self.assertEqual(2, code)
+            self.assertIn("pretraining.json: expected a pre-training with the options", stderr)
 
     def test_pretraining_needs_a_mask_token(self):
         with tempfile.TemporaryDirectory() as folder:

@@ -381,9 +381,21 @@ def pretrain(args, architecture: dict, vocabulary, train_dataset, steps: int, st
 
     out = Path(args.out)
     record_path = out / "pretraining.json"
+    options = {
+        "epochs": args.pretrain_epochs,
+        "learning_rate": args.pretrain_learning_rate,
+        "mask_rate": args.mask_rate,
+    }
     if (out / PRETRAINED_WEIGHTS).is_file() and record_path.is_file():
         with open(record_path, encoding="utf-8") as file:
-            return json.load(file)
+            record = json.load(file)
+        done = {key: record.get(key) for key in options}
+        if done != options:
+            raise ValueError(
+                f"{record_path}: expected a pre-training with the options given ({options}), "
+                f"received: one with {done}; use another --out folder"
+            )
+        return record
     if MASK_TOKEN not in vocabulary:
         raise ValueError(
             f"expected a {MASK_TOKEN} token in the vocabulary for --pretrain-epochs, "
@@ -418,9 +430,7 @@ def pretrain(args, architecture: dict, vocabulary, train_dataset, steps: int, st
     ).history
     write_atomically(out / PRETRAINED_WEIGHTS, backbone.save_weights, suffix=".weights.h5")
     record = {
-        "epochs": args.pretrain_epochs,
-        "learning_rate": args.pretrain_learning_rate,
-        "mask_rate": args.mask_rate,
+        **options,
         "masked_token_loss": [round(float(v), 4) for v in history["loss"]],
         "masked_token_accuracy": [round(float(v), 4) for v in history["accuracy"]],
         "epoch_seconds": timer.seconds,
