@@ -27,6 +27,20 @@ def _compile_from_config(model: keras.Model, config: dict) -> None:
         model.optimizer.build(model.trainable_variables)
 
 
+def _task_inputs(backbone) -> dict:
+    """A task's symbolic inputs, after checking that `backbone` is an
+    `AttentionTransformerBackbone` (defined below; looked up at call time)."""
+    if not isinstance(backbone, AttentionTransformerBackbone):
+        raise ValueError(
+            "Expected `backbone` to be an AttentionTransformerBackbone, "
+            f"received: {type(backbone).__name__}"
+        )
+    return {
+        "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
+        "padding_mask": keras.Input(shape=(None,), dtype="bool", name="padding_mask"),
+    }
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class LocalAttentionMask(keras.layers.Layer):
     """A `(1, T, T)` band mask: position `i` may attend to `j` when `|i - j| < window`.
@@ -346,15 +360,7 @@ class AttentionTransformerClassifier(keras.Model):
                 f"vocabulary_size={backbone.vocabulary_size}, "
                 f"received: {preprocessor.vocabulary_size}"
             )
-        if not isinstance(backbone, AttentionTransformerBackbone):
-            raise ValueError(
-                "Expected `backbone` to be an AttentionTransformerBackbone, "
-                f"received: {type(backbone).__name__}"
-            )
-        inputs = {
-            "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
-            "padding_mask": keras.Input(shape=(None,), dtype="bool", name="padding_mask"),
-        }
+        inputs = _task_inputs(backbone)
         pooled = backbone(inputs)["pooled_output"]
         pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
         logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(pooled)
@@ -465,7 +471,6 @@ class AttentionTransformerClassifier(keras.Model):
         presets.save_classifier(self, folder)
 
 
-
 @keras.saving.register_keras_serializable(package="zoo")
 class AttentionTransformerMaskedLM(keras.Model):
     """Masked-token prediction on an `AttentionTransformerBackbone`.
@@ -505,15 +510,7 @@ class AttentionTransformerMaskedLM(keras.Model):
     """
 
     def __init__(self, backbone: AttentionTransformerBackbone, **kwargs):
-        if not isinstance(backbone, AttentionTransformerBackbone):
-            raise ValueError(
-                "Expected `backbone` to be an AttentionTransformerBackbone, "
-                f"received: {type(backbone).__name__}"
-            )
-        inputs = {
-            "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
-            "padding_mask": keras.Input(shape=(None,), dtype="bool", name="padding_mask"),
-        }
+        inputs = _task_inputs(backbone)
         sequence = backbone(inputs)["sequence_output"]
         x = keras.layers.Dense(backbone.hidden_dim, activation="gelu", name="mlm_transform")(
             sequence
