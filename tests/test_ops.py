@@ -72,6 +72,19 @@ class MaskingTest(tf.test.TestCase):
         self.assertIsNone(ka_ops.merge_masks(None, None))
         self.assertEqual(ka_ops.padding_attention_mask(None, k_mask).shape, (1, 1, 2))
 
+    def test_merge_attention_masks(self):
+        q_mask = np.array([[1, 1, 0]], bool)
+        v_mask = np.array([[1, 1, 1, 0]], bool)
+        k_mask = np.array([[0, 1, 1, 1]], bool)
+        explicit = np.array([[[1, 1, 1, 1], [1, 1, 0, 1], [1, 1, 1, 1]]], bool)
+        causal = ka_ops.causal_mask(3, 4)
+        got = ka_ops.merge_attention_masks(q_mask, v_mask, k_mask, explicit, causal).numpy()
+        # Row 0 keeps key 0 only by causality, and key 0 is padding: nothing left.
+        expected = np.array([[[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]], bool)
+        self.assertAllEqual(expected, got)
+        self.assertIsNone(ka_ops.merge_attention_masks())
+        self.assertEqual(ka_ops.merge_attention_masks(structure=causal).shape, (3, 4))
+
     def test_check_broadcastable_names_argument_and_shapes(self):
         ka_ops.check_broadcastable(np.ones((2, 1, 5)), (2, 3, 5), "attention_mask")
         ka_ops.check_broadcastable(None, (2, 3, 5), "attention_mask")

@@ -17,8 +17,7 @@ from kerasattn.layers import _validation
 from kerasattn.ops import causal_mask
 from kerasattn.ops import check_broadcastable
 from kerasattn.ops import masked_softmax
-from kerasattn.ops import merge_masks
-from kerasattn.ops import padding_attention_mask
+from kerasattn.ops import merge_attention_masks
 
 
 def check_shapes(query_shape: Sequence, value_shape: Sequence, key_shape: Sequence) -> None:
@@ -75,11 +74,7 @@ def collect_attention_mask(
     causal = None
     if use_causal_mask:
         causal = causal_mask(ops.shape(query)[1], ops.shape(key)[1])
-    return merge_masks(
-        padding_attention_mask(query_mask, merge_masks(value_mask, key_mask)),
-        attention_mask,
-        causal,
-    )
+    return merge_attention_masks(query_mask, value_mask, key_mask, attention_mask, causal)
 
 
 

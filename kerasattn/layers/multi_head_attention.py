@@ -16,8 +16,8 @@ from kerasattn.ops.attention import IMPLEMENTATIONS
 from kerasattn.ops.attention import dot_product_attention
 from kerasattn.ops.masking import as_bool_mask
 from kerasattn.ops.masking import check_broadcastable
+from kerasattn.ops.masking import merge_attention_masks
 from kerasattn.ops.masking import merge_masks
-from kerasattn.ops.masking import padding_attention_mask
 from kerasattn.ops.masking import sliding_window_mask
 
 
@@ -452,14 +452,12 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _attention_mask(self, query, value, query_mask, value_mask, key_mask, attention_mask):
         """The merged `(B|1, Tq|1, Tk|1)` mask (or `None`), rank-3 inputs."""
-        key_mask = merge_masks(value_mask, key_mask)
-        padding = padding_attention_mask(query_mask, key_mask)
         window = None
         if self._sliding_window is not None:
             window = sliding_window_mask(
                 ops.shape(query)[1], ops.shape(value)[1], self._sliding_window
             )
-        return merge_masks(padding, attention_mask, window)
+        return merge_attention_masks(query_mask, value_mask, key_mask, attention_mask, window)
 
     def call(
         self,

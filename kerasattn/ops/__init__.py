@@ -6,6 +6,7 @@ from kerasattn.ops.masking import bounded_masking
 from kerasattn.ops.masking import causal_mask
 from kerasattn.ops.masking import check_broadcastable
 from kerasattn.ops.masking import masked_softmax
+from kerasattn.ops.masking import merge_attention_masks
 from kerasattn.ops.masking import merge_masks
 from kerasattn.ops.masking import padding_attention_mask
 from kerasattn.ops.masking import sliding_window_mask
@@ -17,6 +18,7 @@ __all__ = [
     "check_broadcastable",
     "dot_product_attention",
     "masked_softmax",
+    "merge_attention_masks",
     "merge_masks",
     "padding_attention_mask",
     "sliding_window_mask",

@@ -149,6 +149,30 @@ def padding_attention_mask(query_mask=None, key_mask=None):
     )
 
 
+def merge_attention_masks(
+    query_mask=None, value_mask=None, key_mask=None, attention_mask=None, structure=None
+):
+    """Merges an attention layer's mask arguments into one boolean mask.
+
+    Args:
+        query_mask: `(B, Tq)` padding mask of the queries.
+        value_mask: `(B, Tk)` padding mask of the values.
+        key_mask: `(B, Tk)` padding mask of the keys (ANDed with `value_mask`).
+        attention_mask: explicit mask broadcastable to `(B, Tq, Tk)`.
+        structure: a `(Tq, Tk)` mask from the layer's structure (causal,
+            sliding window), or `None`.
+
+    Returns:
+        A boolean mask broadcastable to `(B, Tq, Tk)`, or `None` when every
+        argument is `None`. A masked query gets a row with no key to attend to.
+    """
+    return merge_masks(
+        padding_attention_mask(query_mask, merge_masks(value_mask, key_mask)),
+        attention_mask,
+        structure,
+    )
+
+
 def masked_softmax(scores, mask=None, axis: int = -1):
     """Softmax over `axis` that ignores masked positions, computed in float32.
 
