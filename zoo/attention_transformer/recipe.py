@@ -88,13 +88,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "length / this in the loss (short phrases count less); 0 weighs all alike",
         type=int, default=0)
     add("--pretrain-epochs", "epochs of self-supervised masked-token pre-training of the "
-        "backbone on the training texts before fine-tuning; 0 for none", type=int, default=16)
+        "backbone on the training texts before fine-tuning; 0 for none", type=int, default=32)
     add("--pretrain-learning-rate", "peak learning rate of the pre-training", type=float,
         default=1e-3)
     add("--mask-rate", "pre-training: share of tokens hidden (80%% [MASK], 10%% a random "
         "token, 10%% unchanged) and predicted", type=float, default=0.15)
     add("--patience", "early stopping: epochs without a better dev accuracy", type=int, default=3)
-    add("--seed", "random seed", type=int, default=1)
+    add("--seed", "random seed", type=int, default=2)
     add("--strategy", "tf.distribute strategy: one device, or mirrored over the local devices",
         choices=("default", "mirrored"), default="default")
     add("--verbose", "Keras fit verbosity", type=int, choices=(0, 1, 2), default=1)
