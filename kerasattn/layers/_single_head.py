@@ -77,7 +77,6 @@ def collect_attention_mask(
     return merge_attention_masks(query_mask, value_mask, key_mask, attention_mask, causal)
 
 
-
 class SingleHeadAttention(keras.layers.Layer):
     """Base of the single-head layers: subclasses define `_scores` (float32
     `(B, Tq, Tk)` logits) and `_check_shapes`; masking, the float32 masked
