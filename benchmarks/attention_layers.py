@@ -134,8 +134,8 @@ def main() -> None:
         f"median of {repeats}"
     )
     header = (
-        "| batch | length | heads | width | causal | mode | ours | max abs diff | keras ms | ours ms "
-        "| time ratio | keras peak MB | ours peak MB | memory ratio |"
+        "| batch | length | heads | width | causal | mode | ours | max abs diff | keras ms | ours "
+        "ms | time ratio | keras peak MB | ours peak MB | memory ratio |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -147,7 +147,9 @@ def main() -> None:
                 name = f"kerasattn/{implementation}"
                 memory = memories[mode][name]
                 print(
-                    "| " + " | ".join(str(v) for v in case) + f" | {mode} | {implementation} | {difference[name]:.1e} "
+                    "| "
+                    + " | ".join(str(v) for v in case)
+                    + f" | {mode} | {implementation} | {difference[name]:.1e} "
                     f"| {by_name['keras'] * 1e3:.1f} | {by_name[name] * 1e3:.1f} "
                     f"| {by_name[name] / by_name['keras']:.2f} | {keras_memory / 2**20:.1f} "
                     f"| {memory / 2**20:.1f} | {memory / max(keras_memory, 1):.2f} |",

@@ -7,7 +7,9 @@ import tempfile
 from typing import Callable
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> None:
+def write_atomically(
+    path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp"
+) -> None:
     """Calls `write(temporary_path)` beside `path`, then renames it to `path`.
 
     The temporary file is in the same folder (so the rename is atomic) and
@@ -22,7 +24,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None], suff
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}-", suffix=suffix)
+    handle, temporary = tempfile.mkstemp(
+        dir=folder, prefix=f".{os.path.basename(path)}-", suffix=suffix
+    )
     os.close(handle)
     try:
         write(temporary)

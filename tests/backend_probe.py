@@ -52,7 +52,7 @@ CASES = {
     ),
     "target": (
         lambda: layers.TargetAttention(hidden_units=(6,)),
-        dict(query=VALUE[:, 0], keys=QUERY, keys_mask=QUERY_MASK, return_attention_scores=True),
+        dict(query=VALUE[:, 0], value=QUERY, value_mask=QUERY_MASK, return_attention_scores=True),
     ),
     "cross_layer": (
         lambda: layers.CrossLayerAttention(),

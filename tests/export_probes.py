@@ -232,7 +232,9 @@ def transformer_decoder_block() -> ProbeResult:
         num_heads=2, intermediate_dim=2 * WIDTH
     )(table(target), table(source), return_attention_scores=True)
     sample, data = _sequence_data(["source", "target"])
-    model = _model([source, target], [output, self_scores, cross_scores], "transformer_decoder_block")
+    model = _model(
+        [source, target], [output, self_scores, cross_scores], "transformer_decoder_block"
+    )
     return model, sample, data
 
 

@@ -4,6 +4,11 @@ A layer's test case subclasses `LayerTestCase` and calls the checks below
 with a layer factory and its call inputs, instead of re-writing the same
 save/load, precision, XLA and gradient code in every test file.
 
+The checks that depend most on the backend (serialization, masks and fully
+masked rows, gradients, fresh kernels) also run for every layer under JAX (and
+PyTorch, where installed): `tests/backend_checks.py` holds them without
+TensorFlow, and `tests/test_backends.py` runs them in a subprocess per backend.
+
 Call inputs are given as `(args, kwargs)`: `args` is a dict of named tensor
 arguments (NumPy arrays, or lists of them) that become `keras.Input`s in a
 functional model; `kwargs` holds non-tensor call arguments such as
@@ -20,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import tree
+
+from tests import backend_checks
 
 CallInputs = Tuple[Dict[str, Any], Dict[str, Any]]
 
@@ -158,7 +165,7 @@ class LayerTestCase(tf.test.TestCase):
         got = to_numpy(reloaded(inputs[0]))
         for want, have in zip(tree.flatten(expected), tree.flatten(got)):
             self.assertAllClose(want, have, atol=0, rtol=0)
-        inner = [l for l in reloaded.layers if l.__class__ is layer.__class__]
+        inner = [inner for inner in reloaded.layers if inner.__class__ is layer.__class__]
         self.assertLen(inner, 1, "the reloaded model lost the layer's class")
 
     # -- precision ----------------------------------------------------------
@@ -214,8 +221,31 @@ class LayerTestCase(tf.test.TestCase):
         for want, got in zip(tree.flatten(eager), tree.flatten(compiled)):
             self.assertAllClose(want, got, atol=1e-5, rtol=1e-5)
         targets = tree.map_structure(np.zeros_like, compiled)
-        history = model.fit(inputs[0], targets, epochs=1, batch_size=len(tree.flatten(inputs[0])[0]), verbose=0)
+        history = model.fit(
+            inputs[0], targets, epochs=1, batch_size=len(tree.flatten(inputs[0])[0]), verbose=0
+        )
         self.assertTrue(np.isfinite(history.history["loss"][0]))
+
+    # -- initialization -----------------------------------------------------
+
+    def check_fresh_kernels_differ(
+        self,
+        make_layer: Callable[[], keras.layers.Layer],
+        inputs: CallInputs,
+        min_pairs: int = 1,
+    ):
+        """Freshly built, no two weights of one shape hold the same values.
+
+        Each kernel must get its own initializer instance (Keras 3's unseeded
+        initializers repeat their values on every call of one instance).
+        Constant weights (zero biases, unit scales) are left out. At least
+        `min_pairs` pairs of same-shape weights must be compared, so that the
+        check has something to find."""
+        layer = make_layer()
+        call_eager(layer, inputs)
+        compared, identical = backend_checks.identical_fresh_weights(layer)
+        self.assertEqual([], identical, "weights initialized to identical values")
+        self.assertGreaterEqual(compared, min_pairs, "too few same-shape weights to compare")
 
     # -- symbolic shapes ----------------------------------------------------
 

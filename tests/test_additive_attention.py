@@ -83,8 +83,32 @@ class AdditiveAttentionTest(_single_head_checks.SingleHeadAttentionChecks, harne
             "Expected `query` with a static last dimension",
         )
 
+    def test_units_default_to_query_width(self):
+        layer = AdditiveAttention()
+        args, _ = self.masked_inputs()
+        self.assert_matches_reference(layer, (args, {}), self.reference)
+        shapes = {w.name: tuple(w.shape) for w in layer.weights}
+        self.assertEqual(
+            {"query_kernel": (5, 5), "key_kernel": (6, 5), "bias": (5,), "score_kernel": (5,)},
+            shapes,
+        )
+        self.assertIsNone(layer.get_config()["units"])
+        self.check_serialization(AdditiveAttention, (args, {}))
+
+    def test_fresh_kernels_differ(self):
+        # Equal query and key widths: W_q and W_k have one shape, and must
+        # not start equal (they did when they shared an initializer).
+        inputs = ({"query": self.tensors()["query"], "value": self.tensors()["query"]}, {})
+        self.check_fresh_kernels_differ(lambda: AdditiveAttention(units=4), inputs)
+        self.check_fresh_kernels_differ(
+            lambda: AdditiveAttention(
+                units=4, kernel_initializer=keras.initializers.GlorotUniform()
+            ),
+            inputs,
+        )
+
     def test_constructor_errors(self):
-        for value in (0, -1, 2.5, None, True):
+        for value in (0, -1, 2.5, True):
             self.assert_value_error(
                 lambda: AdditiveAttention(units=value),
                 "Expected `units` to be a positive integer", f"received: units={value!r}",

@@ -149,6 +149,13 @@ class AttentionPoolingTest(harness.LayerTestCase):
                     zero_grad_mask=~MASK,
                 )
 
+    def test_fresh_kernels_differ(self):
+        # units = width = num_queries: `W` and the queries are both (D, D).
+        width = sequence().shape[-1]
+        self.check_fresh_kernels_differ(
+            lambda: AttentionPooling(num_queries=width, units=width), self.masked_inputs()
+        )
+
     def test_serialization_round_trip(self):
         self.check_serialization(
             lambda: AttentionPooling(

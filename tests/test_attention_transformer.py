@@ -9,18 +9,22 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from unittest import mock
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasattn.text import TextPreprocessor
 from zoo import __main__ as cli
-from zoo.attention_transformer import recipe
+from zoo import training
+from zoo.attention_transformer import pretraining
 from zoo.attention_transformer import AttentionTransformerBackbone
 from zoo.attention_transformer import AttentionTransformerClassifier
 from zoo.attention_transformer import AttentionTransformerMaskedLM
 from zoo.attention_transformer import SparseCrossentropyWithSmoothing
+from zoo.text_preprocessing import MaskedTokenPreprocessor
+from zoo.text_preprocessing import TextClassifierPreprocessor
+from zoo.text_preprocessing import mask_tokens
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ["[PAD]", "[UNK]", "a", "great", "dull", "movie", "film", "witty", "boring", "."]
@@ -30,7 +34,23 @@ TINY_OPTIONS = [
     "--vocabulary-size", "120", "--layers", "2", "--hidden-dim", "8", "--heads", "2",
     "--intermediate-dim", "16", "--pretrain-epochs", "0",
     "--epochs", "1", "--batch-size", "16", "--warmup-steps", "2", "--verbose", "0",
-    "--label-names", "negative,positive",
+    "--label-names", "negative,positive", "--validation-sentences", "0",
+]
+# The sst2 preset's logits for these sentences, recorded from the preset before the zoo's
+# preset format changed (the weights were converted, not retrained).
+SST2_SENTENCES = [
+    "a gorgeous, witty, seductive movie.",
+    "the plot is a tired mess and the acting is worse.",
+    "an uneven film, but its last act is genuinely moving.",
+    "i would rather watch paint dry.",
+    "it's not a bad film, just not a good one.",
+]
+SST2_LOGITS = [
+    [-0.6007360219955444, 2.9718899726867676],
+    [1.9448492527008057, -1.6522808074951172],
+    [0.4332365095615387, 0.5999388694763184],
+    [0.5184065699577332, -1.6892974376678467],
+    [0.8223610520362854, -1.3056236505508423],
 ]
 
 
@@ -40,7 +60,7 @@ def tiny_model(fusion=True, norm="pre"):
         max_sequence_length=8, token_dropout=0.1, norm=norm, cross_layer_fusion=fusion,
         pooling_units=4,
     )
-    preprocessor = TextPreprocessor(WORDS, sequence_length=8)
+    preprocessor = TextClassifierPreprocessor(WORDS, sequence_length=8)
     model = AttentionTransformerClassifier(
         backbone, num_classes=2, preprocessor=preprocessor, label_names=["negative", "positive"]
     )
@@ -48,22 +68,40 @@ def tiny_model(fusion=True, norm="pre"):
     return model
 
 
-def write_fixture(folder, rows=64):
-    """A small sentiment TSV pair whose labels follow the words."""
+def write_fixture(folder, rows=64, phrases=False):
+    """A small sentiment TSV pair whose labels follow the words.
+
+    With `phrases`, train.tsv holds distinct sentences each followed by two
+    of its phrases, as SST's train.tsv does.
+    """
     rng = random.Random(0)
+    adverbs = ["really", "truly", "so", "very", "quite", "rather", "just", "simply"]
     for name, count in (("train", rows), ("dev", 16)):
         with open(os.path.join(folder, f"{name}.tsv"), "w", encoding="utf-8") as file:
             file.write("sentence\tlabel\n")
             for i in range(count):
                 label = i % 2
-                file.write(f"{rng.choice(POSITIVE if label else NEGATIVE)} .\t{label}\n")
+                text = f"{rng.choice(POSITIVE if label else NEGATIVE)} ."
+                if phrases and name == "train":
+                    words = text.split()
+                    text = " ".join([adverbs[i % 8], adverbs[(i // 8) % 8], str(i)] + words)
+                    file.write(f"{' '.join(words[:2])}\t{label}\n{' '.join(words[-2:])}\t{label}\n")
+                file.write(f"{text}\t{label}\n")
 
 
 def run_cli(argv):
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = cli.main(argv)
+        try:
+            code = cli.main(argv)
+        except SystemExit as exit:  # argparse's errors and --help
+            code = exit.code
     return code, stdout.getvalue(), stderr.getvalue()
+
+
+def console_environment():
+    """The environment of a user's shell: without the test run's TensorFlow log level."""
+    return {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
 
 
 class ModelTest(tf.test.TestCase):
@@ -117,6 +155,21 @@ class ModelTest(tf.test.TestCase):
         for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
             self.assertAllClose(saved, restored)
 
+    def test_config_of_a_model_saved_with_a_bare_text_preprocessor(self):
+        # `.keras` files written before the zoo's base classes hold a
+        # kerasattn.text.TextPreprocessor; they load with it wrapped.
+        from kerasattn.text import TextPreprocessor
+
+        model = tiny_model()
+        config = model.get_config()
+        config["preprocessor"] = keras.saving.serialize_keras_object(
+            TextPreprocessor(WORDS, sequence_length=8)
+        )
+        loaded = AttentionTransformerClassifier.from_config(config)
+        self.assertIsInstance(loaded.preprocessor, TextClassifierPreprocessor)
+        self.assertEqual(WORDS, loaded.preprocessor.vocabulary)
+        self.assertEqual(8, loaded.preprocessor.sequence_length)
+
     def test_smoothed_loss(self):
         logits = np.array([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.0]], "float32")
         labels = np.array([0, 1, 1])
@@ -138,7 +191,9 @@ class ModelTest(tf.test.TestCase):
             AttentionTransformerBackbone(10, hidden_dim=8, num_heads=2, norm="middle")
         backbone = AttentionTransformerBackbone(10, hidden_dim=8, num_heads=2)
         with self.assertRaisesRegex(ValueError, "vocabulary size"):
-            AttentionTransformerClassifier(backbone, preprocessor=TextPreprocessor(WORDS[:5]))
+            AttentionTransformerClassifier(
+                backbone, preprocessor=TextClassifierPreprocessor(WORDS[:5])
+            )
         with self.assertRaisesRegex(ValueError, "label_names"):
             AttentionTransformerClassifier(backbone, num_classes=2, label_names=["a"])
 
@@ -158,22 +213,42 @@ class MaskedLMTest(tf.test.TestCase):
             path = os.path.join(folder, "masked_lm.keras")
             masked_lm.save(path)
             loaded = keras.saving.load_model(path)
-        self.assertAllClose(masked_lm.predict(x, verbose=0), loaded.predict(x, verbose=0))
-        self.assertEqual(1, int(loaded.optimizer.iterations.numpy()))
-        # The pre-trained backbone's weights fit a classifier's backbone.
-        classifier = tiny_model()
-        classifier.backbone.set_weights(masked_lm.backbone.get_weights())
+            self.assertAllClose(masked_lm.predict(x, verbose=0), loaded.predict(x, verbose=0))
+            self.assertEqual(1, int(loaded.optimizer.iterations.numpy()))
+            # The pre-trained backbone, saved on its own, serves a classifier.
+            masked_lm.backbone.save_to_preset(folder)
+            backbone = AttentionTransformerBackbone.from_preset(folder, dropout=0.3)
+        self.assertEqual(0.3, backbone.dropout)
+        classifier = AttentionTransformerClassifier(backbone)
         self.assertAllClose(
             masked_lm.backbone(x)["sequence_output"], classifier.backbone(x)["sequence_output"]
         )
         with self.assertRaisesRegex(ValueError, "AttentionTransformerBackbone"):
             AttentionTransformerMaskedLM(classifier)
 
+    def test_masked_token_preprocessor_takes_raw_strings(self):
+        vocabulary = WORDS + ["[MASK]"]
+        preprocessor = MaskedTokenPreprocessor(vocabulary, mask_rate=0.5, sequence_length=8)
+        features, targets, weights = preprocessor(["a great movie", "dull"])
+        self.assertEqual((2, 3), tuple(features["token_ids"].shape))  # cut to the longest
+        self.assertAllEqual([[2, 3, 5], [4, 0, 0]], targets)
+        self.assertFalse(np.any(weights.numpy()[1, 1:]))  # padding is never masked
+        backbone = AttentionTransformerBackbone(
+            vocabulary_size=len(vocabulary), num_layers=2, hidden_dim=8, num_heads=2,
+            intermediate_dim=16, max_sequence_length=8,
+        )
+        masked_lm = AttentionTransformerMaskedLM(backbone, preprocessor=preprocessor)
+        masked_lm.compile(run_eagerly=True)
+        history = masked_lm.fit(POSITIVE + NEGATIVE, batch_size=4, epochs=1, verbose=0)
+        self.assertIn("accuracy", history.history)
+        with self.assertRaisesRegex(ValueError, "MASK"):
+            MaskedTokenPreprocessor(WORDS)
+
     def test_mask_tokens(self):
         tf.random.set_seed(0)
         ids = np.random.RandomState(0).randint(5, 50, (400, 50)).astype("int32")
         padding = np.arange(50)[None, :] < np.random.RandomState(1).randint(1, 51, (400, 1))
-        features, targets, weights = recipe.mask_tokens(
+        features, targets, weights = mask_tokens(
             {"token_ids": tf.constant(ids), "padding_mask": tf.constant(padding)},
             mask_id=4, vocabulary_size=50, rate=0.2,
         )
@@ -190,39 +265,94 @@ class MaskedLMTest(tf.test.TestCase):
         self.assertAllClose(0.1, replaced.sum() / chosen.sum(), atol=0.02)
 
 
-class PresetTest(tf.test.TestCase):
-    def test_sst2_preset_classifies_obvious_sentences(self):
-        model = AttentionTransformerClassifier.from_preset("sst2")
-        outputs = model.classify([
-            "a gorgeous, witty, seductive movie.",
-            "one of the best films of the year, moving and beautifully acted.",
-            "a dull, tedious and boring mess.",
-            "the worst film i have seen in years.",
-        ])
-        labels = [model.label_names[i] for i in outputs["probabilities"].argmax(-1)]
-        self.assertEqual(["positive", "positive", "negative", "negative"], labels)
+class TaskTest(tf.test.TestCase):
+    def test_fit_evaluate_predict_take_raw_strings(self):
+        model = tiny_model()
+        model.compile(run_eagerly=True)
+        texts, labels = POSITIVE + NEGATIVE, np.array([1] * 4 + [0] * 4)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            history = model.fit(texts, labels, batch_size=4, epochs=1, verbose=0,
+                                validation_data=(texts, labels))
+            dataset = tf.data.Dataset.from_tensor_slices((texts, labels)).batch(3)
+            model.fit(dataset, epochs=1, verbose=0)
+        self.assertEmpty([w for w in caught if "shuffle" in str(w.message)])
+        self.assertIn("val_accuracy", history.history)
+        _, accuracy = model.evaluate(texts, labels, verbose=0)
+        self.assertBetween(accuracy, 0.0, 1.0)
+        logits = model.predict(["a great movie", "a dull film"], verbose=0)
+        self.assertEqual((2, 2), logits.shape)
+        # Features pass through as before.
+        features = model.preprocessor(["a great movie", "a dull film"])
+        self.assertAllClose(logits, model.predict(features, verbose=0), atol=1e-6)
 
-    def test_save_preset_round_trip_and_errors(self):
+    def test_compile_defaults(self):
+        model = tiny_model()
+        self.assertIsInstance(model.optimizer, keras.optimizers.AdamW)
+        self.assertIsInstance(model.loss, SparseCrossentropyWithSmoothing)
+        model.compile(label_smoothing=0.2, optimizer=keras.optimizers.SGD())
+        self.assertEqual(0.2, model.loss.label_smoothing)
+        self.assertIsInstance(model.optimizer, keras.optimizers.SGD)
+
+    def test_dtype_is_part_of_the_config(self):
+        backbone = AttentionTransformerBackbone(
+            vocabulary_size=len(WORDS), num_layers=2, hidden_dim=8, num_heads=2,
+            intermediate_dim=16, max_sequence_length=8, dtype="mixed_float16",
+        )
+        self.assertEqual("mixed_float16", backbone.dtype_policy.name)
+        clone = AttentionTransformerBackbone.from_config(backbone.get_config())
+        self.assertEqual("mixed_float16", clone.dtype_policy.name)
+        self.assertEqual("float16", clone.get_layer("token_embedding").compute_dtype)
+
+
+class PresetTest(tf.test.TestCase):
+    def test_sst2_preset_gives_the_recorded_logits(self):
+        model = AttentionTransformerClassifier.from_preset("sst2")
+        self.assertAllClose(SST2_LOGITS, model.predict(SST2_SENTENCES, verbose=0), atol=1e-5)
+        labels = [model.label_names[i] for i in np.argmax(SST2_LOGITS, -1)]
+        self.assertEqual(["positive", "negative", "positive", "negative", "negative"], labels)
+        # Each component loads from the preset on its own; the shared text preprocessor
+        # finds the preset by name in the model folder that ships it.
+        self.assertEqual(7606, TextClassifierPreprocessor.from_preset("sst2").vocabulary_size)
+        backbone = AttentionTransformerBackbone.from_preset("sst2")
+        self.assertAllClose(model.backbone.get_weights(), backbone.get_weights())
+
+    def test_save_to_preset_round_trip_and_errors(self):
         model = tiny_model()
         with tempfile.TemporaryDirectory() as folder:
-            model.save_preset(folder)
+            model.save_to_preset(folder, description="tiny",
+                                 metrics={"name": "accuracy", "value": 0.5, "data": "none"})
             self.assertCountEqual(
-                ["config.json", "model.weights.h5", "vocabulary.txt"], os.listdir(folder)
+                ["metadata.json", "config.json", "model.weights.h5", "task.json",
+                 "task.weights.h5", "preprocessor.json", "assets"],
+                os.listdir(folder),
             )
+            self.assertEqual(["vocabulary.txt"], os.listdir(os.path.join(folder, "assets")))
             loaded = AttentionTransformerClassifier.from_preset(folder)
             texts = ["a great film", "boring"]
-            self.assertAllClose(
-                model.classify(texts)["probabilities"], loaded.classify(texts)["probabilities"]
-            )
-            os.remove(os.path.join(folder, "vocabulary.txt"))
-            with self.assertRaisesRegex(ValueError, "missing: \\['vocabulary.txt'\\]"):
+            self.assertAllClose(model.predict(texts, verbose=0), loaded.predict(texts, verbose=0))
+            self.assertEqual(["negative", "positive"], loaded.label_names)
+            # The backbone and the preprocessor load on their own.
+            backbone = AttentionTransformerBackbone.from_preset(folder)
+            self.assertAllClose(model.backbone.get_weights(), backbone.get_weights())
+            self.assertEqual(WORDS, TextClassifierPreprocessor.from_preset(folder).vocabulary)
+            # Another task takes the classifier's backbone, with a new head.
+            masked_lm = AttentionTransformerMaskedLM.from_preset(folder)
+            self.assertAllClose(model.backbone.get_weights(), masked_lm.backbone.get_weights())
+            self.assertIsNone(masked_lm.preprocessor)  # the preset holds no masked-token one
+            os.remove(os.path.join(folder, "assets", "vocabulary.txt"))
+            with self.assertRaisesRegex(ValueError, "vocabulary.txt: expected a file"):
                 AttentionTransformerClassifier.from_preset(folder)
+            with open(os.path.join(folder, "task.json"), "w") as file:
+                file.write("{\n  oops\n}")
+            with self.assertRaisesRegex(ValueError, "task.json:2: expected JSON"):
+                AttentionTransformerMaskedLM.from_preset(folder)
         with self.assertRaisesRegex(ValueError, "'sst2'"):
             AttentionTransformerClassifier.from_preset("no-such-preset")
 
 
 class RecipeTest(tf.test.TestCase):
-    def test_train_then_predict(self):
+    def test_train_predict_evaluate(self):
         with tempfile.TemporaryDirectory() as folder:
             write_fixture(folder)
             out = os.path.join(folder, "out")
@@ -230,10 +360,11 @@ class RecipeTest(tf.test.TestCase):
                 ["train", "attention-transformer", "--data", folder, "--out", out] + TINY_OPTIONS
             )
             self.assertEqual(0, code, stderr)
-            self.assertIn("dev accuracy", stdout)
+            self.assertRegex(stdout, r"^dev accuracy \d\.\d{4} \(best epoch 1\); wrote ")
             self.assertCountEqual(
                 ["model.keras", "preset", "metrics.json", "training_curves.png",
-                 "attention_heatmap.png", "logs", "vocabulary.txt"],
+                 "attention_heatmap.png", "logs", "vocabulary.txt", "fine_tuning",
+                 "wall_time.json"],
                 os.listdir(out),
             )
             with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
@@ -246,7 +377,7 @@ class RecipeTest(tf.test.TestCase):
             for png in ("training_curves.png", "attention_heatmap.png"):
                 with open(os.path.join(out, png), "rb") as file:
                     self.assertEqual(b"\x89PNG", file.read(4))
-            self.assertNotEmpty(os.listdir(os.path.join(out, "logs", "attention")))
+            self.assertNotEmpty(os.listdir(os.path.join(out, "logs", "seed-2", "attention")))
 
             code, stdout, stderr = run_cli(
                 ["predict", "attention-transformer", "a great movie", "a dull film",
@@ -260,7 +391,104 @@ class RecipeTest(tf.test.TestCase):
             token = r"(a|great|movie) [01]\.\d\d"
             self.assertRegex(lines[2], rf"^  most attended: {token}, {token}$")
 
-    def test_train_with_pretraining_then_resume(self):
+            # evaluate scores with the recipe's own code: the same dev accuracy.
+            dev = os.path.join(folder, "dev.tsv")
+            for source in (["--preset", os.path.join(out, "preset")],
+                           ["--model", os.path.join(out, "model.keras")]):
+                code, stdout, stderr = run_cli(
+                    ["evaluate", "attention-transformer", "--data", dev, "--json"] + source
+                )
+                self.assertEqual(0, code, stderr)
+                scores = json.loads(stdout)
+                self.assertEqual(metrics["dev"], scores)
+                self.assertEqual(["accuracy", "examples", "per_class"], sorted(scores))
+                self.assertEqual(16, scores["examples"])
+                self.assertCountEqual(["negative", "positive"], scores["per_class"])
+            code, stdout, _ = run_cli(["evaluate", "attention-transformer", "--data", dev,
+                                       "--model", os.path.join(out, "model.keras")])
+            self.assertRegex(stdout, r"^accuracy \d\.\d{4} on 16 examples \(per class: negative ")
+
+    def test_validation_sentences_seeds_averaging(self):
+        with tempfile.TemporaryDirectory() as folder:
+            write_fixture(folder, rows=48, phrases=True)
+            out = os.path.join(folder, "out")
+            options = [option for option in TINY_OPTIONS]
+            options[options.index("--validation-sentences") + 1] = "8"
+            code, stdout, stderr = run_cli(
+                ["train", "attention-transformer", "--data", folder, "--out", out] + options
+                + ["--fine-tune-seeds", "3,4", "--average", "weights"]
+            )
+            self.assertEqual(0, code, stderr)
+            self.assertRegex(stdout, r"^validation accuracy \d\.\d{4} on 8 held-out sentences, "
+                                     r"dev accuracy \d\.\d{4}; wrote ")
+            with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
+                metrics = json.load(file)
+            self.assertEqual(8, metrics["validation"]["examples"])
+            self.assertIn("8 sentences held out", metrics["validation"]["source"])
+            self.assertEqual(16, metrics["dev"]["examples"])
+            self.assertEqual([3, 4], [run["seed"] for run in metrics["fine_tuning"]["seeds"]])
+            for run in metrics["fine_tuning"]["seeds"]:
+                self.assertBetween(run["validation_accuracy"], 0.0, 1.0)
+                self.assertBetween(run["dev_accuracy"], 0.0, 1.0)
+            # The shipped weights are the mean of the two seeds' best weights.
+            reloaded = AttentionTransformerClassifier.from_preset(os.path.join(out, "preset"))
+            runs = []
+            for seed in (3, 4):
+                # Compiled as the recipe compiles: the files hold its optimizer's state too.
+                run = AttentionTransformerClassifier.from_config(reloaded.get_config())
+                run.compile(optimizer=training.optimizer(1e-3, 10, 2, 0.05))
+                training.load_weights(
+                    run, os.path.join(out, "fine_tuning", f"seed-{seed}", "best.weights.h5")
+                )
+                runs.append(run.get_weights())
+            self.assertNotAllClose(runs[0][0], runs[1][0])
+            for mean, weight in zip(training.average_weights(runs), reloaded.get_weights()):
+                self.assertAllClose(mean, weight, atol=1e-6)
+            # Too many sentences to hold out: one line naming the flag.
+            code, _, stderr = run_cli(
+                ["train", "attention-transformer", "--data", folder, "--out", out + "2"]
+                + TINY_OPTIONS[:-1] + ["1000"]
+            )
+            self.assertEqual(2, code)
+            self.assertIn("train.tsv: --validation-sentences: expected 0 < count", stderr)
+
+    def test_resume_keeps_the_whole_history(self):
+        class Killed(Exception):
+            pass
+
+        original = training.TrainingRecord.on_epoch_end
+
+        def killed_after_the_second_epoch(record, epoch, logs=None):
+            original(record, epoch, logs)
+            if record.monitor and epoch == 1:
+                raise Killed()
+
+        with tempfile.TemporaryDirectory() as folder:
+            write_fixture(folder)
+            out = os.path.join(folder, "out")
+            options = [option for option in TINY_OPTIONS]
+            options[options.index("--epochs") + 1] = "4"
+            argv = (["train", "attention-transformer", "--data", folder, "--out", out]
+                    + options + ["--patience", "9"])
+            with mock.patch.object(training.TrainingRecord, "on_epoch_end",
+                                   killed_after_the_second_epoch):
+                with self.assertRaises(Killed):
+                    run_cli(argv)
+            self.assertTrue(os.path.isdir(os.path.join(out, "fine_tuning", "seed-2", "backup")))
+            code, _, stderr = run_cli(argv)
+            self.assertEqual(0, code, stderr)
+            with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
+                metrics = json.load(file)
+            self.assertEqual(4, metrics["epochs_run"])
+            self.assertLen(metrics["history"]["val_accuracy"], 4)
+            self.assertLen(metrics["epoch_seconds"], 4)
+            accuracies = metrics["history"]["val_accuracy"]
+            self.assertEqual(int(np.argmax(accuracies)) + 1, metrics["best_epoch"])
+            self.assertEqual(2, metrics["runs"])
+            self.assertGreaterEqual(metrics["wall_seconds"], sum(metrics["epoch_seconds"]))
+            self.assertFalse(os.path.exists(os.path.join(out, "fine_tuning", "seed-2", "backup")))
+
+    def test_pretraining_reused_and_checked(self):
         with tempfile.TemporaryDirectory() as folder:
             write_fixture(folder)
             out = os.path.join(folder, "out")
@@ -269,26 +497,34 @@ class RecipeTest(tf.test.TestCase):
             code, stdout, stderr = run_cli(argv)
             self.assertEqual(0, code, stderr)
             with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
-                pretraining = json.load(file)["pretraining"]
-            self.assertEqual(2, pretraining["epochs"])
-            self.assertLen(pretraining["masked_token_accuracy"], 2)
+                pretraining_record = json.load(file)["pretraining"]
+            options = pretraining_record["options"]
+            self.assertEqual(2, options["epochs"])
+            self.assertEqual(2, options["seed"])
+            self.assertEqual(2, options["architecture"]["num_layers"])
+            self.assertLen(pretraining_record["masked_token_accuracy"], 2)
             self.assertFalse(os.path.exists(os.path.join(out, "pretraining_backup")))
-            weights = os.path.join(out, recipe.PRETRAINED_WEIGHTS)
+            folder_pretrained = os.path.join(out, pretraining.PRETRAINED_BACKBONE)
             fine_tuned = AttentionTransformerClassifier.from_preset(os.path.join(out, "preset"))
-            pretrained = AttentionTransformerBackbone.from_config(fine_tuned.backbone.get_config())
-            pretrained.load_weights(weights)
+            pretrained = AttentionTransformerBackbone.from_preset(folder_pretrained)
             # Fine-tuning started from the pre-trained weights and moved them.
             self.assertNotAllClose(
                 pretrained.get_weights()[0], fine_tuned.backbone.get_weights()[0]
             )
-            # Run again: the pre-trained weights are reused, not trained again.
+            # Run again: the pre-trained backbone is reused, not trained again.
+            weights = os.path.join(folder_pretrained, "model.weights.h5")
             modified = os.path.getmtime(weights)
             self.assertEqual(0, run_cli(argv)[0])
             self.assertEqual(modified, os.path.getmtime(weights))
-            # Other pre-training options in the same folder: an error, not a silent reuse.
-            code, _, stderr = run_cli(argv[:-1] + ["3"])
-            self.assertEqual(2, code)
-            self.assertIn("pretraining.json: expected a pre-training with the options", stderr)
+            # Other options that shape the backbone, in the same folder: an error naming them.
+            for change, field in ((["--pretrain-epochs", "3"], "epochs"),
+                                  (["--seed", "5", "--pretrain-epochs", "2"], "seed"),
+                                  (["--layers", "3", "--pretrain-epochs", "2"], "architecture")):
+                code, _, stderr = run_cli(argv[:-2] + change)
+                self.assertEqual(2, code, change)
+                self.assertIn("pretraining.json: expected a pre-training with the options given",
+                              stderr)
+                self.assertIn(field, stderr)
 
     def test_pretraining_needs_a_mask_token(self):
         with tempfile.TemporaryDirectory() as folder:
@@ -302,7 +538,7 @@ class RecipeTest(tf.test.TestCase):
                 + TINY_OPTIONS + ["--pretrain-epochs", "1"]
             )
             self.assertEqual(2, code)
-            self.assertIn("expected a [MASK] token in the vocabulary", stderr)
+            self.assertIn("Expected a [MASK] token in the vocabulary", stderr)
 
     def test_train_mirrored_on_two_cpu_devices(self):
         script = (
@@ -326,7 +562,7 @@ class RecipeTest(tf.test.TestCase):
             with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
                 metrics = json.load(file)
             self.assertEqual(2, metrics["devices"])
-            self.assertEqual(1, metrics["pretraining"]["epochs"])
+            self.assertEqual(1, metrics["pretraining"]["options"]["epochs"])
             loaded = AttentionTransformerClassifier.from_preset(os.path.join(out, "preset"))
             self.assertEqual((1, 2), loaded.classify(["a great movie"])["probabilities"].shape)
 
@@ -334,28 +570,83 @@ class RecipeTest(tf.test.TestCase):
         with tempfile.TemporaryDirectory() as folder:
             cases = [
                 (["train", "no-such-model", "--data", folder, "--out", folder],
-                 "unknown model 'no-such-model'"),
-                (["predict", "no-such-model", "text"], "unknown model"),
+                 "invalid choice: 'no-such-model'"),
+                (["predict", "no-such-model", "text"], "invalid choice"),
                 (["train", "attention-transformer", "--data", os.path.join(folder, "missing"),
                   "--out", folder], "missing: expected a data folder"),
                 (["train", "attention-transformer", "--data", folder, "--out", folder],
                  "train.tsv: expected a file"),
+                (["train", "attention-transformer", "--data", folder, "--out", folder,
+                  "--fine-tune-seeds", "1,1"], "expected distinct seeds"),
+                (["train", "attention-transformer", "--data", folder, "--out", folder,
+                  "--average", "weights"], "two or more --fine-tune-seeds"),
                 (["predict", "attention-transformer", "text", "--preset", "no-such-preset"],
                  "Expected a preset name"),
+                (["evaluate", "attention-transformer", "--data", os.path.join(folder, "x.tsv")],
+                 "x.tsv: expected a labelled file"),
+                (["evaluate", "attention-transformer", "--data", "x", "--preset", "sst2",
+                  "--model", "m.keras"], "not allowed with argument"),
             ]
             for argv, message in cases:
-                code, stdout, stderr = run_cli(argv)
+                code, _, printed = run_cli(argv)
                 self.assertEqual(2, code, argv)
-                self.assertEqual(1, len(stderr.strip().splitlines()), stderr)
-                self.assertIn(message, stderr)
-                self.assertTrue(stderr.startswith(f"zoo {argv[0]}: "), stderr)
-        # The real command line too: one line on stderr, non-zero exit.
+                self.assertEqual(1, len(printed.strip().splitlines()), printed)
+                self.assertIn(message, printed)
+                self.assertTrue(printed.startswith(f"zoo {argv[0]}"), printed)
+            with open(os.path.join(folder, "bad.tsv"), "w", encoding="utf-8") as file:
+                file.write("sentence\tlabel\ngood\tpositive\nbad\tmaybe\n")
+            code, _, printed = run_cli(
+                ["evaluate", "attention-transformer", "--data", os.path.join(folder, "bad.tsv")]
+            )
+            self.assertEqual(2, code)
+            self.assertIn("bad.tsv:3: ", printed)
+            self.assertIn("(or a class id in 0..1)", printed)
+        # The real command line too: one line on stderr, non-zero exit, no TensorFlow noise.
         result = subprocess.run(
             [sys.executable, "-m", "zoo", "train", "bert", "--data", "x", "--out", "y"],
-            capture_output=True, text=True, cwd=REPO, timeout=120,
+            capture_output=True, text=True, cwd=REPO, timeout=120, env=console_environment(),
         )
         self.assertEqual(2, result.returncode)
         self.assertEqual(
-            ["zoo train: unknown model 'bert'; expected one of: attention-transformer"],
-            [line for line in result.stderr.splitlines() if line.startswith("zoo")],
+            ["zoo train: argument MODEL: invalid choice: 'bert' "
+             "(choose from 'attention-transformer')"],
+            result.stderr.splitlines(),
         )
+
+
+class CommandLineTest(tf.test.TestCase):
+    def test_presets_lists_every_shipped_preset_quietly(self):
+        result = subprocess.run(
+            [sys.executable, "-m", "zoo", "presets"],
+            capture_output=True, text=True, cwd=REPO, timeout=120, env=console_environment(),
+        )
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertEqual("", result.stderr)  # no TensorFlow start-up lines
+        lines = result.stdout.splitlines()
+        self.assertTrue(lines[0].startswith("model"), lines)
+        self.assertRegex(
+            lines[1], r"^attention-transformer\s+sst2\s+AttentionTransformerClassifier\s+"
+                      r"accuracy 0\.8314 \(SST-2 dev"
+        )
+
+    def test_help_per_model(self):
+        expected = {"train": "--validation-sentences", "predict": "--top", "evaluate": "--json"}
+        for command, option in expected.items():
+            code, printed, _ = run_cli([command, "attention-transformer", "--help"])
+            self.assertEqual(0, code)
+            self.assertIn(f"zoo {command} attention-transformer", printed)
+            self.assertIn(option, printed)
+
+    def test_evaluate_sst2_dev(self):
+        dev = os.path.join(REPO, "..", "shared", "data", "sst2", "dev.tsv")
+        if not os.path.isfile(dev):
+            if os.environ.get("CI") == "true":
+                self.fail(f"{dev}: the CI needs SST-2's dev.tsv")
+            self.skipTest(f"{dev} is not here (outside CI)")
+        code, stdout, stderr = run_cli(
+            ["evaluate", "attention-transformer", "--data", dev, "--json"]
+        )
+        self.assertEqual(0, code, stderr)
+        self.assertEqual({"accuracy": 0.8314, "per_class": {"negative": 0.8201,
+                                                             "positive": 0.8423},
+                          "examples": 872}, json.loads(stdout))

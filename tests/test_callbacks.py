@@ -252,7 +252,9 @@ class CollectAttentionTest(tf.test.TestCase):
 
             def call(self, query, value, query_mask=None, value_mask=None,
                      return_attention_scores=False):
-                weights = keras.ops.ones((keras.ops.shape(query)[0], query.shape[1], value.shape[1]))
+                weights = keras.ops.ones(
+                    (keras.ops.shape(query)[0], query.shape[1], value.shape[1])
+                )
                 weights = weights / value.shape[1]
                 output = keras.ops.matmul(weights, value)
                 return (output, weights) if return_attention_scores else output

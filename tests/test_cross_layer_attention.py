@@ -169,6 +169,20 @@ class CrossLayerAttentionTest(harness.LayerTestCase, parameterized.TestCase):
                 for grad in grads[:L]:
                     self.assertGreater(np.abs(grad.numpy()[PADDING]).sum(), 0.0)
 
+    def test_fresh_kernels_differ(self):
+        # The key and query projections are both (d, units); they started
+        # equal when they shared one initializer instance.
+        inputs = ({"inputs": STATES, "mask": PADDING}, {})
+        self.check_fresh_kernels_differ(CrossLayerAttention, inputs)
+        self.check_fresh_kernels_differ(
+            lambda: CrossLayerAttention(
+                use_value_projection=True,
+                kernel_initializer=keras.initializers.GlorotUniform(),
+            ),
+            inputs,
+            min_pairs=3,
+        )
+
     def test_serialization(self):
         inputs = ({"inputs": STATES, "mask": PADDING}, {})
         self.check_serialization(

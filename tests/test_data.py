@@ -69,14 +69,18 @@ class TextClassificationReaderTest(tf.test.TestCase):
 
     def test_without_header_and_a_given_delimiter(self):
         path = self.write("rows.txt", "3|a movie\n1|another\n")
-        got = data.read_text_classification(path, text_column=1, label_column=0, header=False, delimiter="|")
+        got = data.read_text_classification(
+            path, text_column=1, label_column=0, header=False, delimiter="|"
+        )
         self.assertEqual(["a movie", "another"], got.texts)
         self.assertEqual(["1", "3"], got.label_names)
         self.assertAllEqual([1, 0], got.labels)
 
     def test_label_ids(self):
         # Integers sort by value, so "0".."K-1" keep their values and "10" follows "9".
-        path = self.write("a.tsv", "sentence\tlabel\n" + "".join(f"t{i}\t{i}\n" for i in (2, 10, 0, 9, 1)))
+        path = self.write(
+            "a.tsv", "sentence\tlabel\n" + "".join(f"t{i}\t{i}\n" for i in (2, 10, 0, 9, 1))
+        )
         got = data.read_text_classification(path)
         self.assertEqual(["0", "1", "2", "9", "10"], got.label_names)
         self.assertAllEqual([2, 4, 0, 3, 1], got.labels)
@@ -110,7 +114,9 @@ class TextClassificationReaderTest(tf.test.TestCase):
 
     def test_unknown_label_names_it_and_the_allowed_ones(self):
         path = self.write("dev.tsv", "sentence\tlabel\ngood\t1\nodd\t2\n")
-        self.assert_data_error(path, 3, "expected a label in ['0', '1'], received: '2'", labels=["0", "1"])
+        self.assert_data_error(
+            path, 3, "expected a label in ['0', '1'], received: '2'", labels=["0", "1"]
+        )
 
     def test_empty_files(self):
         self.assert_data_error(self.write("a.tsv", ""), None, "an empty file")
@@ -139,7 +145,12 @@ class TextClassificationReaderTest(tf.test.TestCase):
         self.assert_data_error(path, 1, "more than one such column")
         path = self.write("c.tsv", "good\t1\n")
         self.assert_data_error(
-            path, 1, "expected a column 5 (`label_column`", text_column=0, label_column=5, header=False
+            path,
+            1,
+            "expected a column 5 (`label_column`",
+            text_column=0,
+            label_column=5,
+            header=False,
         )
 
     def test_missing_file(self):
@@ -180,7 +191,9 @@ class TextClassificationReaderTest(tf.test.TestCase):
         self.assertEqual([4, 4, 2], [len(texts) for texts, _ in batches])
         self.assertEqual(b"text 0", batches[0][0][0])  # file order without shuffling
         self.assertAllEqual([0, 1, 0, 1], batches[0][1])
-        dropped = data.text_classification_dataset(self.rows_file(), batch_size=4, drop_remainder=True)
+        dropped = data.text_classification_dataset(
+            self.rows_file(), batch_size=4, drop_remainder=True
+        )
         self.assertEqual(tf.TensorSpec((4,), tf.int32), dropped.element_spec[1])
 
     def test_shuffle_is_seeded_and_changes_every_epoch(self):
@@ -215,3 +228,74 @@ class TextClassificationReaderTest(tf.test.TestCase):
         dev = data.read_text_classification(SST2 / "dev.tsv", labels=["0", "1"])
         self.assertLen(dev.texts, 872)
         self.assertEqual({0, 1}, set(dev.labels.tolist()))
+
+
+class PhraseSplitTest(tf.test.TestCase):
+    """`hold_out_sentences` on a hand-made file in SST's layout (sentences and their phrases)."""
+
+    ROWS = (
+        ("a gorgeous , witty film", 1),
+        ("gorgeous ,", 1),
+        ("witty film", 1),
+        ("a tired , boring mess", 0),
+        ("tired ,", 0),
+        ("boring mess", 0),
+        ("an honest , moving story", 1),
+        ("moving story", 1),
+        ("film", 1),  # a phrase of the first sentence only
+        ("a dull plot", 0),
+    )
+
+    def setUp(self):
+        super().setUp()
+        folder = tempfile.TemporaryDirectory()
+        self.addCleanup(folder.cleanup)
+        self.path = os.path.join(folder.name, "train.tsv")
+        with open(self.path, "w", encoding="utf-8") as file:
+            file.write("sentence\tlabel\n")
+            file.writelines(f"{text}\t{label}\n" for text, label in self.ROWS)
+        self.rows = data.read_text_classification(self.path)
+
+    def test_sentences_are_the_rows_no_other_row_contains(self):
+        self.assertAllEqual([0, 3, 6, 9], data.sentence_rows(self.rows))
+
+    def test_holds_out_whole_sentences_with_their_phrases(self):
+        for seed in range(6):
+            train, validation = data.hold_out_sentences(self.rows, 2, seed=seed)
+            self.assertLen(validation.texts, 2)
+            held = set(validation.texts)
+            self.assertTrue(held <= {self.ROWS[i][0] for i in (0, 3, 6, 9)})
+            for text in train.texts:
+                self.assertNotIn(text, held)
+                # No training row is a run of words of a held-out sentence.
+                for sentence in held:
+                    self.assertNotIn(f" {text} ", f" {sentence} ")
+            # Every row is in one split, or left out as a held-out sentence's phrase.
+            phrases = [t for t, _ in self.ROWS if t not in held and t not in train.texts]
+            for phrase in phrases:
+                self.assertTrue(any(f" {phrase} " in f" {s} " for s in held), phrase)
+            self.assertEqual(self.rows.label_names, validation.label_names)
+            labels = dict(self.ROWS)
+            self.assertEqual([labels[t] for t in validation.texts], list(validation.labels))
+
+    def test_the_same_seed_gives_the_same_split(self):
+        first = data.hold_out_sentences(self.rows, 2, seed=4)[1].texts
+        self.assertEqual(first, data.hold_out_sentences(self.rows, 2, seed=4)[1].texts)
+        draws = {tuple(data.hold_out_sentences(self.rows, 2, seed=s)[1].texts) for s in range(8)}
+        self.assertGreater(len(draws), 1)
+
+    def test_bad_counts(self):
+        for count in (0, 4, 10):
+            with self.assertRaisesRegex(ValueError, r"expected 0 < count < 4"):
+                data.hold_out_sentences(self.rows, count)
+
+    def test_sst2_validation_split(self):
+        if not (SST2 / "train.tsv").is_file():
+            if os.environ.get("CI") == "true":
+                self.fail(f"{SST2 / 'train.tsv'}: the CI needs SST-2")
+            self.skipTest(f"{SST2 / 'train.tsv'} is not here (outside CI)")
+        rows = data.read_text_classification(SST2 / "train.tsv")
+        train, validation = data.hold_out_sentences(rows, 1000, seed=0)
+        self.assertLen(validation.texts, 1000)
+        self.assertEmpty(set(validation.texts) & set(train.texts))
+        self.assertBetween(len(train.texts), 50_000, len(rows.texts) - 1000)

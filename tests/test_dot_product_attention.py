@@ -143,6 +143,14 @@ class GeneralScoreTest(_ScoreChecks, harness.LayerTestCase):
     key_dim = 6
     value_dim = 3
 
+    def test_fresh_kernels_differ(self):
+        # One kernel `W`: no weight of its shape to compare it with; the check
+        # still runs, for a future second kernel.
+        self.check_fresh_kernels_differ(self.make_layer, (self.tensors(), {}), min_pairs=0)
+        layer = self.make_layer()
+        layer(**self.tensors())
+        self.assertLen(layer.weights, 1)
+
     def test_hand_computed(self):
         # W = [[0, 2], [0, 0]], q = [1, 0]: qᵀW = [0, 2]; keys [1, 0], [0, 1]
         # give scores 0 and 2. Weights: sigmoid(-2) = 0.1192029 and 0.8807971.

@@ -37,7 +37,9 @@ def classifier():
     keras.utils.set_random_seed(3)
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     x = keras.layers.Embedding(VOCABULARY, 32, mask_zero=True)(tokens)
-    x = layers.MultiHeadAttention(num_heads=2, key_dim=16, name="attention")(x, x, use_causal_mask=True)
+    x = layers.MultiHeadAttention(num_heads=2, key_dim=16, name="attention")(
+        x, x, use_causal_mask=True
+    )
     x = layers.AttentionPooling(units=16, name="pooling")(x)
     return keras.Model(tokens, keras.layers.Dense(3, name="logits")(x), name="classifier")
 
@@ -134,12 +136,17 @@ class ExportAllFormatsTest(tf.test.TestCase):
 
     def test_reported_differences_match_an_independent_run(self):
         expected = self.model(self.sample).numpy()
-        runs = {name: run_tflite(os.path.join(self.out, path), {"tokens": self.sample}) for name, path in TFLITE.items()}
+        runs = {
+            name: run_tflite(os.path.join(self.out, path), {"tokens": self.sample})
+            for name, path in TFLITE.items()
+        }
         runs["onnx"] = run_onnx(os.path.join(self.out, "model.onnx"), {"tokens": self.sample})
         loaded = tf.saved_model.load(os.path.join(self.out, "saved_model"))
         runs["saved_model"] = loaded.signatures["serving_default"](tokens=tf.constant(self.sample))
         for name, outputs in runs.items():
-            difference = float(np.max(np.abs(np.asarray(outputs["output_0"], np.float64) - expected)))
+            difference = float(
+                np.max(np.abs(np.asarray(outputs["output_0"], np.float64) - expected))
+            )
             reported = self.artifacts()[name]["max_abs_difference_per_output"]["output_0"]
             # The manifest's maximum also covers the shorter second sample.
             self.assertLessEqual(difference, reported + 1e-12, name)
@@ -148,7 +155,11 @@ class ExportAllFormatsTest(tf.test.TestCase):
         for name, artifact in self.artifacts().items():
             signature = artifact["signature"]
             self.assertEqual("serving_default", signature["name"])
-            self.assertEqual([{"name": "tokens", "shape": [None, None], "dtype": "int32"}], signature["inputs"], name)
+            self.assertEqual(
+                [{"name": "tokens", "shape": [None, None], "dtype": "int32"}],
+                signature["inputs"],
+                name,
+            )
             self.assertEqual(["output_0"], [output["name"] for output in signature["outputs"]])
             self.assertIsNone(signature["outputs"][0]["shape"][0], name)
             self.assertIsNone(artifact["fixed_sequence_length"])
@@ -161,7 +172,9 @@ class ExportAllFormatsTest(tf.test.TestCase):
         for length in (2, 17):
             ids = token_ids(rng, 3, length)
             expected = self.model(ids).numpy()
-            got = run_tflite(os.path.join(self.out, "model_float32.tflite"), {"tokens": ids})["output_0"]
+            got = run_tflite(os.path.join(self.out, "model_float32.tflite"), {"tokens": ids})[
+                "output_0"
+            ]
             self.assertAllClose(expected, got, atol=1e-4)
             got = run_onnx(os.path.join(self.out, "model.onnx"), {"tokens": ids})["output_0"]
             self.assertAllClose(expected, got, atol=1e-4)
@@ -195,7 +208,9 @@ class MultiOutputTest(tf.test.TestCase):
         source = keras.Input(shape=(None,), dtype="int32", name="source")
         target = keras.Input(shape=(None,), dtype="int32", name="target")
         embedding = keras.layers.Embedding(VOCABULARY, 16, mask_zero=True)
-        encoded = layers.TransformerEncoderBlock(num_heads=2, intermediate_dim=16)(embedding(source))
+        encoded = layers.TransformerEncoderBlock(num_heads=2, intermediate_dim=16)(
+            embedding(source)
+        )
         decoded, scores = layers.MultiHeadAttention(num_heads=2, key_dim=8)(
             embedding(target), encoded, return_attention_scores=True
         )
@@ -209,18 +224,24 @@ class MultiOutputTest(tf.test.TestCase):
 
         expected = [t.numpy() for t in model(sample)]
         for name, artifact in manifest["artifacts"].items():
-            self.assertCountEqual(["output_0", "output_1"], artifact["max_abs_difference_per_output"], name)
+            self.assertCountEqual(
+                ["output_0", "output_1"], artifact["max_abs_difference_per_output"], name
+            )
             outputs = artifact["signature"]["outputs"]
             self.assertEqual(["output_0", "output_1"], [output["name"] for output in outputs], name)
             if name != "onnx":  # tf2onnx does not always keep static output dims
-                self.assertEqual([[None, None, 5], [None, 2, None, None]], [o["shape"] for o in outputs], name)
+                self.assertEqual(
+                    [[None, None, 5], [None, 2, None, None]], [o["shape"] for o in outputs], name
+                )
             self.assertEqual(
                 [{"source": [3, 7], "target": [3, 4]}, {"source": [3, 4], "target": [3, 2]}],
                 artifact["verified_input_shapes"],
             )
         got = run_onnx(os.path.join(out, "model.onnx"), {"source": sample[0], "target": sample[1]})
         self.assertAllClose(expected[1], got["output_1"], atol=1e-5)
-        got = run_tflite(os.path.join(out, "model_float32.tflite"), {"source": sample[0], "target": sample[1]})
+        got = run_tflite(
+            os.path.join(out, "model_float32.tflite"), {"source": sample[0], "target": sample[1]}
+        )
         self.assertAllClose(expected[0], got["output_0"], atol=1e-4)
         self.assertAllClose(expected[1], got["output_1"], atol=1e-4)
 
@@ -259,7 +280,9 @@ class ExactGeluTest(tf.test.TestCase):
 class ConversionFailureTest(tf.test.TestCase):
     def test_unsupported_op_names_the_op_and_the_layer(self):
         root = self.get_temp_dir()
-        with self.assertRaisesRegex(ExportError, r"StridedSlice.*layer 'gate' \(PadGate\).*sequence_length") as caught:
+        with self.assertRaisesRegex(
+            ExportError, r"StridedSlice.*layer 'gate' \(PadGate\).*sequence_length"
+        ) as caught:
             export(gated_model(), os.path.join(root, "out"), formats=("tflite",))
         self.assertEqual("conversion", caught.exception.kind)
         self.assertEqual(1, len(str(caught.exception).splitlines()))
@@ -267,14 +290,18 @@ class ConversionFailureTest(tf.test.TestCase):
 
     def test_fixed_sequence_length_is_the_fallback(self):
         out = os.path.join(self.get_temp_dir(), "out")
-        manifest = export(gated_model(), out, formats=("tflite", "onnx"), sequence_length=6, latency_runs=2)
+        manifest = export(
+            gated_model(), out, formats=("tflite", "onnx"), sequence_length=6, latency_runs=2
+        )
         tflite = manifest["artifacts"]["tflite_float32"]
         self.assertEqual(6, tflite["fixed_sequence_length"])
         self.assertEqual([None, 6], tflite["signature"]["inputs"][0]["shape"])
         self.assertEqual([{"tokens": [4, 6]}, {"tokens": [4, 6]}], tflite["verified_input_shapes"])
         # ONNX has no such problem and keeps the dynamic length.
         self.assertIsNone(manifest["artifacts"]["onnx"]["fixed_sequence_length"])
-        self.assertEqual([None, None], manifest["artifacts"]["onnx"]["signature"]["inputs"][0]["shape"])
+        self.assertEqual(
+            [None, None], manifest["artifacts"]["onnx"]["signature"]["inputs"][0]["shape"]
+        )
 
 
 class AtomicityTest(tf.test.TestCase):
@@ -287,7 +314,9 @@ class AtomicityTest(tf.test.TestCase):
     def fail_float16(self, **kwargs):
         # float16 differs from Keras by ~1e-5, far above this tolerance.
         with self.assertRaisesRegex(
-            ExportError, r"tflite_float16: output 'output_0' of model_float16\.tflite differs .*\(tolerance 1e-12 x "
+            ExportError,
+            r"tflite_float16: output 'output_0' of model_float16\.tflite differs .*\(tolerance "
+            r"1e-12 x ",
         ) as caught:
             export(
                 self.model,
@@ -317,7 +346,9 @@ class AtomicityTest(tf.test.TestCase):
 
     def test_existing_folder_needs_overwrite(self):
         os.makedirs(self.out)
-        with self.assertRaisesRegex(ExportError, r"Expected `out_dir` not to exist \(or overwrite=True\)"):
+        with self.assertRaisesRegex(
+            ExportError, r"Expected `out_dir` not to exist \(or overwrite=True\)"
+        ):
             export(self.model, self.out, formats=("saved_model",))
         self.assertEqual([], os.listdir(self.out))
 
@@ -333,7 +364,9 @@ class AtomicityTest(tf.test.TestCase):
         os.makedirs(self.out)
         with open(os.path.join(self.out, "notes.txt"), "w") as file:
             file.write("mine")
-        with self.assertRaisesRegex(ExportError, r"Expected `out_dir` to be empty or a previous export"):
+        with self.assertRaisesRegex(
+            ExportError, r"Expected `out_dir` to be empty or a previous export"
+        ):
             export(self.model, self.out, formats=("saved_model",), overwrite=True)
         self.assertEqual(["notes.txt"], os.listdir(self.out))
 
@@ -362,16 +395,23 @@ class ArgumentErrorTest(tf.test.TestCase):
         ids = np.ones((2, 5), "int32")
         cases = [
             (r"Expected `model` to be a keras.Model, received: str", dict(model="model.keras")),
-            (r"Expected `formats` .*received: formats=\('tflite', 'pb'\)", dict(formats=("tflite", "pb"))),
+            (
+                r"Expected `formats` .*received: formats=\('tflite', 'pb'\)",
+                dict(formats=("tflite", "pb")),
+            ),
             (r"Expected `quantize` .*received: quantize=\('int4',\)", dict(quantize=("int4",))),
             (r"Expected `quantize` .*received: quantize=\(\)", dict(quantize=())),
             (
-                r"Expected `representative_data` \(calibration inputs\) for quantize mode 'full_int8', received: None",
+                r"Expected `representative_data` \(calibration inputs\) for quantize mode "
+                r"'full_int8', received: None",
                 dict(quantize=("full_int8",)),
             ),
             (
-                r"Expected `representative_data\[1\]` to have shape \(None, None\) and dtype int32, received: shape \(1, 5, 2\)",
-                dict(quantize=("full_int8",), representative_data=[ids, np.ones((1, 5, 2), "int32")]),
+                r"Expected `representative_data\[1\]` to have shape \(None, None\) and dtype "
+                r"int32, received: shape \(1, 5, 2\)",
+                dict(
+                    quantize=("full_int8",), representative_data=[ids, np.ones((1, 5, 2), "int32")]
+                ),
             ),
             (
                 r"Expected `representative_data` to have dtype int32, received: dtype float32",
@@ -381,12 +421,31 @@ class ArgumentErrorTest(tf.test.TestCase):
                 r"Expected `sample_inputs` to have the keys \['tokens'\], received: keys \['ids'\]",
                 dict(sample_inputs={"ids": ids}),
             ),
-            (r"Expected `sample_inputs` to be non-empty, received: shape \(0, 5\)", dict(sample_inputs=ids[:0])),
-            (r"Expected `tolerances` keys from .*received: 'tflite'", dict(tolerances={"tflite": 1e-3})),
-            (r"Expected `tolerances\['float16'\]` to be a positive number, received: -1", dict(tolerances={"float16": -1})),
-            (r"Expected `sequence_length` to be a positive integer or None, received: sequence_length=0", dict(sequence_length=0)),
-            (r"Expected `latency_runs` to be a positive integer, received: latency_runs=0", dict(latency_runs=0)),
-            (r"Expected `latency_batch_size` to be a positive integer", dict(latency_batch_size=2.5)),
+            (
+                r"Expected `sample_inputs` to be non-empty, received: shape \(0, 5\)",
+                dict(sample_inputs=ids[:0]),
+            ),
+            (
+                r"Expected `tolerances` keys from .*received: 'tflite'",
+                dict(tolerances={"tflite": 1e-3}),
+            ),
+            (
+                r"Expected `tolerances\['float16'\]` to be a positive number, received: -1",
+                dict(tolerances={"float16": -1}),
+            ),
+            (
+                r"Expected `sequence_length` to be a positive integer or None, received: "
+                r"sequence_length=0",
+                dict(sequence_length=0),
+            ),
+            (
+                r"Expected `latency_runs` to be a positive integer, received: latency_runs=0",
+                dict(latency_runs=0),
+            ),
+            (
+                r"Expected `latency_batch_size` to be a positive integer",
+                dict(latency_batch_size=2.5),
+            ),
         ]
         for pattern, kwargs in cases:
             with self.subTest(pattern=pattern):
@@ -395,7 +454,11 @@ class ArgumentErrorTest(tf.test.TestCase):
     def test_rejects_a_sequence_length_without_a_dynamic_axis(self):
         inputs = keras.Input(shape=(6,))
         model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-        self.assert_rejected(r"Expected `sequence_length` only for a model with a dynamic sequence axis", model=model, sequence_length=6)
+        self.assert_rejected(
+            r"Expected `sequence_length` only for a model with a dynamic sequence axis",
+            model=model,
+            sequence_length=6,
+        )
 
     def test_rejects_a_file_as_out_dir(self):
         path = os.path.join(self.get_temp_dir(), "a_file")

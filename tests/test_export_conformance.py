@@ -40,8 +40,8 @@ LATENCY = dict(latency_runs=1, latency_batch_size=2)
 
 CHUNKED_LOOP = (
     'implementation="chunked" runs its online softmax in a while loop whose running maximum starts '
-    "at the masked score (-0.7 x float32 max); the quantizer gives that loop state an int8 scale and "
-    "the LiteRT interpreter aborts (SIGABRT) preparing the quantized loop body, which `export` "
+    "at the masked score (-0.7 x float32 max); the quantizer gives that loop state an int8 scale "
+    "and the LiteRT interpreter aborts (SIGABRT) preparing the quantized loop body, which `export` "
     "catches by running the file in a child process first"
 )
 
@@ -49,7 +49,10 @@ CHUNKED_LOOP = (
 # "SIGABRT" (the process dies) or "ExportError(<kind>)"; each is checked in a
 # child process, which a crashing runtime cannot take the tests down with.
 KNOWN_FAILURES = {
-    ("multi_head_attention_chunked", "tflite_full_int8"): ("ExportError(verification)", CHUNKED_LOOP),
+    ("multi_head_attention_chunked", "tflite_full_int8"): (
+        "ExportError(verification)",
+        CHUNKED_LOOP,
+    ),
 }
 
 # The README's table: one row per layer, one column per artifact.
@@ -148,7 +151,9 @@ class ExportConformanceTest(tf.test.TestCase, parameterized.TestCase):
             table[cells[0].strip("`")] = dict(zip(README_COLUMNS.values(), cells[1:]))
         self.assertCountEqual(layers.__all__, table)
         for layer_name, cells in table.items():
-            probes = [p for p, cls in export_probes.PROBE_LAYERS.items() if cls.__name__ == layer_name]
+            probes = [
+                p for p, cls in export_probes.PROBE_LAYERS.items() if cls.__name__ == layer_name
+            ]
             for artifact, cell in cells.items():
                 failing = any((probe, artifact) in KNOWN_FAILURES for probe in probes)
                 passing = any((probe, artifact) not in KNOWN_FAILURES for probe in probes)
@@ -175,12 +180,20 @@ class ExportConformanceTest(tf.test.TestCase, parameterized.TestCase):
         # The bound `export` checked: tolerance x max(1, max|keras|) on the
         # sample and on the sample cut to the second length.
         cut = [
-            {name: array[:, : shapes[name][1]] if array.ndim == 2 else array for name, array in sample.items()}
+            {
+                name: array[:, : shapes[name][1]] if array.ndim == 2 else array
+                for name, array in sample.items()
+            }
             for shapes in manifest["verified_input_shapes"]
         ]
         keras_outputs = _keras_outputs(model, sample)
         scale = max(
-            1.0, *(float(np.max(np.abs(x))) for inputs in cut for x in _keras_outputs(model, inputs).values())
+            1.0,
+            *(
+                float(np.max(np.abs(x)))
+                for inputs in cut
+                for x in _keras_outputs(model, inputs).values()
+            ),
         )
         for name, artifact in manifest["artifacts"].items():
             with self.subTest(artifact=name):
@@ -201,7 +214,9 @@ class ExportConformanceTest(tf.test.TestCase, parameterized.TestCase):
         for name, run in (("tflite_float32", _run_tflite), ("onnx", _run_onnx)):
             got = run(os.path.join(out_dir, manifest["artifacts"][name]["path"]), longer)
             for output, value in want.items():
-                self.assertAllClose(value, got[output], atol=1e-4, rtol=1e-4, msg=f"{name} {output}")
+                self.assertAllClose(
+                    value, got[output], atol=1e-4, rtol=1e-4, msg=f"{name} {output}"
+                )
 
     @parameterized.named_parameters(
         (f"{probe}_{artifact}", probe, artifact) for probe, artifact in KNOWN_FAILURES

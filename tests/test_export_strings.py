@@ -20,7 +20,13 @@ VOCABULARY = [
     "plot", "acting", "!", ".", ",", "##s", "##ly", "very", "good",
 ]
 SEQUENCE_LENGTH = 16
-SAMPLES = ["The movie was great!", "bad acting.", "a film, not a movie", "very very good plots", "!"]
+SAMPLES = [
+    "The movie was great!",
+    "bad acting.",
+    "a film, not a movie",
+    "very very good plots",
+    "!",
+]
 # Not seen in the export: unknown words, case, an empty string, more than 16 tokens.
 UNSEEN = [
     "GREAT films, badly acted",
@@ -40,9 +46,13 @@ def masked_classifier():
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     padding_mask = keras.Input(shape=(None,), dtype="bool", name="padding_mask")
     x = keras.layers.Embedding(len(VOCABULARY), 16)(token_ids)
-    x = layers.MultiHeadAttention(num_heads=2, key_dim=8)(x, x, query_mask=padding_mask, value_mask=padding_mask)
+    x = layers.MultiHeadAttention(num_heads=2, key_dim=8)(
+        x, x, query_mask=padding_mask, value_mask=padding_mask
+    )
     x = layers.AttentionPooling(units=8)(x, mask=padding_mask)
-    return keras.Model([token_ids, padding_mask], keras.layers.Dense(3)(x), name="masked_classifier")
+    return keras.Model(
+        [token_ids, padding_mask], keras.layers.Dense(3)(x), name="masked_classifier"
+    )
 
 
 def ids_classifier(name="token_ids"):
@@ -82,7 +92,13 @@ class StringServingTest(tf.test.TestCase):
 
     def test_writes_the_vocabulary_beside_the_artifacts(self):
         self.assertCountEqual(
-            ["saved_model", "model_float32.tflite", "model.onnx", "vocabulary.txt", "manifest.json"],
+            [
+                "saved_model",
+                "model_float32.tflite",
+                "model.onnx",
+                "vocabulary.txt",
+                "manifest.json",
+            ],
             os.listdir(self.out),
         )
         self.assertEqual(["exported"], os.listdir(self.root))
@@ -118,7 +134,9 @@ class StringServingTest(tf.test.TestCase):
         self.assertLessEqual(artifact["max_abs_difference"], 1e-4)
         self.assertCountEqual(["batch_1", "batch_8"], artifact["latency_ms"])
         self.assertTrue(all(value > 0 for value in artifact["latency_ms"].values()))
-        self.assertEqual("serving_ids", self.manifest["artifacts"]["saved_model"]["signature"]["name"])
+        self.assertEqual(
+            "serving_ids", self.manifest["artifacts"]["saved_model"]["signature"]["name"]
+        )
 
     def test_preprocessing_entry(self):
         entry = self.manifest["preprocessing"]
@@ -129,8 +147,12 @@ class StringServingTest(tf.test.TestCase):
         self.assertEqual(len(VOCABULARY), entry["vocabulary_size"])
         self.assertEqual(SEQUENCE_LENGTH, entry["sequence_length"])
         self.assertTrue(entry["lower_case"])
-        self.assertEqual({"name": "text", "shape": [None], "dtype": "string"}, entry["string_input"])
-        self.assertEqual(("serving_default", "serving_ids"), (entry["string_signature"], entry["id_signature"]))
+        self.assertEqual(
+            {"name": "text", "shape": [None], "dtype": "string"}, entry["string_input"]
+        )
+        self.assertEqual(
+            ("serving_default", "serving_ids"), (entry["string_signature"], entry["id_signature"])
+        )
         self.assertEqual(["saved_model_strings"], entry["takes_strings"])
         self.assertEqual(["saved_model", "tflite_float32", "onnx"], entry["takes_ids"])
         self.assertIn("FastWordpieceTokenizeWithOffsets", entry["saved_model_custom_ops"])
@@ -146,7 +168,10 @@ class StringServingTest(tf.test.TestCase):
                 name,
             )
             self.assertEqual(
-                [{"token_ids": [5, 16], "padding_mask": [5, 16]}, {"token_ids": [5, 10], "padding_mask": [5, 10]}],
+                [
+                    {"token_ids": [5, 16], "padding_mask": [5, 16]},
+                    {"token_ids": [5, 10], "padding_mask": [5, 10]},
+                ],
                 artifact["verified_input_shapes"],
                 name,
             )
@@ -156,7 +181,10 @@ class StringServingTest(tf.test.TestCase):
         interpreter = Interpreter(model_path=os.path.join(self.out, "model_float32.tflite"))
         runner = interpreter.get_signature_runner("serving_default")
         details = runner.get_input_details()
-        self.assertEqual({"token_ids": np.int32, "padding_mask": np.bool_}, {k: d["dtype"] for k, d in details.items()})
+        self.assertEqual(
+            {"token_ids": np.int32, "padding_mask": np.bool_},
+            {k: d["dtype"] for k, d in details.items()},
+        )
         self.assertAllClose(expected, runner(**features)["output_0"], atol=1e-5)
 
         session = onnxruntime.InferenceSession(
@@ -174,13 +202,20 @@ class StringCalibrationTest(tf.test.TestCase):
         # The model takes token_ids alone: the preprocessor's padding_mask is left out.
         model = ids_classifier()
         layer = preprocessor()
-        texts = [f"{a} {b} was {c}" for a in ("the", "a") for b in ("movie", "film", "plot") for c in ("great", "bad", "not good")]
+        texts = [
+            f"{a} {b} was {c}"
+            for a in ("the", "a")
+            for b in ("movie", "film", "plot")
+            for c in ("great", "bad", "not good")
+        ]
         out = os.path.join(self.get_temp_dir(), "out")
         manifest = export(
             model, out, formats=("tflite",), quantize=("full_int8",), preprocessor=layer,
             sample_inputs=np.array(SAMPLES), representative_data=texts * 4, latency_runs=1,
         )
-        self.assertCountEqual(["model_full_int8.tflite", "vocabulary.txt", "manifest.json"], os.listdir(out))
+        self.assertCountEqual(
+            ["model_full_int8.tflite", "vocabulary.txt", "manifest.json"], os.listdir(out)
+        )
         artifact = manifest["artifacts"]["tflite_full_int8"]
         self.assertEqual(["token_ids"], [i["name"] for i in artifact["signature"]["inputs"]])
         self.assertLessEqual(artifact["max_abs_difference"], artifact["tolerance"])
@@ -221,19 +256,30 @@ class StringErrorTest(tf.test.TestCase):
         masked, ids = masked_classifier(), ids_classifier()
         cases = [
             (
-                r"Expected the outputs of `preprocessor` to include every model input \['ids'\] by name, "
-                r"received: outputs \['padding_mask', 'token_ids'\] \(none for \['ids'\]\)",
-                dict(model=ids_classifier(name="ids"), preprocessor=preprocessor(), sample_inputs=SAMPLES),
+                r"Expected the outputs of `preprocessor` to include every model input \['ids'\] by "
+                r"name, received: outputs \['padding_mask', 'token_ids'\] \(none for \['ids'\]\)",
+                dict(
+                    model=ids_classifier(name="ids"),
+                    preprocessor=preprocessor(),
+                    sample_inputs=SAMPLES,
+                ),
             ),
             (
-                r"Expected `preprocessor` to return a dict keyed by the model inputs \['token_ids', 'padding_mask'\], "
+                r"Expected `preprocessor` to return a dict keyed by the model inputs "
+                r"\['token_ids', 'padding_mask'\], "
                 r"received: one tensor of dtype int32 and shape \(5, 8\)",
-                dict(model=masked, preprocessor=TokenIdsOnly(VOCABULARY, sequence_length=8), sample_inputs=SAMPLES),
+                dict(
+                    model=masked,
+                    preprocessor=TokenIdsOnly(VOCABULARY, sequence_length=8),
+                    sample_inputs=SAMPLES,
+                ),
             ),
             (
-                r"Expected `sample_inputs` to be raw strings \(a non-empty list or 1-D array of str\) for "
-                r"`preprocessor`, received: an array of dtype int32 and shape \(2, 5\)",
-                dict(model=ids, preprocessor=preprocessor(), sample_inputs=np.ones((2, 5), "int32")),
+                r"Expected `sample_inputs` to be raw strings \(a non-empty list or 1-D array of "
+                r"str\) for `preprocessor`, received: an array of dtype int32 and shape \(2, 5\)",
+                dict(
+                    model=ids, preprocessor=preprocessor(), sample_inputs=np.ones((2, 5), "int32")
+                ),
             ),
             (
                 r"Expected `sample_inputs` to be raw strings .*, received: None",
@@ -241,15 +287,18 @@ class StringErrorTest(tf.test.TestCase):
             ),
             (
                 r"Expected `sample_inputs` strings of shape \(B,\), received: shape \(2, 1\)",
-                dict(model=ids, preprocessor=preprocessor(), sample_inputs=np.array([["a"], ["b"]])),
+                dict(
+                    model=ids, preprocessor=preprocessor(), sample_inputs=np.array([["a"], ["b"]])
+                ),
             ),
             (
-                r"Expected `preprocessor` \(a layer from strings to the model's inputs\) for the strings of "
-                r"`sample_inputs`, received: preprocessor=None",
+                r"Expected `preprocessor` \(a layer from strings to the model's inputs\) for the "
+                r"strings of `sample_inputs`, received: preprocessor=None",
                 dict(model=ids, sample_inputs=SAMPLES),
             ),
             (
-                r"Expected `preprocessor` .* for the strings of `representative_data`, received: preprocessor=None",
+                r"Expected `preprocessor` .* for the strings of `representative_data`, received: "
+                r"preprocessor=None",
                 dict(model=ids, quantize=("full_int8",), representative_data=SAMPLES),
             ),
             (
@@ -267,15 +316,17 @@ class StringErrorTest(tf.test.TestCase):
         x = keras.layers.Embedding(len(VOCABULARY), 4)(token_ids) * padding_mask[..., None]
         model = keras.Model([token_ids, padding_mask], keras.layers.GlobalAveragePooling1D()(x))
         self.assert_rejected(
-            r"Expected `preprocessor\(sample_inputs\)` for input 'padding_mask' to have dtype float32, "
-            r"received: dtype bool",
-            model=model, preprocessor=preprocessor(), sample_inputs=SAMPLES,
+            r"Expected `preprocessor\(sample_inputs\)` for input 'padding_mask' to have dtype "
+            r"float32, received: dtype bool",
+            model=model,
+            preprocessor=preprocessor(),
+            sample_inputs=SAMPLES,
         )
 
     def test_string_signature_that_differs_from_keras_fails(self):
         self.assert_rejected(
-            r"saved_model_strings: output 'output_0' of saved_model differs from the Keras model by .* "
-            r"on inputs of shape \{'text': \[5\]\}",
+            r"saved_model_strings: output 'output_0' of saved_model differs from the Keras model "
+            r"by .* on inputs of shape \{'text': \[5\]\}",
             model=ids_classifier(),
             kind="verification",
             formats=("saved_model",),

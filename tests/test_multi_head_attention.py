@@ -57,11 +57,14 @@ def numpy_mha(
     for padding_mask in (value_mask, key_mask):
         if padding_mask is not None:
             mask &= np.asarray(padding_mask, bool)[:, None, :]
-    if attention_mask is not None:
+    if attention_mask is not None and np.ndim(attention_mask) < 4:
         mask &= np.asarray(attention_mask, bool)
     if use_causal_mask:
         mask &= harness.numpy_causal_mask(q_len, k_len)
-    weights = harness.numpy_masked_softmax(logits, mask[:, None])
+    mask = mask[:, None]  # (B, 1, Tq, Tk)
+    if attention_mask is not None and np.ndim(attention_mask) == 4:
+        mask = mask & np.asarray(attention_mask, bool)  # per head
+    weights = harness.numpy_masked_softmax(logits, mask)
     attended = np.einsum("bnts,bsnh->btnh", weights, v)
     if layer._use_gate:
         attended = attended / (1 + np.exp(-project(layer._gate_dense, query)))
@@ -220,6 +223,160 @@ class MultiHeadAttentionTest(harness.LayerTestCase):
         got = layer(self.query, self.value, self.key, return_attention_scores=True)
         for a, b in zip(want, got):
             self.assertAllClose(a, b, atol=1e-5)
+
+    def test_per_head_attention_mask(self):
+        # A rank-4 (B, N, Tq, Tk) mask, as Keras takes it: each head its own
+        # mask; a head whose row is all False gives that head zero weights.
+        per_head = RNG.random((2, 2, 4, 6)) > 0.4
+        per_head[1, 0, 2] = False  # head 0 of query 2 sees nothing
+        per_head[0, 1] = True
+        for implementation in ("dense", "chunked"):
+            with self.subTest(implementation):
+                layer = MultiHeadAttention(
+                    num_heads=2, key_dim=4, implementation=implementation, block_size=4
+                )
+                layer(self.query, self.value)
+                for kwargs in (
+                    {},
+                    dict(query_mask=self.query_mask, value_mask=self.value_mask),
+                    dict(use_causal_mask=True),
+                ):
+                    args = dict(query=self.query, value=self.value, attention_mask=per_head)
+                    args.update(kwargs)
+                    output = layer(**args)
+                    want = numpy_mha(layer, **args)
+                    self.assertAllClose(want, output, atol=1e-5)
+        layer = MultiHeadAttention(num_heads=2, key_dim=4)
+        _, scores = layer(
+            self.query, self.value, attention_mask=per_head, return_attention_scores=True
+        )
+        self.assertAllEqual(np.zeros(6), scores[1, 0, 2])
+        self.assertAllClose(np.ones(4), np.sum(scores[0, 1], -1), atol=1e-6)
+        self.assertAllEqual(np.zeros_like(scores.numpy())[~per_head], scores.numpy()[~per_head])
+        # Symbolically too, in a functional model.
+        self.check_output_spec(
+            lambda: MultiHeadAttention(num_heads=2, key_dim=4),
+            (
+                {"query": self.query, "value": self.value, "attention_mask": per_head},
+                {"return_attention_scores": True},
+            ),
+        )
+        # The same head mask for every head equals the rank-3 mask.
+        shared = per_head[:, :1].repeat(2, 1)
+        self.assertAllClose(
+            layer(self.query, self.value, attention_mask=per_head[:, 0]),
+            layer(self.query, self.value, attention_mask=shared),
+            atol=1e-6,
+        )
+
+    def test_per_head_attention_mask_attention_axes_matches_keras(self):
+        # Inputs (B, 3, 4, D) attending over axis 2; a per-head mask laid out
+        # like the scores, (B, 3, N, 4, 4).
+        x = normal(2, 3, 4, 8)
+        mask = RNG.random((2, 3, 2, 4, 4)) > 0.4
+        mask[..., 0] = True  # every query keeps a key: Keras is right
+        ours = MultiHeadAttention(num_heads=2, key_dim=4, attention_axes=(2,))
+        theirs = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, attention_axes=(2,))
+        ours(x, x)
+        theirs(x, x)
+        ours.set_weights(theirs.get_weights())
+        want, want_scores = theirs(x, x, attention_mask=mask, return_attention_scores=True)
+        got, scores = ours(x, x, attention_mask=mask, return_attention_scores=True)
+        self.assertAllClose(want, got, atol=1e-5)
+        self.assertAllClose(want_scores, scores, atol=1e-5)
+
+    def test_compute_attention_is_the_call_path(self):
+        # `call` goes through `_compute_attention`: an override changes the
+        # result, and sees the merged mask (padding and causal, folded in
+        # because an override gets no causal flag).
+        seen = {}
+
+        class Silenced(MultiHeadAttention):
+            def _compute_attention(
+                self, query, key, value, attention_mask=None, training=None,
+                return_attention_scores=False,
+            ):
+                seen["mask"] = attention_mask
+                output, scores = super()._compute_attention(
+                    query, key, value, attention_mask, training, return_attention_scores
+                )
+                return output * 0.0, scores
+
+        for implementation in ("dense", "chunked"):
+            with self.subTest(implementation):
+                layer = Silenced(num_heads=2, key_dim=4, implementation=implementation)
+                output = layer(
+                    self.query, self.value, value_mask=self.value_mask, use_causal_mask=True
+                )
+                bias = layer.output_dense.bias.numpy()
+                self.assertAllClose(np.broadcast_to(bias, output.shape), output)
+                want = padding([6, 3], 6)[:, None, :] & np.tril(np.ones((4, 6), bool))
+                self.assertAllEqual(want, np.broadcast_to(seen["mask"], want.shape))
+
+        # An override that calls the base unchanged gives the base's results.
+        class Passthrough(MultiHeadAttention):
+            def _compute_attention(self, *args, **kwargs):
+                return super()._compute_attention(*args, **kwargs)
+
+        base = MultiHeadAttention(num_heads=2, key_dim=4)
+        other = Passthrough(num_heads=2, key_dim=4)
+        base(self.query, self.value)
+        other(self.query, self.value)
+        other.set_weights(base.get_weights())
+        for kwargs in ({}, dict(use_causal_mask=True, query_mask=self.query_mask)):
+            self.assertAllClose(
+                base(self.query, self.value, **kwargs),
+                other(self.query, self.value, **kwargs),
+                atol=1e-6,
+            )
+
+    def test_compute_attention_keras_signature(self):
+        # Called directly, as keras-hub's cached attention does: projected
+        # (B, T, N, H) heads, a (B, Tq, Tk) mask, and a causal flag that it
+        # honours together with the mask.
+        layer = MultiHeadAttention(num_heads=2, key_dim=4)
+        layer(self.query, self.query)
+        q, k, v = normal(2, 4, 2, 4), normal(2, 4, 2, 4), normal(2, 4, 2, 4)
+        extra = np.ones((2, 4, 4), bool)
+        extra[:, 3, 1] = False
+        extra[1, 2] = False  # a row with no key
+        causal = np.tril(np.ones((4, 4), bool))
+        both, scores = layer._compute_attention(
+            q, k, v, attention_mask=extra, use_causal_mask=True, return_attention_scores=True
+        )
+        merged, _ = layer._compute_attention(q, k, v, attention_mask=extra & causal)
+        self.assertAllClose(merged, both, atol=1e-6)
+        self.assertEqual((2, 4, 2, 4), tuple(both.shape))
+        self.assertAllEqual(np.zeros((2, 4)), both[1, 2])
+        logits = np.einsum("btnh,bsnh->bnts", q, k) / 2.0
+        want = harness.numpy_masked_softmax(logits, (extra & causal)[:, None])
+        self.assertAllClose(want, scores, atol=1e-6)
+        self.assertIsNone(layer._compute_attention(q, k, v)[1])
+
+    def test_masked_softmax_helper(self):
+        layer = MultiHeadAttention(num_heads=2, key_dim=4)
+        scores = keras.ops.cast(normal(2, 2, 3, 4), "float16")
+        mask = np.ones((2, 3, 4), bool)
+        mask[0, 1] = False
+        weights = layer._masked_softmax(scores, mask)
+        self.assertEqual("float16", keras.backend.standardize_dtype(weights.dtype))
+        self.assertAllEqual(np.zeros((2, 4)), weights[0, :, 1])
+        self.assertAllClose(np.ones((2, 2)), np.sum(np.float32(weights[:, :, 0]), -1), atol=1e-3)
+
+    def test_fresh_kernels_differ(self):
+        # Query, key and value kernels are (8, 2, 4) each.
+        inputs = ({"query": self.query, "value": self.value}, {})
+        self.check_fresh_kernels_differ(
+            lambda: MultiHeadAttention(num_heads=2, key_dim=4), inputs, min_pairs=3
+        )
+        self.check_fresh_kernels_differ(
+            lambda: MultiHeadAttention(
+                num_heads=2, key_dim=4, use_gate=True,
+                kernel_initializer=keras.initializers.GlorotUniform(),
+            ),
+            inputs,
+            min_pairs=6,
+        )
 
     def test_fully_masked_rows_are_zero(self):
         # No output bias, so rows with nothing to attend to are exactly zero.

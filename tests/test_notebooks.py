@@ -108,12 +108,16 @@ class AttentionTransformerNotebookTest(tf.test.TestCase):
                 client.execute(env=environment)
 
             printed = _printed_text(notebook)
-            found = re.search(r"dev accuracy (\d\.\d{4}) after 1 epoch\(s\) of (\d+) steps", printed)
+            found = re.search(
+                r"dev accuracy (\d\.\d{4}) after 1 epoch\(s\) of (\d+) steps", printed
+            )
             self.assertIsNotNone(found, printed)
             accuracy, steps = float(found.group(1)), int(found.group(2))
             self.assertBetween(accuracy, 0.0, 1.0)
             self.assertBetween(steps, 1, 20)  # the parameter made training tiny
-            reloaded = re.search(r"dev accuracy of the reloaded preset (\d\.\d{4}) on 872 ", printed)
+            reloaded = re.search(
+                r"dev accuracy of the reloaded preset (\d\.\d{4}) on 872 ", printed
+            )
             self.assertIsNotNone(reloaded, printed)
             # The saved preset predicts what the trained model did (one sentence is 0.0011).
             self.assertAllClose(accuracy, float(reloaded.group(1)), atol=0.0035)

@@ -173,23 +173,27 @@ class DotProductAttentionTest(tf.test.TestCase, parameterized.TestCase):
             self.assertTrue(np.all(np.isfinite(tf.cast(out, "float32").numpy())))
             self.assertAllEqual(np.zeros((4, 6)), tf.cast(out, "float32")[1, 2])
 
-    def test_auto_is_chunked_only_for_long_static_keys_at_inference(self):
+    def test_auto_is_chunked_where_dense_scores_are_large_training_or_not(self):
         from unittest import mock
 
         from kerasattn.ops import attention
 
-        q = np.zeros((1, 2, 1, 4), "float32")
-        long_k = np.zeros((1, attention.AUTO_CHUNKED_MIN_KEY_LENGTH, 1, 4), "float32")
-        short_k = long_k[:, :8]
-        with mock.patch.object(
-            attention, "_chunked_attention", wraps=attention._chunked_attention
-        ) as chunked:
+        # (B, N, Tq, Tk) float32 scores of exactly AUTO_CHUNKED_MIN_SCORE_BYTES;
+        # the paths are mocked, so nothing this large is computed.
+        side = int((attention.AUTO_CHUNKED_MIN_SCORE_BYTES // 16) ** 0.5)
+        q = np.zeros((1, side, 4, 2), "float32")
+        long_k = np.zeros((1, side, 4, 2), "float32")
+        short_k = long_k[:, : side // 2]
+        with mock.patch.object(attention, "_run_chunked") as chunked, \
+                mock.patch.object(attention, "_dense_attention") as dense:
             ka_ops.dot_product_attention(q, long_k, long_k)
-            self.assertEqual(1, chunked.call_count)
             ka_ops.dot_product_attention(q, long_k, long_k, training=True)
+            self.assertEqual(2, chunked.call_count)
             ka_ops.dot_product_attention(q, long_k, long_k, return_weights=True)
             ka_ops.dot_product_attention(q, short_k, short_k)
-            self.assertEqual(1, chunked.call_count)
+            ka_ops.dot_product_attention(q, long_k, long_k, dropout=lambda w: w)
+            self.assertEqual(2, chunked.call_count)
+            self.assertEqual(3, dense.call_count)
 
     def test_errors(self):
         with self.assertRaisesRegex(ValueError, "implementation.*'fast'"):

@@ -136,6 +136,12 @@ class PositionEmbeddingTest(harness.LayerTestCase):
         expected[1:5] = 2.0
         self.assertAllEqual(expected, grad)
 
+    def test_fresh_kernels_differ(self):
+        # One table: nothing of its shape to compare it with.
+        self.check_fresh_kernels_differ(
+            lambda: PositionEmbedding(sequence_length=6), self.inputs(), min_pairs=0
+        )
+
     def test_serialization(self):
         self.check_serialization(
             lambda: PositionEmbedding(sequence_length=6, initializer="random_normal"),
@@ -240,6 +246,10 @@ class SinusoidalPositionEncodingTest(harness.LayerTestCase):
         self.check_serialization(
             lambda: SinusoidalPositionEncoding(max_wavelength=500), self.inputs()
         )
+
+    def test_fresh_kernels_differ(self):
+        # No weights at all.
+        self.check_fresh_kernels_differ(SinusoidalPositionEncoding, self.inputs(), min_pairs=0)
 
     def test_mixed_precision(self):
         self.check_mixed_precision(SinusoidalPositionEncoding, self.inputs())
@@ -348,6 +358,10 @@ class RotaryEmbeddingTest(harness.LayerTestCase):
 
     def test_gradients(self):
         self.check_gradients(RotaryEmbedding(), self.inputs(), wrt="inputs")
+
+    def test_fresh_kernels_differ(self):
+        # No weights at all.
+        self.check_fresh_kernels_differ(RotaryEmbedding, self.inputs(), min_pairs=0)
 
     def test_serialization(self):
         self.check_serialization(

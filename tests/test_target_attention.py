@@ -26,11 +26,20 @@ NUMPY_ACTIVATIONS = {
 }
 
 
-def reference(layer, query, keys, values=None, keys_mask=None, return_attention_scores=False):
+def reference(
+    layer,
+    query,
+    value,
+    key=None,
+    query_mask=None,
+    value_mask=None,
+    key_mask=None,
+    return_attention_scores=False,
+):
     """NumPy float64 target attention, read off the layer's weights."""
     q = np.asarray(query, "float64")
-    k = np.asarray(keys, "float64")
-    v = k if values is None else np.asarray(values, "float64")
+    v = np.asarray(value, "float64")
+    k = v if key is None else np.asarray(key, "float64")
     single = q.ndim == 2
     if single:
         q = q[:, None]
@@ -49,8 +58,14 @@ def reference(layer, query, keys, values=None, keys_mask=None, return_attention_
             if i < len(layer._mlp) - 1:
                 h = activation(h)
         scores = h[..., 0]
-    mask = np.ones(k.shape[:2], bool) if keys_mask is None else np.asarray(keys_mask, bool)
+    mask = np.ones(k.shape[:2], bool)
+    for padding in (value_mask, key_mask):
+        if padding is not None:
+            mask = mask & np.asarray(padding, bool)
     mask = mask[:, None, :]
+    if query_mask is not None:
+        query_mask = np.asarray(query_mask, bool).reshape(q.shape[0], q.shape[1])
+        mask = mask & query_mask[:, :, None]
     if layer.normalization == "softmax":
         weights = harness.numpy_masked_softmax(scores, mask)
     else:
@@ -92,7 +107,7 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
         kernel = np.zeros((8, 1), "float32")
         kernel[6:, 0] = 1.0
         layer.set_weights([kernel, np.zeros((1,), "float32")])
-        output, weights = layer(query, keys, keys_mask=mask, return_attention_scores=True)
+        output, weights = layer(query, keys, value_mask=mask, return_attention_scores=True)
         self.assertAllClose([[1.0, 2.0, 0.0]], weights)
         self.assertAllClose([[1.0, 2.0]], output)
 
@@ -106,7 +121,7 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
         keys = np.array([[[0, 0, 0, 0], [math.log(3), 0, 0, 0], [100.0, 0, 0, 0]]], "float32")
         values = np.array([[[4.0, 0.0], [0.0, 4.0], [9.0, 9.0]]], "float32")
         output, weights = layer(
-            query, keys, values, keys_mask=np.array([[1, 1, 0]]), return_attention_scores=True
+            query, values, keys, value_mask=np.array([[1, 1, 0]]), return_attention_scores=True
         )
         self.assertAllClose([[0.25, 0.75, 0.0]], weights)
         self.assertAllClose([[1.0, 3.0]], output)
@@ -120,15 +135,15 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
         ("scaled_several_candidates", {"score": "scaled"}, QUERIES, None),
     )
     def test_matches_reference(self, kwargs, query, values):
-        args = {"query": query, "keys": KEYS, "keys_mask": PARTIAL_MASK}
+        args = {"query": query, "value": KEYS, "value_mask": PARTIAL_MASK}
         if values is not None:
-            args["values"] = values
+            args.update(value=values, key=KEYS)
         layer = make_layer(**kwargs)
         self.assert_matches_reference(layer, (args, {}), reference)
         self.assert_matches_reference(
             layer, (args, {"return_attention_scores": True}), reference
         )
-        del args["keys_mask"]
+        del args["value_mask"]
         self.assert_matches_reference(layer, (args, {}), reference)
 
     @parameterized.named_parameters(
@@ -140,9 +155,9 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
                 layer = make_layer(dtype=dtype, **kwargs)
                 args = {
                     "query": QUERIES,
-                    "keys": KEYS,
-                    "values": VALUES,
-                    "keys_mask": KEYS_MASK,
+                    "value": VALUES,
+                    "key": KEYS,
+                    "value_mask": KEYS_MASK,
                 }
                 output, weights = harness.call_eager(
                     layer, (args, {"return_attention_scores": True})
@@ -166,11 +181,46 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
         keys = embedding(ids)
         layer = make_layer()
         implicit = layer(QUERY, keys)
-        explicit = layer(QUERY, keys, keys_mask=ids > 0)
+        explicit = layer(QUERY, keys, value_mask=ids > 0)
         self.assertAllClose(explicit, implicit)
         self.assertAllEqual(np.zeros((D,)), implicit[1])
-        unmasked = layer(QUERY, keys, keys_mask=np.ones((B, T), bool))
+        unmasked = layer(QUERY, keys, value_mask=np.ones((B, T), bool))
         self.assertNotAllClose(unmasked, implicit)
+
+    def test_key_mask_and_query_mask(self):
+        layer = make_layer()
+        # key_mask is applied together with value_mask.
+        both = layer(QUERIES, VALUES, KEYS, value_mask=PARTIAL_MASK, key_mask=KEYS_MASK)
+        merged = layer(QUERIES, VALUES, KEYS, value_mask=PARTIAL_MASK & KEYS_MASK)
+        self.assertAllClose(merged, both)
+        self.assertAllEqual(np.zeros((TQ, DV)), both[1])
+        # A masked candidate gets a zero summary and zero weights; the others
+        # are unchanged.
+        query_mask = np.array([[True, False], [True, True]])
+        output, weights = layer(
+            QUERIES, VALUES, KEYS, query_mask=query_mask, value_mask=PARTIAL_MASK,
+            return_attention_scores=True,
+        )
+        plain = layer(QUERIES, VALUES, KEYS, value_mask=PARTIAL_MASK)
+        self.assertAllEqual(np.zeros((DV,)), output[0, 1])
+        self.assertAllEqual(np.zeros((T,)), weights[0, 1])
+        self.assertAllClose(plain[0, 0], output[0, 0])
+        self.assertAllClose(plain[1], output[1])
+        want = reference(
+            layer, QUERIES, VALUES, KEYS, query_mask=query_mask, value_mask=PARTIAL_MASK
+        )
+        self.assertAllClose(want, output, atol=1e-5)
+        # A single candidate takes a (B,) query mask.
+        single = layer(QUERY, VALUES, KEYS, query_mask=np.array([False, True]))
+        self.assertAllEqual(np.zeros((DV,)), single[0])
+        self.assertAllClose(layer(QUERY, VALUES, KEYS)[1], single[1])
+
+    def test_fresh_kernels_differ(self):
+        # Two hidden layers of width 4d: kernels (4d, 4d) and (4d, 4d).
+        self.check_fresh_kernels_differ(
+            lambda: TargetAttention(hidden_units=(4 * D, 4 * D)),
+            ({"query": QUERIES, "value": VALUES, "key": KEYS}, {}),
+        )
 
     def test_query_mask_propagated_for_several_candidates(self):
         candidate_ids = keras.Input(shape=(TQ,), dtype="int32")
@@ -184,7 +234,9 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
 
     def test_return_attention_scores(self):
         layer = make_layer()
-        output, weights = layer(QUERIES, KEYS, keys_mask=PARTIAL_MASK, return_attention_scores=True)
+        output, weights = layer(
+            QUERIES, KEYS, value_mask=PARTIAL_MASK, return_attention_scores=True
+        )
         self.assertEqual((B, TQ, D), tuple(output.shape))
         self.assertEqual((B, TQ, T), tuple(weights.shape))
         self.assertAllClose(np.ones((B, TQ)), keras.ops.sum(weights, -1))
@@ -198,27 +250,27 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
         plain(QUERY, KEYS)
         layer(QUERY, KEYS)
         plain.set_weights(layer.get_weights())
-        inference = layer(QUERY, KEYS, keys_mask=PARTIAL_MASK, training=False)
-        self.assertAllClose(plain(QUERY, KEYS, keys_mask=PARTIAL_MASK), inference)
+        inference = layer(QUERY, KEYS, value_mask=PARTIAL_MASK, training=False)
+        self.assertAllClose(plain(QUERY, KEYS, value_mask=PARTIAL_MASK), inference)
         trained, weights = layer(
-            QUERY, KEYS, keys_mask=PARTIAL_MASK, training=True, return_attention_scores=True
+            QUERY, KEYS, value_mask=PARTIAL_MASK, training=True, return_attention_scores=True
         )
         self.assertNotAllClose(inference, trained)
         # Returned weights are taken before dropout.
-        _, clean = plain(QUERY, KEYS, keys_mask=PARTIAL_MASK, return_attention_scores=True)
+        _, clean = plain(QUERY, KEYS, value_mask=PARTIAL_MASK, return_attention_scores=True)
         self.assertAllClose(clean, weights)
 
     @parameterized.named_parameters(
         ("mlp_softmax", {}), ("mlp_din", {"normalization": None}), ("scaled", {"score": "scaled"})
     )
     def test_gradients_zero_for_masked_history(self, kwargs):
-        inputs = ({"query": QUERIES, "keys": KEYS, "keys_mask": PARTIAL_MASK}, {})
+        inputs = ({"query": QUERIES, "value": KEYS, "value_mask": PARTIAL_MASK}, {})
         masked = np.broadcast_to(~PARTIAL_MASK[..., None], KEYS.shape)
-        self.check_gradients(make_layer(**kwargs), inputs, "keys", zero_grad_mask=masked)
+        self.check_gradients(make_layer(**kwargs), inputs, "value", zero_grad_mask=masked)
         self.check_gradients(make_layer(**kwargs), inputs, "query")
 
     def test_serialization(self):
-        inputs = ({"query": QUERY, "keys": KEYS, "values": VALUES, "keys_mask": PARTIAL_MASK}, {})
+        inputs = ({"query": QUERY, "value": VALUES, "key": KEYS, "value_mask": PARTIAL_MASK}, {})
         self.check_serialization(
             lambda: make_layer(
                 activation="relu",
@@ -233,7 +285,7 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
         self.check_serialization(lambda: make_layer(score="scaled"), inputs)
 
     def test_mixed_precision(self):
-        inputs = ({"query": QUERIES, "keys": KEYS, "values": VALUES, "keys_mask": KEYS_MASK}, {})
+        inputs = ({"query": QUERIES, "value": VALUES, "key": KEYS, "value_mask": KEYS_MASK}, {})
         for kwargs in ({}, {"normalization": None}, {"score": "scaled"}):
             with self.subTest(**kwargs):
                 self.check_mixed_precision(
@@ -244,20 +296,20 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
                 )
 
     def test_xla(self):
-        inputs = ({"query": QUERY, "keys": KEYS, "keys_mask": PARTIAL_MASK}, {})
+        inputs = ({"query": QUERY, "value": KEYS, "value_mask": PARTIAL_MASK}, {})
         self.check_xla(make_layer, inputs)
 
     def test_output_spec(self):
         for args in (
-            {"query": QUERY, "keys": KEYS},
-            {"query": QUERIES, "keys": KEYS, "values": VALUES, "keys_mask": PARTIAL_MASK},
+            {"query": QUERY, "value": KEYS},
+            {"query": QUERIES, "value": VALUES, "key": KEYS, "value_mask": PARTIAL_MASK},
         ):
             for kwargs in ({}, {"return_attention_scores": True}):
                 for score in ("mlp", "scaled"):
                     self.check_output_spec(lambda: make_layer(score=score), (args, kwargs))
         query = keras.Input(shape=(TQ, D))
         output, weights = make_layer()(
-            query, keras.Input(shape=(None, D)), keras.Input(shape=(None, DV)),
+            query, keras.Input(shape=(None, DV)), keras.Input(shape=(None, D)),
             return_attention_scores=True,
         )
         self.assertEqual((None, TQ, DV), tuple(output.shape))
@@ -292,35 +344,35 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
             "query.shape=(2, 5, 4, 1)",
         )
         self.assert_value_error(
-            lambda: layer(QUERY, QUERY), "`keys` of rank 3", "keys.shape=(2, 4)"
+            lambda: layer(QUERY, QUERY), "`value` of rank 3", "value.shape=(2, 4)"
         )
         self.assert_value_error(
             lambda: layer(QUERY[:, :3], KEYS),
             "same static last dimension",
             "query.shape=(2, 3)",
-            "keys.shape=(2, 5, 4)",
+            "key.shape=(2, 5, 4)",
         )
         self.assert_value_error(
             lambda: layer(QUERY[:1], KEYS),
             "same batch size",
             "query.shape=(1, 4)",
-            "keys.shape=(2, 5, 4)",
+            "key.shape=(2, 5, 4)",
         )
         self.assert_value_error(
-            lambda: layer(QUERY, KEYS, VALUES[:, :4]),
+            lambda: layer(QUERY, VALUES[:, :4], KEYS),
             "same length",
-            "keys.shape=(2, 5, 4)",
-            "values.shape=(2, 4, 3)",
+            "key.shape=(2, 5, 4)",
+            "value.shape=(2, 4, 3)",
         )
         self.assert_value_error(
-            lambda: layer(QUERY, KEYS, keys_mask=PARTIAL_MASK[:, :4]),
-            "`keys_mask` broadcastable to shape (2, 5)",
-            "keys_mask.shape=(2, 4)",
+            lambda: layer(QUERY, KEYS, value_mask=PARTIAL_MASK[:, :4]),
+            "`value_mask` broadcastable to shape (2, 5)",
+            "value_mask.shape=(2, 4)",
         )
         self.assert_value_error(
             lambda: layer(keras.Input(shape=(3,)), keras.Input(shape=(None, D))),
             "query.shape=(None, 3)",
-            "keys.shape=(None, None, 4)",
+            "key.shape=(None, None, 4)",
         )
 
     def test_din_model_with_dynamic_history_fits(self):

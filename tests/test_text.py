@@ -44,11 +44,15 @@ def ids(layer, strings):
 
 class NormalizationTest(tf.test.TestCase):
     def test_control_characters_case_folding_and_forms(self):
-        out = text.normalize_text(tf.constant(["ＭＯＶＩＥ\tNight\u200bOut", "Straße", "Cafe\u0301"]))
+        out = text.normalize_text(
+            tf.constant(["ＭＯＶＩＥ\tNight\u200bOut", "Straße", "Cafe\u0301"])
+        )
         # Tab and zero-width space become spaces; NFKC_Casefold folds the
         # full-width letters and ß; NFKC composes e + combining acute.
         self.assertAllEqual([b"movie night out", b"strasse", "café".encode()], out)
-        kept = text.normalize_text(tf.constant(["Cafe\u0301"]), lower_case=False, normalization_form=None)
+        kept = text.normalize_text(
+            tf.constant(["Cafe\u0301"]), lower_case=False, normalization_form=None
+        )
         self.assertAllEqual(["Cafe\u0301".encode()], kept)
         nfd = text.normalize_text(tf.constant(["café"]), lower_case=False, normalization_form="NFD")
         self.assertAllEqual(["cafe\u0301".encode()], nfd)
@@ -102,7 +106,9 @@ class LearnVocabularyTest(tf.test.TestCase):
     def test_dataset_input_matches_list_input(self):
         from_list = text.learn_wordpiece_vocabulary(CORPUS, vocabulary_size=100, min_count=2)
         dataset = tf.data.Dataset.from_tensor_slices(CORPUS).batch(4)
-        self.assertEqual(from_list, text.learn_wordpiece_vocabulary(dataset, vocabulary_size=100, min_count=2))
+        self.assertEqual(
+            from_list, text.learn_wordpiece_vocabulary(dataset, vocabulary_size=100, min_count=2)
+        )
 
     def test_bad_arguments(self):
         cases = [
@@ -195,7 +201,8 @@ class TextPreprocessorTest(tf.test.TestCase):
     def test_case_folding_and_normalisation(self):
         layer = preprocessor()
         self.assertEqual(
-            [[THE, MOVIE, 0, 0, 0, 0]] * 3, ids(layer, ["THE Movie", "the movie", "ＴＨＥ ＭＯＶＩＥ"])
+            [[THE, MOVIE, 0, 0, 0, 0]] * 3,
+            ids(layer, ["THE Movie", "the movie", "ＴＨＥ ＭＯＶＩＥ"]),
         )
         # NFKC composes the decomposed é of "cafe\u0301" into "café".
         self.assertEqual([[CAFE, 0, 0, 0, 0, 0]], ids(layer, ["Cafe\u0301"]))
@@ -248,7 +255,10 @@ class TextPreprocessorTest(tf.test.TestCase):
         layer = preprocessor(sequence_length=5)
         tokens = layer.tokens(["Greatly, a movie!", "the"])
         self.assertAllEqual(
-            [[b"great", b"##ly", b",", b"a", b"movie"], [b"the", b"[PAD]", b"[PAD]", b"[PAD]", b"[PAD]"]],
+            [
+                [b"great", b"##ly", b",", b"a", b"movie"],
+                [b"the", b"[PAD]", b"[PAD]", b"[PAD]", b"[PAD]"],
+            ],
             tokens,
         )
         self.assertAllEqual([b"[UNK]", "café".encode()], layer.id_to_token([UNK, CAFE]))
@@ -333,6 +343,6 @@ class TextPreprocessorTest(tf.test.TestCase):
         model.save(path)
         reloaded = keras.saving.load_model(path)
         self.assertAllEqual(harness.to_numpy(expected), harness.to_numpy(reloaded(batch)))
-        inner = [l for l in reloaded.layers if isinstance(l, text.TextPreprocessor)]
+        inner = [x for x in reloaded.layers if isinstance(x, text.TextPreprocessor)]
         self.assertLen(inner, 1)
         self.assertEqual(VOCABULARY, inner[0].vocabulary)

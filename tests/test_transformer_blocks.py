@@ -99,15 +99,26 @@ def numpy_feedforward(block, x):
 def numpy_encoder(
     block,
     inputs,
-    mask=None,
+    padding_mask=None,
     attention_mask=None,
     use_causal_mask=False,
     return_attention_scores=False,
+    mask=None,
 ):
     x = f64(inputs)
+    if mask is not None:
+        padding_mask = mask if padding_mask is None else np.logical_and(padding_mask, mask)
+    if block.sliding_window is not None:
+        length = x.shape[1]
+        positions = np.arange(length)
+        window = np.abs(positions[:, None] - positions[None, :]) < block.sliding_window
+        attention_mask = window if attention_mask is None else attention_mask & window
 
     def attention(h):
-        return numpy_mha(block._self_attention, h, h, mask, mask, attention_mask, use_causal_mask)
+        return numpy_mha(
+            block._self_attention, h, h, padding_mask, padding_mask, attention_mask,
+            use_causal_mask,
+        )
 
     x, scores = numpy_residual(block, x, block._self_attention_layer_norm, attention)
     x, _ = numpy_residual(
@@ -121,9 +132,9 @@ def numpy_decoder(
     decoder_sequence,
     encoder_sequence=None,
     decoder_padding_mask=None,
+    decoder_attention_mask=None,
     encoder_padding_mask=None,
-    self_attention_mask=None,
-    cross_attention_mask=None,
+    encoder_attention_mask=None,
     use_causal_mask=True,
     return_attention_scores=False,
 ):
@@ -132,7 +143,7 @@ def numpy_decoder(
 
     def self_attention(h):
         return numpy_mha(
-            block._self_attention, h, h, pad, pad, self_attention_mask, use_causal_mask
+            block._self_attention, h, h, pad, pad, decoder_attention_mask, use_causal_mask
         )
 
     x, self_scores = numpy_residual(block, x, block._self_attention_layer_norm, self_attention)
@@ -146,7 +157,7 @@ def numpy_decoder(
                 f64(encoder_sequence),
                 pad,
                 encoder_padding_mask,
-                cross_attention_mask,
+                encoder_attention_mask,
                 False,
             )
 
@@ -190,7 +201,7 @@ class TransformerEncoderBlockTest(harness.LayerTestCase):
     def inputs(self, mask=PADDING, **kwargs):
         args = {"inputs": random(2, 5, 8)}
         if mask is not None:
-            args["mask"] = mask
+            args["padding_mask"] = mask
         return args, kwargs
 
     def built(self, **kwargs):
@@ -341,6 +352,47 @@ class TransformerEncoderBlockTest(harness.LayerTestCase):
         no_dropout(x)
         self.assertAllClose(no_dropout(x), no_dropout(x, training=True))
 
+    def test_sliding_window(self):
+        # The window reaches the self-attention: the block matches the
+        # reference with the band |i - j| < 2, and keys outside it get no
+        # weight.
+        block = self.built(sliding_window=2)
+        self.assertEqual(2, block._self_attention.get_config()["sliding_window"])
+        self.assert_matches_reference(
+            block, self.inputs(return_attention_scores=True), numpy_encoder
+        )
+        self.assert_matches_reference(
+            block, self.inputs(use_causal_mask=True, return_attention_scores=True),
+            numpy_encoder,
+        )
+        _, scores = block(random(2, 5, 8), return_attention_scores=True)
+        positions = np.arange(5)
+        outside = np.abs(positions[:, None] - positions[None, :]) >= 2
+        self.assertAllEqual(np.zeros((2, 2, int(outside.sum()))), scores.numpy()[..., outside])
+        # Equal to a plain block given the band as its attention mask.
+        plain = encoder()
+        plain(random(2, 5, 8))
+        plain.set_weights(block.get_weights())
+        x = random(2, 5, 8)
+        self.assertAllClose(plain(x, attention_mask=~outside), block(x), atol=1e-6)
+
+    def test_padding_mask_and_keras_mask_agree(self):
+        block = self.built()
+        x = random(2, 5, 8)
+        explicit = block(x, padding_mask=PADDING)
+        self.assertAllClose(explicit, block(x, mask=PADDING))
+        self.assertAllClose(explicit, block(x, PADDING))
+        self.assertNotAllClose(explicit, block(x))
+        # Both given: ANDed.
+        other = np.array([[1, 0, 1, 1, 1], [1, 1, 1, 1, 1]], bool)
+        self.assertAllClose(
+            block(x, padding_mask=PADDING & other), block(x, padding_mask=PADDING, mask=other)
+        )
+
+    def test_fresh_kernels_differ(self):
+        # Query, key and value kernels are (8, 2, 4) each.
+        self.check_fresh_kernels_differ(encoder, self.inputs())
+
     def test_gradients(self):
         self.check_gradients(self.built(), self.inputs(), wrt="inputs")
 
@@ -350,6 +402,7 @@ class TransformerEncoderBlockTest(harness.LayerTestCase):
                 norm_first=True,
                 activation="gelu",
                 num_key_value_heads=1,
+                sliding_window=3,
                 dropout=0.1,
                 seed=2,
                 kernel_initializer="he_normal",
@@ -386,6 +439,11 @@ class TransformerEncoderBlockTest(harness.LayerTestCase):
                 "num_key_value_heads=3",
             ),
             (dict(seed="x"), "Expected `seed` to be an integer or None", "seed='x'"),
+            (
+                dict(sliding_window=0),
+                "Expected `sliding_window` to be a positive integer or None",
+                "sliding_window=0",
+            ),
         ]
         for kwargs, *fragments in cases:
             with self.subTest(**{k: repr(v) for k, v in kwargs.items()}):
@@ -456,8 +514,8 @@ class TransformerDecoderBlockTest(harness.LayerTestCase):
     def test_matches_reference_explicit_masks(self):
         block = self.built()
         args, _ = self.inputs()
-        args["self_attention_mask"] = RNG.random((2, 5, 5)) > 0.3
-        args["cross_attention_mask"] = RNG.random((2, 5, 3)) > 0.3
+        args["decoder_attention_mask"] = RNG.random((2, 5, 5)) > 0.3
+        args["encoder_attention_mask"] = RNG.random((2, 5, 3)) > 0.3
         self.assert_matches_reference(
             block, (args, {"return_attention_scores": True}), numpy_decoder
         )
@@ -565,9 +623,31 @@ class TransformerDecoderBlockTest(harness.LayerTestCase):
         )
         self.check_gradients(self.built(), self.inputs(), wrt="decoder_sequence")
 
+    def test_sliding_window(self):
+        # Only the self-attention gets the window; the cross-attention does not.
+        block = self.built(sliding_window=2)
+        self.assertEqual(2, block._self_attention.get_config()["sliding_window"])
+        self.assertIsNone(block._cross_attention.get_config()["sliding_window"])
+        plain = self.built()
+        plain.set_weights(block.get_weights())
+        args, _ = self.inputs()
+        positions = np.arange(5)
+        band = np.abs(positions[:, None] - positions[None, :]) < 2
+        windowed, self_scores, cross_scores = block(**args, return_attention_scores=True)
+        expected = plain(**args, decoder_attention_mask=band, return_attention_scores=True)
+        self.assertAllClose(expected[0], windowed, atol=1e-6)
+        self.assertAllClose(expected[1], self_scores, atol=1e-6)
+        self.assertAllEqual(np.zeros((2, 2, int((~band).sum()))), self_scores.numpy()[..., ~band])
+        self.assertNotAllClose(plain(**args), windowed)
+
+    def test_fresh_kernels_differ(self):
+        self.check_fresh_kernels_differ(decoder, self.inputs())
+
     def test_serialization(self):
         self.check_serialization(
-            lambda: decoder(norm_first=True, num_key_value_heads=1, dropout=0.1, seed=1),
+            lambda: decoder(
+                norm_first=True, num_key_value_heads=1, dropout=0.1, seed=1, sliding_window=2
+            ),
             self.inputs(return_attention_scores=True),
         )
         self.check_serialization(decoder, self.inputs(cross=False))
@@ -601,15 +681,15 @@ class TransformerDecoderBlockTest(harness.LayerTestCase):
         )
         self.assert_value_error(
             lambda: with_cross(
-                random(2, 5, 8), random(2, 3, 6), cross_attention_mask=np.ones((2, 5, 5), bool)
+                random(2, 5, 8), random(2, 3, 6), encoder_attention_mask=np.ones((2, 5, 5), bool)
             ),
-            "Expected `cross_attention_mask` broadcastable to shape (2, 5, 3)",
+            "Expected `encoder_attention_mask` broadcastable to shape (2, 5, 3)",
         )
         self.assert_value_error(
             lambda: with_cross(
-                random(2, 5, 8), random(2, 3, 6), self_attention_mask=np.ones((2, 5, 3), bool)
+                random(2, 5, 8), random(2, 3, 6), decoder_attention_mask=np.ones((2, 5, 3), bool)
             ),
-            "Expected `self_attention_mask` broadcastable to shape (2, 5, 5)",
+            "Expected `decoder_attention_mask` broadcastable to shape (2, 5, 5)",
         )
         self.assert_value_error(
             lambda: with_cross(

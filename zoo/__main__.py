@@ -1,27 +1,44 @@
-"""`python -m zoo` (also the `zoo` console script): the zoo's command line."""
+"""`python -m zoo` (also the `zoo` console script): the zoo's command line.
+
+`demo` and `export` are the zoo's own; `presets` lists every shipped
+preset; `train`, `predict` and `evaluate` take a model's name and run that
+model's recipe (`zoo/<model>/recipe.py`, registered with `zoo.registry`):
+`python -m zoo train <model> --help` lists its options.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
-from zoo import export
-from zoo.attention_transformer import recipe as attention_transformer_recipe
+from zoo import console
 
-# The zoo models `train` and `predict` know, by command-line name.
-MODELS = (attention_transformer_recipe.MODEL_NAME,)
+PROG = "zoo"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: `zoo train: <problem>`."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def build_parser(recipes: dict) -> argparse.ArgumentParser:
+    from zoo import export
+
+    parser = _Parser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser(
         "demo",
-        help="the sst2 preset end to end: classify, fine-tune on a carried sample, export and check",
+        help="the sst2 preset end to end: classify, fine-tune on a carried sample, export, check",
     )
     demo.add_argument("--out", default="zoo_runs/demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--steps", type=int, default=10, help="fine-tuning steps (default: %(default)s)")
+    demo.add_argument("--steps", type=int, default=10,
+                      help="fine-tuning steps (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     export.add_arguments(
         commands.add_parser(
@@ -30,61 +47,99 @@ def build_parser() -> argparse.ArgumentParser:
             description=export.__doc__,
         )
     )
-    train = commands.add_parser(
-        "train",
-        help="train a zoo model on a data folder (model.fit, early stopping, resumable)",
-        description=attention_transformer_recipe.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    train.add_argument("model", help=f"the zoo model: one of {', '.join(MODELS)}")
-    attention_transformer_recipe.add_train_arguments(train)
-    predict = commands.add_parser(
-        "predict",
-        help="classify texts with a zoo model's preset and show the most attended tokens",
-    )
-    predict.add_argument("model", help=f"the zoo model: one of {', '.join(MODELS)}")
-    attention_transformer_recipe.add_predict_arguments(predict)
+    commands.add_parser("presets", help="list every shipped preset with its model card's metric")
+    for command, text in (
+        ("train", "train a zoo model (model.fit, early stopping, resumable)"),
+        ("predict", "run a zoo model's preset (or a saved model) on inputs"),
+        ("evaluate", "score a labelled file with a zoo model's preset (or a saved model)"),
+    ):
+        models = commands.add_parser(command, help=text).add_subparsers(
+            dest="model_name", required=True, metavar="MODEL"
+        )
+        for name, recipe in recipes.items():
+            sub = models.add_parser(name, help=recipe.summary, description=recipe.description,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+            if command == "train":
+                recipe.add_train_arguments(sub)
+            elif command == "predict":
+                recipe.add_predict_arguments(sub)
+            else:
+                _add_evaluate_arguments(sub, recipe)
     return parser
 
 
-def _run_model_command(args) -> int:
-    """Runs `train` or `predict`; bad input is one line on stderr and exit status 2."""
-    if args.model not in MODELS:
-        print(
-            f"zoo {args.command}: unknown model {args.model!r}; "
-            f"expected one of: {', '.join(MODELS)}",
-            file=sys.stderr,
-        )
-        return 2
+def _add_evaluate_arguments(parser: argparse.ArgumentParser, recipe) -> None:
+    parser.add_argument("--data", required=True, metavar="FILE",
+                        help="the labelled file to score")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", default=None,
+                        help="a shipped preset name or a preset folder "
+                        f"(default: {recipe.default_preset})")
+    source.add_argument("--model", default=None, metavar="FILE.keras",
+                        help="a saved model, such as OUT/model.keras")
+    parser.add_argument("--json", action="store_true",
+                        help="print the metrics as one JSON object")
+    recipe.add_evaluate_arguments(parser)
+
+
+def _list_presets(recipes: dict) -> int:
+    from zoo import preset
+
+    rows = [("model", "preset", "task", "metric", "description")]
+    for name, recipe in recipes.items():
+        for preset_name in preset.shipped(recipe.package):
+            metadata = preset.read_metadata(preset.find(preset_name, recipe.package))
+            metric = metadata.get("metrics") or {}
+            value = metric.get("value")
+            shown = ("" if value is None else
+                     f"{metric.get('name', '')} {value:.4f} ({metric.get('data', '')})")
+            rows.append((name, preset_name, metadata["task"] or "(backbone)", shown,
+                         metadata.get("description", "")))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4])
+    return 0
+
+
+def _run_model_command(args: argparse.Namespace, recipe) -> int:
+    """Runs `train`, `predict` or `evaluate`; bad input is one line on stderr and exit status 2."""
     try:
         if args.command == "train":
-            metrics = attention_transformer_recipe.train(args)
-            print(
-                f"dev accuracy {metrics['dev_accuracy']:.4f} (best epoch {metrics['best_epoch']}); "
-                f"wrote {args.out}"
-            )
+            print(recipe.train(args))
+        elif args.command == "predict":
+            recipe.predict(args)
         else:
-            attention_transformer_recipe.predict(args)
+            data = Path(args.data)
+            if not data.is_file():
+                raise ValueError(f"{data}: expected a labelled file, received: no such file")
+            metrics = recipe.evaluate(recipe.load(args.preset, args.model), data, args)
+            print(json.dumps(metrics) if args.json else recipe.format_metrics(metrics))
     except ValueError as error:
-        print(f"zoo {args.command}: {error}", file=sys.stderr)
+        print(f"{PROG} {args.command}: {error}", file=sys.stderr)
         return 2
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    console.quiet()
+    from zoo import registry
+
+    recipes = registry.recipes()
+    args = build_parser(recipes).parse_args(argv)
     if args.command == "demo":
         from zoo import demo
 
         if args.steps <= 0:
-            print(f"zoo demo: --steps must be positive, got {args.steps}", file=sys.stderr)
+            print(f"{PROG} demo: --steps must be positive, got {args.steps}", file=sys.stderr)
             return 2
         return demo.run(out_dir=args.out, steps=args.steps, seed=args.seed)
     if args.command == "export":
+        from zoo import export
+
         return export.run(args)
-    if args.command in ("train", "predict"):
-        return _run_model_command(args)
-    return 2
+    if args.command == "presets":
+        return _list_presets(recipes)
+    return _run_model_command(args, recipes[args.model_name])
 
 
 if __name__ == "__main__":

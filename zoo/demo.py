@@ -35,6 +35,7 @@ def run(out_dir: str, steps: int, seed: int) -> int:
     from kerasattn._files import write_atomically
     from kerasattn.callbacks import AttentionMapCallback
     from kerasattn.export import export
+    from zoo import console
     from zoo.attention_transformer import recipe
     from zoo.attention_transformer.model import AttentionTransformerClassifier
 
@@ -44,8 +45,9 @@ def run(out_dir: str, steps: int, seed: int) -> int:
     before = recipe.describe(classifier, SENTENCES, TOP_TOKENS)
 
     # Labels are written 0 (negative) and 1 (positive), the ids of the preset's classes.
+    # Batches of raw strings: the classifier's preprocessor maps over them in fit and evaluate.
     sample = data.read_text_classification(_sample_path())
-    dataset = sample.to_dataset(batch_size=8, seed=seed, preprocessor=classifier.preprocessor)
+    dataset = sample.to_dataset(batch_size=8, seed=seed)
     _, accuracy_before = classifier.evaluate(dataset, verbose=0)
     log_dir = os.path.join(out_dir, "logs")
     probe, probe_tokens = recipe.attention_probe(classifier.preprocessor, SENTENCES[:2])
@@ -65,16 +67,17 @@ def run(out_dir: str, steps: int, seed: int) -> int:
     write_atomically(model_path, classifier.save, suffix=".keras")
 
     export_dir = os.path.join(out_dir, "export")
-    manifest = export(
-        classifier,
-        export_dir,
-        formats=("saved_model", "tflite", "onnx"),
-        quantize=("float32", "float16", "dynamic_int8", "full_int8"),
-        sample_inputs=list(SENTENCES),
-        representative_data=list(sample.texts),
-        preprocessor=classifier.preprocessor,
-        overwrite=True,
-    )
+    with console.native_logging_silenced():  # the LiteRT interpreter's delegate notice
+        manifest = export(
+            classifier,
+            export_dir,
+            formats=("saved_model", "tflite", "onnx"),
+            quantize=("float32", "float16", "dynamic_int8", "full_int8"),
+            sample_inputs=list(SENTENCES),
+            representative_data=list(sample.texts),
+            preprocessor=classifier.preprocessor,
+            overwrite=True,
+        )
     return _print_summary(before, accuracy_before, accuracy_after, steps, model_path,
                           export_dir, manifest, log_dir, time.perf_counter() - started)
 
@@ -93,7 +96,8 @@ def _print_summary(before, accuracy_before, accuracy_after, steps, model_path, e
     print("  artifact              size KB   max |diff|   tolerance   ms at batch 1")
     for name, artifact in manifest["artifacts"].items():
         print(
-            f"  {name:<20} {artifact['size_bytes'] / 1024:>8.0f}   {artifact['max_abs_difference']:.1e}"
+            f"  {name:<20} {artifact['size_bytes'] / 1024:>8.0f}   "
+            f"{artifact['max_abs_difference']:.1e}"
             f"      {artifact['tolerance']:.0e}       {artifact['latency_ms']['batch_1']:.2f}"
         )
     print(f"\n  TensorBoard logs: tensorboard --logdir {log_dir}")

@@ -17,6 +17,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from zoo import console
+
 PROG = "zoo export"
 # kerasattn.export.FORMATS and QUANTIZE_MODES, repeated here so that the
 # command line rejects a bad choice before it loads TensorFlow.
@@ -30,7 +32,9 @@ class _BadInput(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="the model, a .keras file")
-    parser.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+    parser.add_argument(
+        "--out", required=True, help="output folder (must not exist unless --overwrite)"
+    )
     parser.add_argument(
         "--formats",
         default=",".join(FORMATS),
@@ -39,13 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantize",
         default="float32",
-        help=f"comma-separated TFLite modes among {','.join(QUANTIZE_MODES)} (default: %(default)s)",
+        help=f"comma-separated TFLite modes among {','.join(QUANTIZE_MODES)} "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--sample-inputs",
         metavar="FILE.npz",
-        help="inputs to verify on: arrays keyed by input name (or arr_0, arr_1, ... in input order); "
-        "default: generated",
+        help="inputs to verify on: arrays keyed by input name (or arr_0, arr_1, ... in input "
+        "order); default: generated",
     )
     parser.add_argument(
         "--representative-data",
@@ -58,8 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="fixed TFLite sequence length, used if the dynamic length cannot convert",
     )
-    parser.add_argument("--latency-batch-size", type=int, default=8, help="larger batch timed (default: %(default)s)")
-    parser.add_argument("--latency-runs", type=int, default=20, help="timed runs per batch size (default: %(default)s)")
+    parser.add_argument(
+        "--latency-batch-size",
+        type=int,
+        default=8,
+        help="larger batch timed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latency-runs",
+        type=int,
+        default=20,
+        help="timed runs per batch size (default: %(default)s)",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --out if it is empty or a previous export"
     )
@@ -69,7 +84,9 @@ def _choices(option: str, value: str, allowed) -> List[str]:
     items = [item.strip() for item in value.split(",") if item.strip()]
     unknown = [item for item in items if item not in allowed]
     if not items or unknown:
-        raise _BadInput(f"{option}: expected a comma-separated list of {','.join(allowed)}, received: {value!r}")
+        raise _BadInput(
+            f"{option}: expected a comma-separated list of {','.join(allowed)}, received: {value!r}"
+        )
     return items
 
 
@@ -83,14 +100,21 @@ def _check_model_path(path: str) -> None:
 def _load_model(path: str):
     import keras
 
-    # Registers the kerasattn layers and the zoo's models for loading.
+    import importlib
+
+    # Registers the kerasattn layers and every zoo model's classes for loading.
     import kerasattn  # noqa: F401
-    import zoo.attention_transformer  # noqa: F401
+    from zoo import registry
+
+    for recipe in registry.recipes().values():
+        importlib.import_module(recipe.package)
 
     try:
         model = keras.saving.load_model(path)
     except Exception as error:  # a zip that is not a model, a missing layer class, ...
-        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        reason = next(
+            (line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__
+        )
         raise _BadInput(f"{path}: not a loadable Keras model: {reason}") from None
     if not isinstance(model, keras.Model):
         raise _BadInput(f"{path}: expected a Keras model, received a {type(model).__name__}")
@@ -106,13 +130,20 @@ def _load_arrays(option: str, path: str):
         with data:
             arrays: Dict[str, Any] = {name: data[name] for name in data.files}
     except (OSError, ValueError) as error:
-        raise _BadInput(f"{option} {path}: expected an .npz file of arrays, received: {error}") from None
+        raise _BadInput(
+            f"{option} {path}: expected an .npz file of arrays, received: {error}"
+        ) from None
     if not arrays:
-        raise _BadInput(f"{option} {path}: expected at least one array, received an empty .npz file")
+        raise _BadInput(
+            f"{option} {path}: expected at least one array, received an empty .npz file"
+        )
     if all(re.fullmatch(r"arr_\d+", name) for name in arrays):
         ordered = [arrays[f"arr_{i}"] for i in range(len(arrays)) if f"arr_{i}" in arrays]
         if len(ordered) != len(arrays):
-            raise _BadInput(f"{option} {path}: expected arrays arr_0 ... arr_{len(arrays) - 1}, received: {sorted(arrays)}")
+            raise _BadInput(
+                f"{option} {path}: expected arrays arr_0 ... arr_{len(arrays) - 1}, "
+                f"received: {sorted(arrays)}"
+            )
         return ordered[0] if len(ordered) == 1 else ordered
     return arrays
 
@@ -125,7 +156,12 @@ def _summary(manifest: Dict[str, Any], out_dir: str) -> str:
         latency = artifact["latency_ms"]
         rows.append(
             (
-                name + (f" (length {artifact['fixed_sequence_length']})" if artifact["fixed_sequence_length"] else ""),
+                name
+                + (
+                    f" (length {artifact['fixed_sequence_length']})"
+                    if artifact["fixed_sequence_length"]
+                    else ""
+                ),
                 f"{artifact['size_bytes'] / 1024:.1f} KiB",
                 f"{artifact['max_abs_difference']:.2e}",
                 f"{artifact['tolerance']:g}",
@@ -136,7 +172,9 @@ def _summary(manifest: Dict[str, Any], out_dir: str) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [f"exported {manifest['model']} to {out_dir} (manifest.json lists every artifact):"]
     for row in rows:
-        lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        lines.append(
+            "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -149,11 +187,15 @@ def run(args: argparse.Namespace) -> int:
         formats = _choices("--formats", args.formats, FORMATS)
         quantize = _choices("--quantize", args.quantize, QUANTIZE_MODES)
         if "tflite" in formats and "full_int8" in quantize and args.representative_data is None:
-            raise _BadInput("--quantize full_int8 needs --representative-data FILE.npz (calibration inputs)")
+            raise _BadInput(
+                "--quantize full_int8 needs --representative-data FILE.npz (calibration inputs)"
+            )
         for option in ("sequence_length", "latency_batch_size", "latency_runs"):
             value = getattr(args, option)
             if value is not None and value <= 0:
-                raise _BadInput(f"--{option.replace('_', '-')}: expected a positive integer, received: {value}")
+                raise _BadInput(
+                    f"--{option.replace('_', '-')}: expected a positive integer, received: {value}"
+                )
         sample_inputs = None
         if args.sample_inputs is not None:
             sample_inputs = _load_arrays("--sample-inputs", args.sample_inputs)
@@ -161,7 +203,9 @@ def run(args: argparse.Namespace) -> int:
         if args.representative_data is not None:
             representative = _load_arrays("--representative-data", args.representative_data)
             if isinstance(representative, list):
-                representative = [representative]  # one batch of several inputs, not several batches
+                representative = [
+                    representative
+                ]  # one batch of several inputs, not several batches
         # Imported only now: TensorFlow takes seconds to load, and logs as it does.
         from kerasattn.export import ExportError, export
 
@@ -170,18 +214,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     try:
-        manifest = export(
-            model,
-            args.out,
-            formats=formats,
-            quantize=quantize,
-            sample_inputs=sample_inputs,
-            representative_data=representative,
-            sequence_length=args.sequence_length,
-            latency_batch_size=args.latency_batch_size,
-            latency_runs=args.latency_runs,
-            overwrite=args.overwrite,
-        )
+        with console.native_logging_silenced():  # the LiteRT interpreter's delegate notice
+            manifest = export(
+                model,
+                args.out,
+                formats=formats,
+                quantize=quantize,
+                sample_inputs=sample_inputs,
+                representative_data=representative,
+                sequence_length=args.sequence_length,
+                latency_batch_size=args.latency_batch_size,
+                latency_runs=args.latency_runs,
+                overwrite=args.overwrite,
+            )
     except ExportError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2 if error.kind == "argument" else 1

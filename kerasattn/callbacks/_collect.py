@@ -19,7 +19,7 @@ import numpy as np
 # Call arguments that carry the padding of the query or of the key axis
 # (the Keras names, filled in from implicit masks by `Layer.__call__`).
 QUERY_MASK_ARGS = ("query_mask",)
-KEY_MASK_ARGS = ("value_mask", "key_mask", "keys_mask")
+KEY_MASK_ARGS = ("value_mask", "key_mask")
 
 
 @dataclasses.dataclass

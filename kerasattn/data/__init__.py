@@ -13,6 +13,8 @@ train_dataset = train.to_dataset(batch_size=64, seed=1)
 """
 
 from kerasattn.data.errors import DataError
+from kerasattn.data.phrase_split import hold_out_sentences
+from kerasattn.data.phrase_split import sentence_rows
 from kerasattn.data.text_classification import TextClassificationData
 from kerasattn.data.text_classification import read_text_classification
 from kerasattn.data.text_classification import text_classification_dataset
@@ -20,6 +22,8 @@ from kerasattn.data.text_classification import text_classification_dataset
 __all__ = [
     "DataError",
     "TextClassificationData",
+    "hold_out_sentences",
     "read_text_classification",
+    "sentence_rows",
     "text_classification_dataset",
 ]

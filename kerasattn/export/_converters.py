@@ -42,10 +42,14 @@ def _write_with_strings(
     archive = keras.export.ExportArchive()
     for trackable in [model, *trackables]:
         archive.track(trackable)  # the preprocessor's tables and tokenizer models
-    archive.add_endpoint(SIGNATURE, serve_strings, [tf.TensorSpec((None,), tf.string, name=STRING_INPUT)])
+    archive.add_endpoint(
+        SIGNATURE, serve_strings, [tf.TensorSpec((None,), tf.string, name=STRING_INPUT)]
+    )
     # Called as `model.export` calls it: one argument, the model's input structure.
     id_signature = keras.tree.map_structure(
-        lambda tensor: tf.TensorSpec((None,) + tuple(tensor.shape[1:]), tensor.dtype, name=tensor.name),
+        lambda tensor: tf.TensorSpec(
+            (None,) + tuple(tensor.shape[1:]), tensor.dtype, name=tensor.name
+        ),
         input_structure(model),
     )
     archive.add_endpoint(IDS_SIGNATURE, model.__call__, [id_signature])
@@ -89,7 +93,8 @@ def export_saved_model(
     _, arguments = tf.saved_model.load(path).signatures[id_signature].structured_input_signature
     if sorted(arguments) != sorted(spec.name for spec in specs):
         raise ExportError(
-            f"Expected the SavedModel signature to take the model's inputs {[s.name for s in specs]}, "
+            "Expected the SavedModel signature to take the model's inputs "
+            f"{[s.name for s in specs]}, "
             f"received: {sorted(arguments)}",
             "conversion",
         )
@@ -223,7 +228,9 @@ def convert_tflite(
     import tensorflow as tf
 
     if fixed_length is None and signature == SIGNATURE:
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved_model_dir, signature_keys=[SIGNATURE]
+        )
     else:
         # One concrete function converts under the key `serving_default`,
         # whichever SavedModel signature it came from.
@@ -249,7 +256,9 @@ def convert_tflite(
     try:
         with warnings.catch_warnings(), _native_stderr_silenced():
             # The converter's calibrator uses tf.lite.Interpreter internally; we do not.
-            warnings.filterwarnings("ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated")
+            warnings.filterwarnings(
+                "ignore", message=r"\s*Warning: tf\.lite\.Interpreter is deprecated"
+            )
             return converter.convert()
     except Exception as error:
         raise ExportError(describe_converter_error(error, model, artifact), "conversion") from error
@@ -273,11 +282,15 @@ def _erfc_as_one_minus_erf(ctx, node, name, args):
     one = np.array(1, utils.map_onnx_to_numpy_type(ctx.get_dtype(x)))
     erf = ctx.make_node("Erf", [x])
     node.type = "Sub"
-    ctx.replace_inputs(node, [ctx.make_const(utils.make_name(f"{name}_one"), one).output[0], erf.output[0]])
+    ctx.replace_inputs(
+        node, [ctx.make_const(utils.make_name(f"{name}_one"), one).output[0], erf.output[0]]
+    )
     return node
 
 
-def convert_onnx(saved_model_dir: str, path: str, specs: List[InputSpec], signature: str = SIGNATURE) -> None:
+def convert_onnx(
+    saved_model_dir: str, path: str, specs: List[InputSpec], signature: str = SIGNATURE
+) -> None:
     """Converts the SavedModel's id signature (`signature`) to ONNX with tf2onnx.
 
     The batch axis of every input is named `batch` and a dynamic sequence
@@ -304,13 +317,17 @@ def convert_onnx(saved_model_dir: str, path: str, specs: List[InputSpec], signat
             custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
         )
     except Exception as error:
-        raise ExportError(f"onnx: tf2onnx could not convert the model: {first_line(error)}", "conversion") from error
+        raise ExportError(
+            f"onnx: tf2onnx could not convert the model: {first_line(error)}", "conversion"
+        ) from error
     finally:
         logger.removeHandler(collect)
         logger.setLevel(level)
     if collect.messages:
         # tf2onnx keeps going past ops it cannot convert; their names are in its log.
-        raise ExportError(f"onnx: tf2onnx could not convert the model: {collect.messages[0]}", "conversion")
+        raise ExportError(
+            f"onnx: tf2onnx could not convert the model: {collect.messages[0]}", "conversion"
+        )
     by_name = {spec.name: spec for spec in specs}
     for graph_input in model_proto.graph.input:
         dims = graph_input.type.tensor_type.shape.dim

@@ -45,7 +45,9 @@ def _as_choices(name: str, value: Any, choices: Sequence[str]) -> tuple:
     except TypeError:
         items = None
     if not items or any(item not in choices for item in items):
-        raise ExportError(f"Expected `{name}` to be a non-empty sequence of {choices}, received: {name}={value!r}")
+        raise ExportError(
+            f"Expected `{name}` to be a non-empty sequence of {choices}, received: {name}={value!r}"
+        )
     return tuple(dict.fromkeys(items))  # drop repeats, keep order
 
 
@@ -72,7 +74,11 @@ def _tolerances(overrides: Optional[Mapping[str, float]]) -> Dict[str, float]:
             raise ExportError(
                 f"Expected `tolerances` keys from {tuple(DEFAULT_TOLERANCES)}, received: {key!r}"
             )
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 < value < math.inf
+        ):
             raise ExportError(
                 f"Expected `tolerances[{key!r}]` to be a positive number, received: {value!r}"
             )
@@ -83,16 +89,19 @@ def _tolerances(overrides: Optional[Mapping[str, float]]) -> Dict[str, float]:
 def _check_out_dir(out_dir: str, overwrite: bool) -> None:
     if os.path.lexists(out_dir):
         if not os.path.isdir(out_dir) or os.path.islink(out_dir):
-            raise ExportError(f"Expected `out_dir` to be a folder path, received: {out_dir!r} (an existing file)")
+            raise ExportError(
+                f"Expected `out_dir` to be a folder path, received: {out_dir!r} (an existing file)"
+            )
         if not overwrite:
             raise ExportError(
-                f"Expected `out_dir` not to exist (or overwrite=True), received: {out_dir!r}, which exists"
+                f"Expected `out_dir` not to exist (or overwrite=True), received: {out_dir!r}, "
+                "which exists"
             )
         # overwrite=True deletes the folder: only ever a previous export (or an empty folder).
         if os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, MANIFEST)):
             raise ExportError(
-                f"Expected `out_dir` to be empty or a previous export (holding {MANIFEST}) to overwrite, "
-                f"received: {out_dir!r}, which holds other files"
+                f"Expected `out_dir` to be empty or a previous export (holding {MANIFEST}) to "
+                f"overwrite, received: {out_dir!r}, which holds other files"
             )
 
 
@@ -128,7 +137,9 @@ class _Verifier:
         self._references = [_reference(model, inputs) for inputs in sets]
 
     def fixed(self, length: int) -> "_Verifier":
-        return _Verifier(self.model, self.specs, [_inputs.with_length(s, self.specs, length) for s in self.sets])
+        return _Verifier(
+            self.model, self.specs, [_inputs.with_length(s, self.specs, length) for s in self.sets]
+        )
 
     def check(self, runtime, artifact: str, path: str, tolerance: float) -> Dict[str, Any]:
         per_output: Dict[str, float] = {}
@@ -144,14 +155,15 @@ class _Verifier:
             for name, want in reference.items():
                 if name not in outputs:
                     raise ExportError(
-                        f"{artifact}: expected output {name!r} in {path}, received outputs {sorted(outputs)}",
+                        f"{artifact}: expected output {name!r} in {path}, received outputs "
+                        f"{sorted(outputs)}",
                         "verification",
                     )
                 got = np.asarray(outputs[name])
                 if got.shape != want.shape:
                     raise ExportError(
-                        f"{artifact}: output {name!r} of {path} has shape {got.shape}, the Keras model's "
-                        f"{want.shape} (inputs of shape {_inputs.shapes(inputs)})",
+                        f"{artifact}: output {name!r} of {path} has shape {got.shape}, the Keras "
+                        f"model's {want.shape} (inputs of shape {_inputs.shapes(inputs)})",
                         "verification",
                     )
                 want64 = want.astype(np.float64)
@@ -160,7 +172,8 @@ class _Verifier:
                 if not difference <= tolerance * scale:
                     raise ExportError(
                         f"{artifact}: output {name!r} of {path} differs from the Keras model by "
-                        f"{difference:.3g} on inputs of shape {_inputs.shapes(inputs)}, above the allowed "
+                        f"{difference:.3g} on inputs of shape {_inputs.shapes(inputs)}, above the "
+                        "allowed "
                         f"{tolerance * scale:.3g} (tolerance {tolerance:g} x max(1, max|keras| = "
                         f"{float(np.max(np.abs(want64))):.3g}))",
                         "verification",
@@ -178,7 +191,9 @@ def _size_bytes(path: str) -> int:
     if os.path.isfile(path):
         return os.path.getsize(path)
     return sum(
-        os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path) for name in names
+        os.path.getsize(os.path.join(folder, name))
+        for folder, _, names in os.walk(path)
+        for name in names
     )
 
 
@@ -355,14 +370,16 @@ def export(
     try:
         out_dir = os.path.abspath(os.fspath(out_dir))
     except TypeError:
-        raise ExportError(f"Expected `out_dir` to be a path, received: out_dir={out_dir!r}") from None
+        raise ExportError(
+            f"Expected `out_dir` to be a path, received: out_dir={out_dir!r}"
+        ) from None
     _check_out_dir(out_dir, overwrite)
 
     specs = _inputs.model_input_specs(model)
     if sequence_length is not None and not any(spec.dynamic_sequence for spec in specs):
         raise ExportError(
-            "Expected `sequence_length` only for a model with a dynamic sequence axis (axis 1 `None`), "
-            f"received: sequence_length={sequence_length} for inputs "
+            "Expected `sequence_length` only for a model with a dynamic sequence axis (axis 1 "
+            f"`None`), received: sequence_length={sequence_length} for inputs "
             f"{[spec.as_json() for spec in specs]}"
         )
     strings = None
@@ -391,7 +408,8 @@ def export(
         representative = _inputs.check_representative_data(representative_data, specs)
     elif "full_int8" in tflite_modes:
         raise ExportError(
-            "Expected `representative_data` (calibration inputs) for quantize mode 'full_int8', received: None"
+            "Expected `representative_data` (calibration inputs) for quantize mode 'full_int8', "
+            "received: None"
         )
 
     sets = [samples]
@@ -403,7 +421,10 @@ def export(
     string_check = None
     if strings is not None and "saved_model" in formats:
         feed = {_runtimes.STRING_INPUT: strings}
-        string_check = (_Verifier(model, specs, [samples], [feed]), _latency_inputs(feed, latency_batch_size))
+        string_check = (
+            _Verifier(model, specs, [samples], [feed]),
+            _latency_inputs(feed, latency_batch_size),
+        )
 
     parent, name = os.path.split(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -429,7 +450,9 @@ def export(
                 "statistic": "median",
                 "runs": latency_runs,
                 "batch_sizes": sorted(latency_inputs),
-                "input_shapes": {f"batch_{b}": _inputs.shapes(i) for b, i in latency_inputs.items()},
+                "input_shapes": {
+                    f"batch_{b}": _inputs.shapes(i) for b, i in latency_inputs.items()
+                },
             },
             "artifacts": artifacts,
         }
@@ -473,15 +496,24 @@ def _write_artifacts(
     if preprocessor is not None:
         serve_strings = _preprocessing.string_serving_function(model, preprocessor, specs)
     id_signature = _converters.export_saved_model(
-        model, saved_model_dir, specs, serve_strings, trackables=[] if preprocessor is None else [preprocessor]
+        model,
+        saved_model_dir,
+        specs,
+        serve_strings,
+        trackables=[] if preprocessor is None else [preprocessor],
     )
     common = dict(staging=staging, latency_inputs=latency_inputs, latency_runs=latency_runs)
     custom_ops = None
     if "saved_model" in formats:
         artifacts["saved_model"] = _entry(
-            _runtimes.SavedModelRuntime(saved_model_dir, id_signature), verifier, relative_path=saved_model,
-            artifact="saved_model", file_format="saved_model", quantization="float32",
-            tolerance=tolerances["saved_model"], **common,
+            _runtimes.SavedModelRuntime(saved_model_dir, id_signature),
+            verifier,
+            relative_path=saved_model,
+            artifact="saved_model",
+            file_format="saved_model",
+            quantization="float32",
+            tolerance=tolerances["saved_model"],
+            **common,
         )
     if string_check is not None:
         string_verifier, string_latency_inputs = string_check
@@ -525,11 +557,18 @@ def _write_artifacts(
                 ) from error
             artifacts[artifact] = write_and_check(sequence_length)
     if "onnx" in formats:
-        _converters.convert_onnx(saved_model_dir, os.path.join(staging, "model.onnx"), specs, id_signature)
+        _converters.convert_onnx(
+            saved_model_dir, os.path.join(staging, "model.onnx"), specs, id_signature
+        )
         artifacts["onnx"] = _entry(
-            _runtimes.OnnxRuntime(os.path.join(staging, "model.onnx")), verifier, relative_path="model.onnx",
-            artifact="onnx", file_format="onnx", quantization="float32",
-            tolerance=tolerances["onnx"], **common,
+            _runtimes.OnnxRuntime(os.path.join(staging, "model.onnx")),
+            verifier,
+            relative_path="model.onnx",
+            artifact="onnx",
+            file_format="onnx",
+            quantization="float32",
+            tolerance=tolerances["onnx"],
+            **common,
         )
     if saved_model != "saved_model":
         shutil.rmtree(saved_model_dir)

@@ -72,14 +72,19 @@ def model_input_specs(model: keras.Model) -> List[InputSpec]:
     # The serving signature names its arguments after the input tensors
     # (also for dict inputs, whose keys Keras expects to be those names).
     specs = [
-        InputSpec(tensor.name, (None,) + tuple(tensor.shape[1:]), keras.backend.standardize_dtype(tensor.dtype))
+        InputSpec(
+            tensor.name,
+            (None,) + tuple(tensor.shape[1:]),
+            keras.backend.standardize_dtype(tensor.dtype),
+        )
         for tensor in inputs
     ]
     for spec in specs:
         if spec.dtype == "string":
             # TFLite and ONNX have no built-in string ops; tokenise before the model.
             raise _error(
-                "numeric or boolean model inputs (export the model without its string preprocessing)",
+                "numeric or boolean model inputs (export the model without its string "
+                "preprocessing)",
                 f"input {spec.name!r} of dtype string",
             )
     return specs
@@ -146,7 +151,9 @@ def check_inputs(value: Any, specs: List[InputSpec], argument: str) -> Inputs:
         checked[spec.name] = array.astype(spec.dtype)
     batches = {array.shape[0] for array in checked.values()}
     if len(batches) > 1:
-        raise _error(f"the arrays of `{argument}` to share one batch size", f"batch sizes {sorted(batches)}")
+        raise _error(
+            f"the arrays of `{argument}` to share one batch size", f"batch sizes {sorted(batches)}"
+        )
     return checked
 
 
@@ -163,11 +170,13 @@ def check_representative_data(data: Any, specs: List[InputSpec]) -> List[Inputs]
             items = list(data)
         except TypeError:
             raise _error(
-                "`representative_data` to be an array, a dict of arrays or an iterable of input structures",
+                "`representative_data` to be an array, a dict of arrays or an iterable of input "
+                "structures",
                 f"{type(data).__name__}",
             ) from None
         batches = [
-            check_inputs(item, specs, f"representative_data[{index}]") for index, item in enumerate(items)
+            check_inputs(item, specs, f"representative_data[{index}]")
+            for index, item in enumerate(items)
         ]
     examples = [
         {name: array[row : row + 1] for name, array in batch.items()}

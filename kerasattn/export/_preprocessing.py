@@ -30,7 +30,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"an array of dtype {value.dtype} and shape {value.shape}"
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return f"one tensor of dtype {keras.backend.standardize_dtype(value.dtype)} and shape {tuple(value.shape)}"
+        dtype = keras.backend.standardize_dtype(value.dtype)
+        return f"one tensor of dtype {dtype} and shape {tuple(value.shape)}"
     if isinstance(value, Mapping):
         return f"a dict with keys {sorted(value)}"
     if isinstance(value, (list, tuple)):
@@ -40,11 +41,14 @@ def _describe(value: Any) -> str:
 
 
 def _is_string_tensor(value: Any) -> bool:
-    return hasattr(value, "numpy") and getattr(getattr(value, "dtype", None), "name", None) == "string"
+    return (
+        hasattr(value, "numpy") and getattr(getattr(value, "dtype", None), "name", None) == "string"
+    )
 
 
 def is_strings(value: Any) -> bool:
-    """Whether `value` is text: a non-empty list, tuple or array of `str`/`bytes`, or a string tensor."""
+    """Whether `value` is text: a non-empty list, tuple or array of `str`/`bytes`, or a
+    string tensor."""
     if _is_string_tensor(value):
         return True
     if isinstance(value, np.ndarray):
@@ -59,8 +63,9 @@ def is_strings(value: Any) -> bool:
 def check_preprocessor(preprocessor: Any) -> keras.layers.Layer:
     if not isinstance(preprocessor, keras.layers.Layer):
         raise ExportError(
-            "Expected `preprocessor` to be a Keras layer mapping a (B,) string tensor to the model's "
-            f"inputs (e.g. kerasattn.text.TextPreprocessor), received: {type(preprocessor).__name__}"
+            "Expected `preprocessor` to be a Keras layer mapping a (B,) string tensor to the "
+            "model's inputs (e.g. kerasattn.text.TextPreprocessor), received: "
+            f"{type(preprocessor).__name__}"
         )
     return preprocessor
 
@@ -78,9 +83,12 @@ def check_strings(value: Any, argument: str) -> np.ndarray:
         )
     array = np.asarray(value.numpy() if _is_string_tensor(value) else value, dtype=object)
     if array.ndim != 1:
-        raise ExportError(f"Expected `{argument}` strings of shape (B,), received: shape {array.shape}")
+        raise ExportError(
+            f"Expected `{argument}` strings of shape (B,), received: shape {array.shape}"
+        )
     return np.array(
-        [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in array], dtype=object
+        [item.encode("utf-8") if isinstance(item, str) else bytes(item) for item in array],
+        dtype=object,
     )
 
 
@@ -88,8 +96,8 @@ def refuse_strings(value: Any, argument: str) -> None:
     """Raises a clear `ExportError` for strings given without a preprocessor."""
     if is_strings(value):
         raise ExportError(
-            f"Expected `preprocessor` (a layer from strings to the model's inputs) for the strings of "
-            f"`{argument}`, received: preprocessor=None"
+            "Expected `preprocessor` (a layer from strings to the model's inputs) for the strings "
+            f"of `{argument}`, received: preprocessor=None"
         )
 
 
@@ -105,8 +113,8 @@ def select_model_inputs(outputs: Any, specs: List[InputSpec]) -> Dict[str, Any]:
         missing = [name for name in names if name not in outputs]
         if missing:
             raise ExportError(
-                f"Expected the outputs of `preprocessor` to include every model input {names} by name, "
-                f"received: outputs {sorted(outputs)} (none for {missing})"
+                f"Expected the outputs of `preprocessor` to include every model input {names} by "
+                f"name, received: outputs {sorted(outputs)} (none for {missing})"
             )
         return {name: outputs[name] for name in names}
     if len(names) == 1 and hasattr(outputs, "shape"):
@@ -117,7 +125,9 @@ def select_model_inputs(outputs: Any, specs: List[InputSpec]) -> Dict[str, Any]:
     )
 
 
-def preprocess(preprocessor: keras.layers.Layer, strings: np.ndarray, specs: List[InputSpec], argument: str) -> Inputs:
+def preprocess(
+    preprocessor: keras.layers.Layer, strings: np.ndarray, specs: List[InputSpec], argument: str
+) -> Inputs:
     """Runs the preprocessor on `strings` and checks the model inputs it makes against `specs`."""
     import tensorflow as tf
 
@@ -125,15 +135,19 @@ def preprocess(preprocessor: keras.layers.Layer, strings: np.ndarray, specs: Lis
         outputs = preprocessor(tf.constant(strings, tf.string))
     except Exception as error:
         raise ExportError(
-            f"Expected `preprocessor` to take a (B,) string tensor, received: an error on `{argument}`: "
-            f"{first_line(error)}"
+            "Expected `preprocessor` to take a (B,) string tensor, received: an error on "
+            f"`{argument}`: {first_line(error)}"
         ) from error
     selected = select_model_inputs(outputs, specs)
-    arrays = {name: np.asarray(keras.ops.convert_to_numpy(value)) for name, value in selected.items()}
+    arrays = {
+        name: np.asarray(keras.ops.convert_to_numpy(value)) for name, value in selected.items()
+    }
     return check_inputs(arrays, specs, f"preprocessor({argument})")
 
 
-def string_serving_function(model: keras.Model, preprocessor: keras.layers.Layer, specs: List[InputSpec]):
+def string_serving_function(
+    model: keras.Model, preprocessor: keras.layers.Layer, specs: List[InputSpec]
+):
     """`text -> model(preprocessor(text))`, the function behind the string signature."""
 
     def serve(text):
@@ -150,7 +164,9 @@ def custom_ops(function) -> List[str]:
 
     graph = function.graph.as_graph_def()
     ops = {node.op for node in graph.node}
-    ops.update(node.op for library_function in graph.library.function for node in library_function.node_def)
+    ops.update(
+        node.op for library_function in graph.library.function for node in library_function.node_def
+    )
     return sorted(op for op in ops if not hasattr(tf.raw_ops, op))
 
 
@@ -164,7 +180,9 @@ def write_vocabulary(preprocessor: keras.layers.Layer, folder: str) -> Optional[
     try:
         save_vocabulary(vocabulary, os.path.join(folder, VOCABULARY_FILE))
     except ValueError as error:
-        raise ExportError(f"Expected `preprocessor.vocabulary` to be a valid vocabulary, received: {error}") from error
+        raise ExportError(
+            f"Expected `preprocessor.vocabulary` to be a valid vocabulary, received: {error}"
+        ) from error
     return list(vocabulary)
 
 

@@ -33,7 +33,11 @@ def _version(distribution: str) -> str:
 
 def _tensor_json(name: str, shape, dtype) -> Dict[str, Any]:
     dims = [None if d is None or isinstance(d, str) or d < 0 else int(d) for d in shape]
-    return {"name": name, "shape": dims, "dtype": dtype if dtype == "string" else np.dtype(dtype).name}
+    return {
+        "name": name,
+        "shape": dims,
+        "dtype": dtype if dtype == "string" else np.dtype(dtype).name,
+    }
 
 
 def _tf_dtype(dtype) -> Any:
@@ -79,10 +83,12 @@ class SavedModelRuntime:
         return {
             "name": self._name,
             "inputs": [
-                _tensor_json(name, spec.shape.as_list(), _tf_dtype(spec.dtype)) for name, spec in sorted(inputs.items())
+                _tensor_json(name, spec.shape.as_list(), _tf_dtype(spec.dtype))
+                for name, spec in sorted(inputs.items())
             ],
             "outputs": [
-                _tensor_json(name, spec.shape.as_list(), _tf_dtype(spec.dtype)) for name, spec in sorted(outputs.items())
+                _tensor_json(name, spec.shape.as_list(), _tf_dtype(spec.dtype))
+                for name, spec in sorted(outputs.items())
             ],
         }
 
@@ -158,17 +164,21 @@ class LiteRTRuntime:
         self._inputs = runner.get_input_details()
         self._outputs = runner.get_output_details()
         self._shapes: Dict[str, tuple] = {}
-        self.description = f"ai-edge-litert {_version('ai-edge-litert')} (ai_edge_litert.interpreter.Interpreter)"
+        self.description = (
+            f"ai-edge-litert {_version('ai-edge-litert')} (ai_edge_litert.interpreter.Interpreter)"
+        )
         self.threads: Optional[int] = num_threads
 
     def signature(self) -> Dict[str, Any]:
         return {
             "name": SIGNATURE,
             "inputs": [
-                _tensor_json(name, d["shape_signature"], d["dtype"]) for name, d in sorted(self._inputs.items())
+                _tensor_json(name, d["shape_signature"], d["dtype"])
+                for name, d in sorted(self._inputs.items())
             ],
             "outputs": [
-                _tensor_json(name, d["shape_signature"], d["dtype"]) for name, d in sorted(self._outputs.items())
+                _tensor_json(name, d["shape_signature"], d["dtype"])
+                for name, d in sorted(self._outputs.items())
             ],
         }
 
@@ -178,7 +188,9 @@ class LiteRTRuntime:
         for name, array in inputs.items():
             details = self._inputs[name]
             if self._shapes.get(name) != array.shape:
-                self._interpreter.resize_tensor_input(details["index"], list(array.shape), strict=True)
+                self._interpreter.resize_tensor_input(
+                    details["index"], list(array.shape), strict=True
+                )
                 self._shapes[name] = array.shape
                 resized = True
             feed[details["index"]] = array.astype(details["dtype"], copy=False)
@@ -210,7 +222,9 @@ class OnnxRuntime:
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = num_threads
         options.log_severity_level = 3  # errors only: shape-inference warnings are noise here
-        self._session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._session = onnxruntime.InferenceSession(
+            path, options, providers=["CPUExecutionProvider"]
+        )
         self._output_names = [output.name for output in self._session.get_outputs()]
         self._input_types = {
             i.name: _ONNX_TYPES.get(i.type, "float32") for i in self._session.get_inputs()
@@ -232,7 +246,10 @@ class OnnxRuntime:
         }
 
     def _feed(self, inputs: Inputs) -> Dict[str, np.ndarray]:
-        return {name: array.astype(self._input_types[name], copy=False) for name, array in inputs.items()}
+        return {
+            name: array.astype(self._input_types[name], copy=False)
+            for name, array in inputs.items()
+        }
 
     def run(self, inputs: Inputs) -> Dict[str, np.ndarray]:
         return dict(zip(self._output_names, self._session.run(None, self._feed(inputs))))

@@ -103,9 +103,9 @@ class SingleHeadAttention(keras.layers.Layer):
         value_mask=None,
         key_mask=None,
         attention_mask=None,
-        return_attention_scores=False,
+        return_attention_scores: bool = False,
         training=None,
-        use_causal_mask=False,
+        use_causal_mask: bool = False,
     ):
         key = value if key is None else key
         self._check_shapes(query.shape, value.shape, key.shape)
@@ -133,9 +133,9 @@ class SingleHeadAttention(keras.layers.Layer):
         value_mask=None,
         key_mask=None,
         attention_mask=None,
-        return_attention_scores=False,
+        return_attention_scores: bool = False,
         training=None,
-        use_causal_mask=False,
+        use_causal_mask: bool = False,
     ):
         key = value if key is None else key
         check_masks(

@@ -6,18 +6,13 @@ residual wrapper (pre- or post-norm) and the feed-forward sub-layer.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import keras
 
 from kerasattn.layers import _validation
+from kerasattn.layers._initializers import clone_initializer
 from kerasattn.layers.multi_head_attention import MultiHeadAttention
-
-
-def _clone_initializer(initializer):
-    # A fresh instance per sub-layer, so that seeded initializers do not hand
-    # every sub-layer the same values.
-    return initializer.__class__.from_config(initializer.get_config())
 
 
 class TransformerBlockBase(keras.layers.Layer):
@@ -27,16 +22,17 @@ class TransformerBlockBase(keras.layers.Layer):
         self,
         num_heads: int,
         intermediate_dim: int,
-        key_dim: Optional[int] = None,
+        key_dim: int | None = None,
         dropout: float = 0.0,
         attention_dropout: float = 0.0,
         activation="relu",
         norm_first: bool = False,
         layer_norm_epsilon: float = 1e-5,
-        num_key_value_heads: Optional[int] = None,
+        num_key_value_heads: int | None = None,
+        sliding_window: int | None = None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
-        seed: Optional[int] = None,
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -58,6 +54,9 @@ class TransformerBlockBase(keras.layers.Layer):
                 f"Expected `num_key_value_heads` to divide num_heads={num_heads}, "
                 f"received: num_key_value_heads={num_key_value_heads}"
             )
+        self.sliding_window = _validation.positive_int(
+            "sliding_window", sliding_window, allow_none=True
+        )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"Expected `seed` to be an integer or None, received: seed={seed!r}")
         self.seed = seed
@@ -85,18 +84,21 @@ class TransformerBlockBase(keras.layers.Layer):
             )
         return width
 
-    def _seed(self, offset: int) -> Optional[int]:
+    def _seed(self, offset: int) -> int | None:
         # Distinct seeds, so that the dropout layers draw different masks.
         return None if self.seed is None else self.seed + offset
 
-    def _make_attention(self, name: str, width: int, seed_offset: int) -> MultiHeadAttention:
+    def _make_attention(
+        self, name: str, width: int, seed_offset: int, sliding_window: int | None = None
+    ) -> MultiHeadAttention:
         return MultiHeadAttention(
             num_heads=self.num_heads,
             key_dim=self.key_dim or width // self.num_heads,
             dropout=self.attention_dropout,
             num_key_value_heads=self.num_key_value_heads,
-            kernel_initializer=_clone_initializer(self.kernel_initializer),
-            bias_initializer=_clone_initializer(self.bias_initializer),
+            sliding_window=sliding_window,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             seed=self._seed(seed_offset),
             dtype=self.dtype_policy,
             name=name,
@@ -120,16 +122,16 @@ class TransformerBlockBase(keras.layers.Layer):
         self._feedforward_intermediate_dense = keras.layers.Dense(
             self.intermediate_dim,
             activation=self.activation,
-            kernel_initializer=_clone_initializer(self.kernel_initializer),
-            bias_initializer=_clone_initializer(self.bias_initializer),
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="feedforward_intermediate_dense",
         )
         self._feedforward_intermediate_dense.build(shape)
         self._feedforward_output_dense = keras.layers.Dense(
             width,
-            kernel_initializer=_clone_initializer(self.kernel_initializer),
-            bias_initializer=_clone_initializer(self.bias_initializer),
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="feedforward_output_dense",
         )
@@ -174,6 +176,7 @@ class TransformerBlockBase(keras.layers.Layer):
             "norm_first": self.norm_first,
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "num_key_value_heads": self.num_key_value_heads,
+            "sliding_window": self.sliding_window,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "seed": self.seed,

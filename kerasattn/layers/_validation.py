@@ -6,10 +6,10 @@ that a user sees which argument is wrong and what it should have been.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
 
-def positive_int(name: str, value, allow_none: bool = False) -> Optional[int]:
+def positive_int(name: str, value, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -49,7 +49,7 @@ def rank(name: str, shape: Sequence, expected: int | Sequence[int]) -> None:
         )
 
 
-def last_dim(name: str, shape: Sequence, expected: Optional[int]) -> None:
+def last_dim(name: str, shape: Sequence, expected: int | None) -> None:
     """Checks a static last dimension against an expected width."""
     if expected is not None and shape[-1] is not None and shape[-1] != expected:
         raise ValueError(

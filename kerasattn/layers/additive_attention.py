@@ -10,6 +10,7 @@ from keras import regularizers
 
 from kerasattn.layers import _single_head
 from kerasattn.layers import _validation
+from kerasattn.layers._initializers import clone_initializer
 
 
 @keras.saving.register_keras_serializable(package="kerasattn")
@@ -28,12 +29,14 @@ class AdditiveAttention(_single_head.SingleHeadAttention):
     float32 under every dtype policy.
 
     Args:
-        units: positive integer, the width of the hidden layer (of `W_q q`,
-            `W_k k`, `b` and `v`).
+        units: optional positive integer, the width of the hidden layer (of
+            `W_q q`, `W_k k`, `b` and `v`). Defaults to `None`: the query's
+            last dimension `Dq`.
         use_bias: whether to add the bias `b`. Defaults to `True`.
         dropout: float in [0, 1), dropout rate on the attention weights.
             Defaults to `0.0`.
-        kernel_initializer: initializer for `W_q`, `W_k` and `v`.
+        kernel_initializer: initializer for `W_q`, `W_k` and `v` (each
+            gets its own instance, so they start different).
         bias_initializer: initializer for `b`.
         kernel_regularizer: regularizer for `W_q`, `W_k` and `v`.
         bias_regularizer: regularizer for `b`.
@@ -65,18 +68,17 @@ class AdditiveAttention(_single_head.SingleHeadAttention):
 
     Example:
 
-    ```python
-    query = np.random.rand(2, 3, 4)  # (B, Tq, Dq)
-    value = np.random.rand(2, 5, 6)  # (B, Tk, Dv), also the keys
-    layer = AdditiveAttention(units=8)
-    output, weights = layer(query, value, return_attention_scores=True)
-    # output.shape == (2, 3, 6), weights.shape == (2, 3, 5)
-    ```
+    >>> query = np.random.rand(2, 3, 4)  # (B, Tq, Dq)
+    >>> value = np.random.rand(2, 5, 6)  # (B, Tk, Dv), also the keys
+    >>> layer = AdditiveAttention(units=8)
+    >>> output, weights = layer(query, value, return_attention_scores=True)
+    >>> tuple(output.shape), tuple(weights.shape)
+    ((2, 3, 6), (2, 3, 5))
     """
 
     def __init__(
         self,
-        units: int,
+        units: int | None = None,
         use_bias: bool = True,
         dropout: float = 0.0,
         kernel_initializer="glorot_uniform",
@@ -89,7 +91,7 @@ class AdditiveAttention(_single_head.SingleHeadAttention):
         **kwargs,
     ):
         super().__init__(dropout=dropout, seed=seed, **kwargs)
-        self.units = _validation.positive_int("units", units)
+        self.units = _validation.positive_int("units", units, allow_none=True)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
@@ -103,32 +105,33 @@ class AdditiveAttention(_single_head.SingleHeadAttention):
         self._check_shapes(query_shape, value_shape, key_shape)
         query_dim = _single_head.static_width("query", query_shape)
         key_dim = _single_head.static_width("key", key_shape)
-        # Scores are computed in float32, so these weights are never autocast.
-        kernel_args = dict(
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            autocast=False,
-        )
-        self.query_kernel = self.add_weight(
-            name="query_kernel", shape=(query_dim, self.units), **kernel_args
-        )
-        self.key_kernel = self.add_weight(
-            name="key_kernel", shape=(key_dim, self.units), **kernel_args
-        )
+        units = self.units or query_dim
+
+        def kernel(name, shape):
+            # Scores are computed in float32, so these weights are never
+            # autocast; each kernel gets its own initializer instance.
+            return self.add_weight(
+                name=name,
+                shape=shape,
+                initializer=clone_initializer(self.kernel_initializer),
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+                autocast=False,
+            )
+
+        self.query_kernel = kernel("query_kernel", (query_dim, units))
+        self.key_kernel = kernel("key_kernel", (key_dim, units))
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
                 name="bias",
-                shape=(self.units,),
-                initializer=self.bias_initializer,
+                shape=(units,),
+                initializer=clone_initializer(self.bias_initializer),
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
                 autocast=False,
             )
-        self.score_kernel = self.add_weight(
-            name="score_kernel", shape=(self.units,), **kernel_args
-        )
+        self.score_kernel = kernel("score_kernel", (units,))
 
     def _check_shapes(self, query_shape, value_shape, key_shape):
         _single_head.check_shapes(query_shape, value_shape, key_shape)

@@ -10,6 +10,7 @@ from keras import regularizers
 
 from kerasattn.layers import _single_head
 from kerasattn.layers import _validation
+from kerasattn.layers._initializers import clone_initializer
 from kerasattn.ops import check_broadcastable
 from kerasattn.ops import masked_softmax
 
@@ -64,13 +65,13 @@ class AttentionPooling(keras.layers.Layer):
 
     Example:
 
-    ```python
-    tokens = keras.Input(shape=(None,), dtype="int32")
-    x = keras.layers.Embedding(1000, 16, mask_zero=True)(tokens)
-    pooled = AttentionPooling(units=32)(x)  # (B, 16), padding ignored
-    outputs = keras.layers.Dense(2, activation="softmax")(pooled)
-    model = keras.Model(tokens, outputs)
-    ```
+    >>> tokens = keras.Input(shape=(None,), dtype="int32")
+    >>> x = keras.layers.Embedding(1000, 16, mask_zero=True)(tokens)
+    >>> pooled = AttentionPooling(units=32)(x)  # padding ignored
+    >>> pooled.shape
+    (None, 16)
+    >>> outputs = keras.layers.Dense(2, activation="softmax")(pooled)
+    >>> model = keras.Model(tokens, outputs)
     """
 
     def __init__(
@@ -107,28 +108,30 @@ class AttentionPooling(keras.layers.Layer):
     def build(self, input_shape):
         _validation.rank("inputs", input_shape, 3)
         width = _single_head.static_width("inputs", input_shape)
-        # Scores are computed in float32, so these weights are never autocast.
-        kernel_args = dict(
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            autocast=False,
-        )
-        if self.units is not None:
-            self.kernel = self.add_weight(
-                name="kernel", shape=(width, self.units), **kernel_args
+
+        def kernel(name, shape):
+            # Scores are computed in float32, so these weights are never
+            # autocast; each gets its own initializer instance.
+            return self.add_weight(
+                name=name,
+                shape=shape,
+                initializer=clone_initializer(self.kernel_initializer),
+                regularizer=self.kernel_regularizer,
+                constraint=self.kernel_constraint,
+                autocast=False,
             )
+
+        if self.units is not None:
+            self.kernel = kernel("kernel", (width, self.units))
             self.bias = self.add_weight(
                 name="bias",
                 shape=(self.units,),
-                initializer=self.bias_initializer,
+                initializer=clone_initializer(self.bias_initializer),
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
                 autocast=False,
             )
-        self.query = self.add_weight(
-            name="query", shape=(self.num_queries, self.units or width), **kernel_args
-        )
+        self.query = kernel("query", (self.num_queries, self.units or width))
 
     def _check_inputs(self, inputs, mask):
         _validation.rank("inputs", inputs.shape, 3)
@@ -137,7 +140,7 @@ class AttentionPooling(keras.layers.Layer):
             _validation.last_dim("inputs", inputs.shape, width)
         check_broadcastable(mask, inputs.shape[:2], "mask")
 
-    def call(self, inputs, mask=None, return_attention_scores=False, training=None):
+    def call(self, inputs, mask=None, return_attention_scores: bool = False, training=None):
         self._check_inputs(inputs, mask)
         def f32(x):
             return ops.cast(x, "float32")
@@ -170,7 +173,7 @@ class AttentionPooling(keras.layers.Layer):
         return (input_shape[0], self.num_queries, input_shape[-1])
 
     def compute_output_spec(
-        self, inputs, mask=None, return_attention_scores=False, training=None
+        self, inputs, mask=None, return_attention_scores: bool = False, training=None
     ):
         self._check_inputs(inputs, mask)
         output = keras.KerasTensor(

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from kerasattn.layers import _validation
+from kerasattn.layers._initializers import clone_initializer
 from kerasattn.ops import check_broadcastable
 from kerasattn.ops import masked_softmax
 from kerasattn.ops import merge_masks
@@ -115,7 +116,7 @@ class CrossLayerAttention(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.seed = seed
-        self._dropout = keras.layers.Dropout(
+        self._dropout_layer = keras.layers.Dropout(
             self.dropout, seed=seed, dtype=self.dtype_policy, name="dropout"
         )
         self.num_layers = None
@@ -124,8 +125,8 @@ class CrossLayerAttention(keras.layers.Layer):
         return keras.layers.Dense(
             units,
             use_bias=self.use_bias,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             kernel_regularizer=self.kernel_regularizer,
             bias_regularizer=self.bias_regularizer,
             dtype=self.dtype_policy,
@@ -183,7 +184,7 @@ class CrossLayerAttention(keras.layers.Layer):
             self.query_vector = self.add_weight(
                 name="query_vector",
                 shape=(units,),
-                initializer=self.kernel_initializer,
+                initializer=clone_initializer(self.kernel_initializer),
                 regularizer=self.kernel_regularizer,
             )
         if self.use_value_projection:
@@ -193,9 +194,9 @@ class CrossLayerAttention(keras.layers.Layer):
             self.layer_embedding = self.add_weight(
                 name="layer_embedding",
                 shape=(self.num_layers, units),
-                initializer=self.layer_embedding_initializer,
+                initializer=clone_initializer(self.layer_embedding_initializer),
             )
-        self._dropout.build(None)
+        self._dropout_layer.build(None)
         self.built = True
 
     def _merged_mask(self, mask, shape):
@@ -229,7 +230,7 @@ class CrossLayerAttention(keras.layers.Layer):
             scores, None if mask is None else ops.expand_dims(mask, -1)
         )
         weights = ops.cast(weights, self.compute_dtype)
-        applied = self._dropout(weights, training=training)
+        applied = self._dropout_layer(weights, training=training)
         values = self._value_dense(stacked) if self.use_value_projection else stacked
         output = ops.einsum("btl,btld->btd", applied, values)
         if return_attention_scores:

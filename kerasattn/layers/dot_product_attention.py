@@ -10,6 +10,7 @@ from keras import regularizers
 
 from kerasattn.layers import _single_head
 from kerasattn.layers import _validation
+from kerasattn.layers._initializers import clone_initializer
 
 SCORES = ("dot", "scaled", "general")
 
@@ -67,13 +68,12 @@ class DotProductAttention(_single_head.SingleHeadAttention):
 
     Example:
 
-    ```python
-    query = np.random.rand(2, 3, 4)  # (B, Tq, Dq)
-    value = np.random.rand(2, 5, 6)  # (B, Tk, Dv), also the keys
-    layer = DotProductAttention(score="general")
-    output, weights = layer(query, value, return_attention_scores=True)
-    # output.shape == (2, 3, 6), weights.shape == (2, 3, 5)
-    ```
+    >>> query = np.random.rand(2, 3, 4)  # (B, Tq, Dq)
+    >>> value = np.random.rand(2, 5, 6)  # (B, Tk, Dv), also the keys
+    >>> layer = DotProductAttention(score="general")
+    >>> output, weights = layer(query, value, return_attention_scores=True)
+    >>> tuple(output.shape), tuple(weights.shape)
+    ((2, 3, 6), (2, 3, 5))
     """
 
     def __init__(
@@ -103,7 +103,7 @@ class DotProductAttention(_single_head.SingleHeadAttention):
             self.kernel = self.add_weight(
                 name="kernel",
                 shape=(query_dim, key_dim),
-                initializer=self.kernel_initializer,
+                initializer=clone_initializer(self.kernel_initializer),
                 regularizer=self.kernel_regularizer,
                 constraint=self.kernel_constraint,
                 autocast=False,

@@ -5,18 +5,20 @@ from __future__ import annotations
 import functools
 import math
 import string
-from typing import Optional, Sequence
+from typing import Sequence
 
 import keras
 from keras import ops
 
 from kerasattn.layers import _validation
+from kerasattn.layers._initializers import clone_initializer
 from kerasattn.ops.attention import DEFAULT_BLOCK_SIZE
 from kerasattn.ops.attention import IMPLEMENTATIONS
 from kerasattn.ops.attention import dot_product_attention
 from kerasattn.ops.masking import as_bool_mask
+from kerasattn.ops.masking import causal_mask
 from kerasattn.ops.masking import check_broadcastable
-from kerasattn.ops.masking import merge_attention_masks
+from kerasattn.ops.masking import masked_softmax
 from kerasattn.ops.masking import merge_masks
 from kerasattn.ops.masking import sliding_window_mask
 
@@ -64,6 +66,12 @@ class MultiHeadAttention(keras.layers.Layer):
     zero attention result, so its output is just the bias of the output
     projection; Keras returns the mean of the values there.
 
+    As in Keras, `call` projects the inputs, merges the masks
+    (`_compute_attention_mask`) and hands the projected heads to
+    `_compute_attention(query, key, value, attention_mask=None,
+    training=None, return_attention_scores=False, use_causal_mask=False)`,
+    which subclasses may override (keras-hub's cached attention does).
+
     Args:
         num_heads: number of query heads `N`.
         key_dim: width of each query and key head.
@@ -93,10 +101,12 @@ class MultiHeadAttention(keras.layers.Layer):
         num_key_value_heads: number of key/value heads `K`, dividing
             `num_heads`; defaults to `num_heads`.
         implementation: "dense", "chunked" (keys in blocks of `block_size`
-            with an online softmax: at inference memory grows with
-            `Tq * block_size`, but no attention scores and no dropout) or
-            "auto" (chunked at inference for static key lengths from 2048
-            on when neither is needed; dense otherwise).
+            with an online softmax and a recomputing gradient: memory grows
+            with `Tq * block_size` in training as at inference, but no
+            attention scores and no dropout) or "auto" (chunked, training or
+            not, where the dense float32 scores `(B, N, Tq, Tk)` would reach
+            1 GiB, for a static key length, when neither is needed; dense
+            otherwise).
         block_size: key block length of the chunked path.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
@@ -112,7 +122,10 @@ class MultiHeadAttention(keras.layers.Layer):
             key's Keras mask when not given.
         attention_mask: optional boolean mask broadcastable to
             `(B, Tq, Tk)` (with attention axes `(B, <other axes>, <query
-            attention axes>, <key attention axes>)`), True = may attend.
+            attention axes>, <key attention axes>)`), or a per-head mask
+            laid out like the scores, `(B, N, Tq, Tk)` (`(B, <other axes>,
+            N, <query attention axes>, <key attention axes>)`); True = may
+            attend.
         return_attention_scores: also return the attention weights.
         training: whether dropout is active.
         use_causal_mask: query `i` sees only keys `j <= i`.
@@ -138,13 +151,13 @@ class MultiHeadAttention(keras.layers.Layer):
         self,
         num_heads: int,
         key_dim: int,
-        value_dim: Optional[int] = None,
+        value_dim: int | None = None,
         dropout: float = 0.0,
         use_bias: bool = True,
         output_shape=None,
         attention_axes=None,
-        sliding_window: Optional[int] = None,
-        flash_attention: Optional[bool] = None,
+        sliding_window: int | None = None,
+        flash_attention: bool | None = None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         kernel_regularizer=None,
@@ -153,8 +166,8 @@ class MultiHeadAttention(keras.layers.Layer):
         kernel_constraint=None,
         bias_constraint=None,
         use_gate: bool = False,
-        seed: Optional[int] = None,
-        num_key_value_heads: Optional[int] = None,
+        seed: int | None = None,
+        num_key_value_heads: int | None = None,
         implementation: str = "auto",
         block_size: int = DEFAULT_BLOCK_SIZE,
         **kwargs,
@@ -355,14 +368,22 @@ class MultiHeadAttention(keras.layers.Layer):
         check_broadcastable(masks["query_mask"], query_dims, "query_mask")
         check_broadcastable(masks["value_mask"], key_dims, "value_mask")
         check_broadcastable(masks["key_mask"], key_dims, "key_mask")
-        axes, others = self._axes(len(query.shape))
-        target = (
-            (query.shape[0],)
-            + tuple(query.shape[axis] for axis in others)
-            + tuple(query.shape[axis] for axis in axes)
-            + tuple(value.shape[axis] for axis in axes)
+        attention_mask = masks["attention_mask"]
+        target = self._mask_shape(tuple(query.shape), tuple(value.shape))
+        if attention_mask is not None and len(attention_mask.shape) == len(target) + 1:
+            # A per-head mask, laid out like the attention scores.
+            target = self._scores_shape(tuple(query.shape), tuple(value.shape))
+        check_broadcastable(attention_mask, target, "attention_mask")
+
+    def _mask_shape(self, query_shape, value_shape) -> tuple:
+        """`(B, <other axes>, <query attention axes>, <key attention axes>)`."""
+        axes, others = self._axes(len(query_shape))
+        return (
+            (query_shape[0],)
+            + tuple(query_shape[axis] for axis in others)
+            + tuple(query_shape[axis] for axis in axes)
+            + tuple(value_shape[axis] for axis in axes)
         )
-        check_broadcastable(masks["attention_mask"], target, "attention_mask")
 
     def _scores_shape(self, query_shape, value_shape) -> tuple:
         axes, others = self._axes(len(query_shape))
@@ -380,12 +401,8 @@ class MultiHeadAttention(keras.layers.Layer):
         # Fresh initializer instances, so that the projections do not share
         # (stateless, hence identical) initial values.
         return dict(
-            kernel_initializer=self._kernel_initializer.__class__.from_config(
-                self._kernel_initializer.get_config()
-            ),
-            bias_initializer=self._bias_initializer.__class__.from_config(
-                self._bias_initializer.get_config()
-            ),
+            kernel_initializer=clone_initializer(self._kernel_initializer),
+            bias_initializer=clone_initializer(self._bias_initializer),
             kernel_regularizer=self._kernel_regularizer,
             bias_regularizer=self._bias_regularizer,
             activity_regularizer=self._activity_regularizer,
@@ -450,14 +467,159 @@ class MultiHeadAttention(keras.layers.Layer):
 
     # -- calling -------------------------------------------------------------
 
-    def _attention_mask(self, query, value, query_mask, value_mask, key_mask, attention_mask):
-        """The merged `(B|1, Tq|1, Tk|1)` mask (or `None`), rank-3 inputs."""
-        window = None
-        if self._sliding_window is not None:
-            window = sliding_window_mask(
-                ops.shape(query)[1], ops.shape(value)[1], self._sliding_window
+    def _compute_attention_mask(
+        self,
+        query,
+        value,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        use_causal_mask: bool = False,
+    ):
+        """Merges the mask arguments into one boolean mask, or `None`.
+
+        The padding masks, the sliding window, the causal mask (when
+        `use_causal_mask`) and `attention_mask` are ANDed into a mask
+        broadcastable to `(B, <other axes>, <query attention axes>, <key
+        attention axes>)` (`(B, Tq, Tk)` for rank-3 inputs), or, when
+        `attention_mask` is a per-head mask of one more axis, to the scores'
+        `(B, <other axes>, N, <query attention axes>, <key attention axes>)`.
+        `query` and `value` are the layer's (unprojected) inputs.
+        """
+        rank = len(query.shape)
+        axes, others = self._axes(rank)
+        num_axes = len(axes)
+        permutation = (0,) + others + axes
+
+        def laid_out(mask, x, before_axes: int):
+            # (B, <input axes>) -> (B, <others>, <attention axes>) with
+            # `num_axes` unit axes inserted `before_axes` axes from the end.
+            if mask is None:
+                return None
+            mask = as_bool_mask(mask)
+            if rank > 3:
+                mask = ops.broadcast_to(mask, ops.shape(x)[:-1])
+                mask = ops.transpose(mask, permutation)
+            for _ in range(num_axes):
+                mask = ops.expand_dims(mask, -1 - before_axes)
+            return mask
+
+        padding = merge_masks(
+            laid_out(query_mask, query, 0),
+            laid_out(value_mask, value, num_axes),
+            laid_out(key_mask, value, num_axes),
+        )
+        structure = None
+        if self._sliding_window is not None or use_causal_mask:
+            query_dims = tuple(ops.shape(query)[axis] for axis in axes)
+            key_dims = tuple(ops.shape(value)[axis] for axis in axes)
+            query_length, key_length = _product(query_dims), _product(key_dims)
+            if self._sliding_window is not None:
+                structure = sliding_window_mask(query_length, key_length, self._sliding_window)
+            if use_causal_mask:
+                structure = merge_masks(structure, causal_mask(query_length, key_length))
+            if num_axes > 1:
+                structure = ops.reshape(structure, query_dims + key_dims)
+        merged = merge_masks(padding, structure)
+        if attention_mask is not None:
+            attention_mask = as_bool_mask(attention_mask)
+            if merged is not None and len(attention_mask.shape) == 2 * num_axes + len(others) + 2:
+                # A per-head mask: the other masks are the same for every head.
+                merged = ops.expand_dims(merged, -1 - 2 * num_axes)
+                while len(merged.shape) < len(attention_mask.shape):
+                    merged = ops.expand_dims(merged, 0)
+            merged = merge_masks(merged, attention_mask)
+        return merged
+
+    def _masked_softmax(self, attention_scores, attention_mask=None):
+        """Keras's helper for `_compute_attention` overrides: a float32 masked
+        softmax over the last axis, in the scores' dtype; a row with every key
+        masked gets zeros. `attention_mask` is expanded at the head axis, as
+        in Keras."""
+        if attention_mask is not None:
+            num_axes = len(self._axes(len(attention_scores.shape) - 1)[0])
+            for _ in range(len(attention_scores.shape) - len(attention_mask.shape)):
+                attention_mask = ops.expand_dims(attention_mask, -2 * num_axes - 1)
+        weights = masked_softmax(attention_scores, attention_mask)
+        return ops.cast(weights, attention_scores.dtype)
+
+    def _compute_attention(
+        self,
+        query,
+        key,
+        value,
+        attention_mask=None,
+        training=None,
+        return_attention_scores: bool = False,
+        use_causal_mask: bool = False,
+    ):
+        """Attention of the projected heads, the override point Keras has.
+
+        `call` computes every projection and mask and then calls this method,
+        so a subclass that overrides it (keras-hub's cached attention, for
+        example) changes what the layer computes.
+
+        Args:
+            query: projected queries `(B, <query axes>, N, key_dim)`.
+            key: projected keys `(B, <key axes>, K, key_dim)`.
+            value: projected values `(B, <key axes>, K, value_dim)`.
+            attention_mask: boolean mask from `_compute_attention_mask`, or
+                `None`.
+            training: whether dropout is active.
+            return_attention_scores: whether to compute the weights.
+            use_causal_mask: also mask keys after the query position (in the
+                flattened order of the attention axes). `call` passes it only
+                to this method, not to overrides, whose masks already hold
+                the causal mask.
+
+        Returns:
+            `(attention_output, attention_scores)`: the output
+            `(B, <query axes>, N, value_dim)` and the weights laid out like
+            the layer's returned scores, or `None` when not requested.
+        """
+        rank = len(query.shape) - 1  # the rank of the layer's inputs
+        flat = None
+        if rank > 3:
+            axes, others = self._axes(rank)
+            flat = _FlattenedAxes(
+                ops.shape(query)[:-2], ops.shape(key)[:-2], axes, others
             )
-        return merge_attention_masks(query_mask, value_mask, key_mask, attention_mask, window)
+            per_head = (
+                attention_mask is not None
+                and len(attention_mask.shape) == 2 * len(axes) + len(others) + 2
+            )
+            query = flat.heads(query, flat.query_length)
+            key = flat.heads(key, flat.key_length)
+            value = flat.heads(value, flat.key_length)
+            attention_mask = flat.attention(attention_mask, self._num_heads if per_head else None)
+        elif attention_mask is not None:
+            attention_mask = as_bool_mask(attention_mask)
+            while len(attention_mask.shape) < 2:
+                attention_mask = ops.expand_dims(attention_mask, 0)
+
+        dropout = None
+        if self._dropout > 0 and training:
+            dropout = functools.partial(self._dropout_layer, training=training)
+        result = dot_product_attention(
+            query,
+            key,
+            value,
+            attention_mask,
+            causal=use_causal_mask,
+            scale=self._inverse_sqrt_key_dim,
+            dropout=dropout,
+            return_weights=return_attention_scores,
+            implementation=self._implementation,
+            training=bool(training),
+            block_size=self._block_size,
+        )
+        output, scores = result if return_attention_scores else (result, None)
+        if flat is not None:
+            output = flat.unflatten_output(output)
+            if scores is not None:
+                scores = flat.unflatten_scores(scores)
+        return output, scores
 
     def call(
         self,
@@ -481,51 +643,35 @@ class MultiHeadAttention(keras.layers.Layer):
         self._check_call(query, value, key, masks, return_attention_scores)
         if key is None:
             key = value
-        rank = len(query.shape)
+        # Our own `_compute_attention` takes the causal mask as a flag (the
+        # chunked path never builds it); an override gets it inside the mask,
+        # and no flag it may not know about.
+        causal_flag = use_causal_mask and (
+            type(self)._compute_attention is MultiHeadAttention._compute_attention
+        )
+        mask = self._compute_attention_mask(
+            query,
+            value,
+            query_mask=query_mask,
+            value_mask=value_mask,
+            key_mask=key_mask,
+            attention_mask=attention_mask,
+            use_causal_mask=use_causal_mask and not causal_flag,
+        )
         gate = self._gate_dense(query) if self._use_gate else None
         query_heads = self._query_dense(query)  # (B, Tq, N, H)
         key_heads = self._key_dense(key)  # (B, Tk, K, H)
         value_heads = self._value_dense(value)  # (B, Tk, K, Hv)
-
-        if rank > 3:
-            flat = _FlattenedAxes(query, value, *self._axes(rank))
-            query_heads = flat.heads(query_heads, flat.query_length)
-            key_heads = flat.heads(key_heads, flat.key_length)
-            value_heads = flat.heads(value_heads, flat.key_length)
-            query_mask = flat.padding(query_mask, ops.shape(query)[:-1], flat.query_length)
-            key_dims = ops.shape(value)[:-1]
-            key_mask = merge_masks(
-                flat.padding(value_mask, key_dims, flat.key_length),
-                flat.padding(key_mask, key_dims, flat.key_length),
-            )
-            value_mask = None
-            attention_mask = flat.attention(attention_mask)
-        mask = self._attention_mask(
-            query_heads, key_heads, query_mask, value_mask, key_mask, attention_mask
-        )
-
-        dropout = None
-        if self._dropout > 0 and training:
-            dropout = functools.partial(self._dropout_layer, training=training)
-
-        result = dot_product_attention(
+        extra = {"use_causal_mask": True} if causal_flag else {}
+        attended, scores = self._compute_attention(
             query_heads,
             key_heads,
             value_heads,
             mask,
-            causal=use_causal_mask,
-            scale=self._inverse_sqrt_key_dim,
-            dropout=dropout,
-            return_weights=return_attention_scores,
-            implementation=self._implementation,
-            training=bool(training),
-            block_size=self._block_size,
+            training,
+            return_attention_scores,
+            **extra,
         )
-        attended, scores = result if return_attention_scores else (result, None)
-        if rank > 3:
-            attended = flat.unflatten_output(attended)
-            if scores is not None:
-                scores = flat.unflatten_scores(scores)
         if gate is not None:
             attended = attended * gate
         output = self._output_dense(attended)
@@ -603,12 +749,11 @@ class _FlattenedAxes:
     unknown (dynamic) dimensions work.
     """
 
-    def __init__(self, query, value, axes: Sequence[int], others: Sequence[int]):
+    def __init__(self, query_dims, key_dims, axes: Sequence[int], others: Sequence[int]):
+        # `query_dims`, `key_dims`: the inputs' shapes without the last axis.
         # Permutation of the input axes but the last: batch, others, attention.
         self.perm = (0,) + tuple(others) + tuple(axes)
         self.num_others = len(others)
-        query_dims = ops.shape(query)[:-1]
-        key_dims = ops.shape(value)[:-1]
         self.batch_dims = tuple(query_dims[axis] for axis in (0,) + tuple(others))
         self.query_dims = tuple(query_dims[axis] for axis in axes)
         self.key_dims = tuple(key_dims[axis] for axis in axes)
@@ -621,20 +766,15 @@ class _FlattenedAxes:
         x = ops.transpose(x, self.perm + (rank - 2, rank - 1))
         return ops.reshape(x, (-1, length) + tuple(x.shape[-2:]))
 
-    def padding(self, mask, dims, length):
-        """`(B, <axes>)` padding mask -> `(B', T)`."""
+    def attention(self, mask, num_heads=None):
+        """`(B, <others>, <query axes>, <key axes>)` mask -> `(B', Tq, Tk)`, or
+        with `num_heads` a per-head `(B, <others>, N, ...)` one -> `(B', N, Tq, Tk)`."""
         if mask is None:
             return None
+        heads = () if num_heads is None else (num_heads,)
+        dims = self.batch_dims + heads + self.query_dims + self.key_dims
         mask = ops.broadcast_to(as_bool_mask(mask), dims)
-        return ops.reshape(ops.transpose(mask, self.perm), (-1, length))
-
-    def attention(self, mask):
-        """`(B, <others>, <query axes>, <key axes>)` mask -> `(B', Tq, Tk)`."""
-        if mask is None:
-            return None
-        dims = self.batch_dims + self.query_dims + self.key_dims
-        mask = ops.broadcast_to(as_bool_mask(mask), dims)
-        return ops.reshape(mask, (-1, self.query_length, self.key_length))
+        return ops.reshape(mask, (-1,) + heads + (self.query_length, self.key_length))
 
     def unflatten_output(self, x):
         """`(B', Tq, N, Hv)` -> `(B, <query axes>, N, Hv)` in input order."""

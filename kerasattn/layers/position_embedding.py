@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from kerasattn.layers import _validation
+from kerasattn.layers._initializers import clone_initializer
 
 
 @keras.saving.register_keras_serializable(package="kerasattn")
@@ -44,12 +45,12 @@ class PositionEmbedding(keras.layers.Layer):
 
     Example:
 
-    ```python
-    token_ids = keras.Input(shape=(None,), dtype="int32")
-    tokens = keras.layers.Embedding(1000, 32, mask_zero=True)(token_ids)
-    positions = kerasattn.layers.PositionEmbedding(sequence_length=128)(tokens)
-    embedded = keras.layers.Add()([tokens, positions])
-    ```
+    >>> token_ids = keras.Input(shape=(None,), dtype="int32")
+    >>> tokens = keras.layers.Embedding(1000, 32, mask_zero=True)(token_ids)
+    >>> positions = PositionEmbedding(sequence_length=128)(tokens)
+    >>> embedded = keras.layers.Add()([tokens, positions])
+    >>> embedded.shape
+    (None, None, 32)
     """
 
     def __init__(self, sequence_length: int, initializer="glorot_uniform", **kwargs):
@@ -84,7 +85,7 @@ class PositionEmbedding(keras.layers.Layer):
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.sequence_length, inputs_shape[-1]),
-            initializer=self.initializer,
+            initializer=clone_initializer(self.initializer),
             trainable=True,
         )
 

@@ -54,12 +54,12 @@ class RotaryEmbedding(keras.layers.Layer):
 
     Example:
 
-    ```python
-    rope = kerasattn.layers.RotaryEmbedding()
-    query = rope(np.random.rand(2, 10, 4, 16).astype("float32"))
-    key = rope(np.random.rand(2, 10, 4, 16).astype("float32"))
-    scores = keras.ops.einsum("bqhd,bkhd->bhqk", query, key)
-    ```
+    >>> rope = RotaryEmbedding()
+    >>> query = rope(np.random.rand(2, 10, 4, 16).astype("float32"))
+    >>> key = rope(np.random.rand(2, 10, 4, 16).astype("float32"))
+    >>> scores = keras.ops.einsum("bqhd,bkhd->bhqk", query, key)
+    >>> tuple(scores.shape)
+    (2, 4, 10, 10)
     """
 
     def __init__(

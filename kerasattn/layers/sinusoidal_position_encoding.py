@@ -44,12 +44,12 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
 
     Example:
 
-    ```python
-    token_ids = keras.Input(shape=(None,), dtype="int32")
-    tokens = keras.layers.Embedding(1000, 32)(token_ids)
-    positions = kerasattn.layers.SinusoidalPositionEncoding()(tokens)
-    embedded = keras.layers.Add()([tokens, positions])
-    ```
+    >>> token_ids = keras.Input(shape=(None,), dtype="int32")
+    >>> tokens = keras.layers.Embedding(1000, 32)(token_ids)
+    >>> positions = SinusoidalPositionEncoding()(tokens)
+    >>> embedded = keras.layers.Add()([tokens, positions])
+    >>> embedded.shape
+    (None, None, 32)
     """
 
     def __init__(self, max_wavelength: float = 10000, **kwargs):

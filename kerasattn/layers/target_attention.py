@@ -8,9 +8,11 @@ import keras
 from keras import ops
 
 from kerasattn.layers import _validation
+from kerasattn.layers._initializers import clone_initializer
 from kerasattn.ops import as_bool_mask
 from kerasattn.ops import check_broadcastable
 from kerasattn.ops import masked_softmax
+from kerasattn.ops import merge_attention_masks
 
 SCORES = ("mlp", "scaled")
 NORMALIZATIONS = ("softmax", None)
@@ -21,7 +23,9 @@ class TargetAttention(keras.layers.Layer):
     """Target (candidate-to-history) attention, as in DIN and BST-style scorers.
 
     A candidate item `q` attends over the user's behaviour history
-    `k_1 ... k_T` and returns the history summary `sum_j w_j v_j`.
+    `k_1 ... k_T` and returns the history summary `sum_j w_j v_j`. The call
+    arguments follow `keras.layers.MultiHeadAttention`: the history is the
+    `value` (and, unless a separate `key` is given, the keys).
 
     With `score="mlp"` (the "activation unit" of DIN, Zhou et al. 2018) each
     history item is scored by a small MLP on the interaction features:
@@ -50,7 +54,8 @@ class TargetAttention(keras.layers.Layer):
             `score="scaled"` requires `"softmax"`.
         dropout: dropout rate on the attention weights, in training only.
         use_bias: whether the MLP's `Dense` layers use a bias.
-        kernel_initializer: initializer of the MLP kernels.
+        kernel_initializer: initializer of the MLP kernels (each `Dense`
+            gets its own instance).
         bias_initializer: initializer of the MLP biases.
         kernel_regularizer: optional regularizer of the MLP kernels.
         bias_regularizer: optional regularizer of the MLP biases.
@@ -59,18 +64,23 @@ class TargetAttention(keras.layers.Layer):
 
     Call arguments:
         query: the candidate, `(B, d)`, or several candidates `(B, Tq, d)`.
-        keys: the history, `(B, T, d)`; `T` may be dynamic.
-        values: optional `(B, T, dv)`; defaults to `keys`.
-        keys_mask: optional `(B, T)` boolean mask, `True` = real item. A Keras
-            implicit mask on `keys` (for example from
-            `Embedding(mask_zero=True)`) fills it automatically.
+        value: the history, `(B, T, dv)`; `T` may be dynamic.
+        key: optional `(B, T, d)` keys of the history; defaults to `value`.
+        query_mask: optional `(B,)` or `(B, Tq)` mask of the candidates,
+            `True` = real candidate; a masked candidate gets a zero summary.
+        value_mask: optional `(B, T)` mask of the history, `True` = real
+            item.
+        key_mask: optional `(B, T)` mask of the keys, applied together with
+            `value_mask`. Keras fills each of these three from the implicit
+            mask of its tensor (for example from `Embedding(mask_zero=True)`).
         return_attention_scores: also return the attention weights.
         training: whether dropout is active.
 
     Returns:
         The history summary, `(B, dv)` or `(B, Tq, dv)`, and with
         `return_attention_scores=True` also the weights after masking and
-        before dropout, `(B, T)` or `(B, Tq, T)`.
+        before dropout, `(B, T)` or `(B, Tq, T)`. Several candidates keep
+        their implicit mask.
 
     Example:
 
@@ -131,67 +141,70 @@ class TargetAttention(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.seed = seed
-
         self._mlp = []
-        if score == "mlp":
-            widths = self.hidden_units + (1,)
-            for i, units in enumerate(widths):
-                last = i == len(widths) - 1
-                self._mlp.append(
-                    keras.layers.Dense(
-                        units,
-                        activation=None if last else self.activation,
-                        use_bias=use_bias,
-                        kernel_initializer=self.kernel_initializer,
-                        bias_initializer=self.bias_initializer,
-                        kernel_regularizer=self.kernel_regularizer,
-                        bias_regularizer=self.bias_regularizer,
-                        dtype=self.dtype_policy,
-                        name="score" if last else f"hidden_{i}",
-                    )
-                )
-        self._dropout = keras.layers.Dropout(
+        self._dropout_layer = keras.layers.Dropout(
             self.dropout, seed=seed, dtype=self.dtype_policy, name="dropout"
         )
 
-    def _check_shapes(self, query_shape, keys_shape, values_shape=None):
+    def _check_shapes(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
         _validation.rank("query", query_shape, (2, 3))
-        _validation.rank("keys", keys_shape, 3)
-        if query_shape[-1] is None or query_shape[-1] != keys_shape[-1]:
+        _validation.rank("value", value_shape, 3)
+        _validation.rank("key", key_shape, 3)
+        if query_shape[-1] is None or query_shape[-1] != key_shape[-1]:
             raise ValueError(
-                "Expected `query` and `keys` with the same static last "
-                f"dimension, received: query.shape={tuple(query_shape)}, "
-                f"keys.shape={tuple(keys_shape)}"
+                "Expected `query` and `key` (the `value` when no `key` is given) with the "
+                f"same static last dimension, received: query.shape={tuple(query_shape)}, "
+                f"key.shape={tuple(key_shape)}"
             )
-        if None not in (query_shape[0], keys_shape[0]) and query_shape[0] != keys_shape[0]:
+        if None not in (query_shape[0], key_shape[0]) and query_shape[0] != key_shape[0]:
             raise ValueError(
-                "Expected `query` and `keys` with the same batch size, received: "
-                f"query.shape={tuple(query_shape)}, keys.shape={tuple(keys_shape)}"
+                "Expected `query` and `key` with the same batch size, received: "
+                f"query.shape={tuple(query_shape)}, key.shape={tuple(key_shape)}"
             )
-        if values_shape is not None:
-            _validation.rank("values", values_shape, 3)
-            _validation.same_length("keys", keys_shape, "values", values_shape)
+        _validation.same_length("key", key_shape, "value", value_shape)
 
-    def build(self, query_shape, keys_shape, values_shape=None):
-        self._check_shapes(query_shape, keys_shape, values_shape)
-        width = 4 * query_shape[-1]
-        for dense in self._mlp:
-            dense.build((None, None, None, width))
-            width = dense.units
-        self._dropout.build(None)
-        self.built = True
+    def _check_masks(self, query, value, query_mask, value_mask, key_mask) -> None:
+        history = (value.shape[0], value.shape[1])
+        check_broadcastable(query_mask, tuple(query.shape[:-1]), "query_mask")
+        check_broadcastable(value_mask, history, "value_mask")
+        check_broadcastable(key_mask, history, "key_mask")
 
-    def _scores(self, query, keys):
+    def build(self, query_shape, value_shape, key_shape=None):
+        self._check_shapes(query_shape, value_shape, key_shape)
+        self._mlp = []
+        if self.score == "mlp":
+            width = 4 * query_shape[-1]
+            widths = self.hidden_units + (1,)
+            for i, units in enumerate(widths):
+                last = i == len(widths) - 1
+                dense = keras.layers.Dense(
+                    units,
+                    activation=None if last else self.activation,
+                    use_bias=self.use_bias,
+                    kernel_initializer=clone_initializer(self.kernel_initializer),
+                    bias_initializer=clone_initializer(self.bias_initializer),
+                    kernel_regularizer=self.kernel_regularizer,
+                    bias_regularizer=self.bias_regularizer,
+                    dtype=self.dtype_policy,
+                    name="score" if last else f"hidden_{i}",
+                )
+                dense.build((None, None, None, width))
+                self._mlp.append(dense)
+                width = units
+        self._dropout_layer.build(None)
+
+    def _scores(self, query, key):
         """float32 `(B, Tq, T)` scores of a `(B, Tq, d)` query."""
         if self.score == "scaled":
             scale = 1.0 / math.sqrt(query.shape[-1])
             return ops.einsum(
                 "bqd,btd->bqt",
                 ops.cast(query, "float32") * scale,
-                ops.cast(keys, "float32"),
+                ops.cast(key, "float32"),
             )
         q = ops.expand_dims(query, 2)  # (B, Tq, 1, d)
-        k = ops.expand_dims(keys, 1)  # (B, 1, T, d)
+        k = ops.expand_dims(key, 1)  # (B, 1, T, d)
         diff = q - k
         shape = ops.shape(diff)
         features = ops.concatenate(
@@ -205,22 +218,25 @@ class TargetAttention(keras.layers.Layer):
     def call(
         self,
         query,
-        keys,
-        values=None,
-        keys_mask=None,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
         return_attention_scores: bool = False,
         training=None,
     ):
-        values = keys if values is None else values
-        self._check_shapes(query.shape, keys.shape, values.shape)
-        check_broadcastable(keys_mask, (keys.shape[0], keys.shape[1]), "keys_mask")
+        key = value if key is None else key
+        self._check_shapes(query.shape, value.shape, key.shape)
+        self._check_masks(query, value, query_mask, value_mask, key_mask)
         single = len(query.shape) == 2
         if single:
             query = ops.expand_dims(query, 1)
-        scores = self._scores(query, keys)
-        mask = None
-        if keys_mask is not None:
-            mask = ops.expand_dims(as_bool_mask(keys_mask), -2)  # (B, 1, T)
+            if query_mask is not None:
+                query_mask = ops.expand_dims(as_bool_mask(query_mask), -1)  # (B, 1)
+        scores = self._scores(query, key)
+        # (B, Tq|1, T|1): masked candidates and masked history items.
+        mask = merge_attention_masks(query_mask, value_mask, key_mask)
         if self.normalization == "softmax":
             weights = masked_softmax(scores, mask)
         elif mask is not None:
@@ -228,8 +244,8 @@ class TargetAttention(keras.layers.Layer):
         else:
             weights = scores
         weights = ops.cast(weights, self.compute_dtype)
-        applied = self._dropout(weights, training=training)
-        output = ops.einsum("bqt,btv->bqv", applied, values)
+        applied = self._dropout_layer(weights, training=training)
+        output = ops.einsum("bqt,btv->bqv", applied, value)
         if single:
             output = ops.squeeze(output, 1)
             weights = ops.squeeze(weights, 1)
@@ -247,22 +263,24 @@ class TargetAttention(keras.layers.Layer):
     def compute_output_spec(
         self,
         query,
-        keys,
-        values=None,
-        keys_mask=None,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
         return_attention_scores: bool = False,
         training=None,
     ):
-        values = keys if values is None else values
-        self._check_shapes(query.shape, keys.shape, values.shape)
-        check_broadcastable(keys_mask, (keys.shape[0], keys.shape[1]), "keys_mask")
+        key = value if key is None else key
+        self._check_shapes(query.shape, value.shape, key.shape)
+        self._check_masks(query, value, query_mask, value_mask, key_mask)
         output = keras.KerasTensor(
-            (*query.shape[:-1], values.shape[-1]), dtype=self.compute_dtype
+            (*query.shape[:-1], value.shape[-1]), dtype=self.compute_dtype
         )
         if not return_attention_scores:
             return output
         weights = keras.KerasTensor(
-            (*query.shape[:-1], keys.shape[1]), dtype=self.compute_dtype
+            (*query.shape[:-1], value.shape[1]), dtype=self.compute_dtype
         )
         return output, weights
 

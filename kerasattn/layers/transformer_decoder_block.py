@@ -53,6 +53,10 @@ class TransformerDecoderBlock(TransformerBlockBase):
         layer_norm_epsilon: epsilon of the layer normalizations.
         num_key_value_heads: number of key/value heads for grouped-query
             attention (dividing `num_heads`); defaults to `num_heads`.
+        sliding_window: optional positive int; decoder position `i` attends
+            to decoder position `j` only when `|i - j| < sliding_window`
+            (with the causal mask, the last `sliding_window` positions up to
+            `i`). Passed to the self-attention only.
         kernel_initializer: initializer of every kernel.
         bias_initializer: initializer of every bias.
         seed: optional int seeding the dropout layers.
@@ -63,11 +67,13 @@ class TransformerDecoderBlock(TransformerBlockBase):
         encoder_sequence: optional `(B, Tk, d_enc)` encoder outputs; see
             "Decoder-only use" above.
         decoder_padding_mask: optional `(B, Tq)`, True = real position.
+        decoder_attention_mask: optional boolean mask of the self-attention,
+            broadcastable to `(B, Tq, Tq)`, True = may attend; merged with the
+            causal mask.
         encoder_padding_mask: optional `(B, Tk)`, True = real position.
-        self_attention_mask: optional boolean mask broadcastable to
-            `(B, Tq, Tq)`, True = may attend; merged with the causal mask.
-        cross_attention_mask: optional boolean mask broadcastable to
-            `(B, Tq, Tk)`, True = may attend.
+        encoder_attention_mask: optional boolean mask of the
+            cross-attention, broadcastable to `(B, Tq, Tk)`, True = may
+            attend.
         use_causal_mask: whether decoder position `i` sees only decoder
             positions `j <= i` in self-attention. Defaults to `True`.
         return_attention_scores: whether to also return the attention
@@ -89,22 +95,22 @@ class TransformerDecoderBlock(TransformerBlockBase):
 
     Example:
 
-    ```python
-    encoder_ids = keras.Input(shape=(None,), dtype="int32")
-    decoder_ids = keras.Input(shape=(None,), dtype="int32")
-    embedding = keras.layers.Embedding(1000, 64, mask_zero=True)
-    encoded = kerasattn.layers.TransformerEncoderBlock(4, 128)(embedding(encoder_ids))
-    decoded = kerasattn.layers.TransformerDecoderBlock(4, 128)(
-        embedding(decoder_ids), encoded
-    )
-    ```
+    >>> encoder_ids = keras.Input(shape=(None,), dtype="int32")
+    >>> decoder_ids = keras.Input(shape=(None,), dtype="int32")
+    >>> embedding = keras.layers.Embedding(1000, 64, mask_zero=True)
+    >>> encoded = TransformerEncoderBlock(4, 128)(embedding(encoder_ids))
+    >>> decoded = TransformerDecoderBlock(4, 128)(embedding(decoder_ids), encoded)
+    >>> decoded.shape
+    (None, None, 64)
     """
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         width = self._check_width("decoder_sequence", decoder_sequence_shape)
         if encoder_sequence_shape is not None:
             _validation.rank("encoder_sequence", encoder_sequence_shape, 3)
-        self._self_attention = self._make_attention("self_attention", width, seed_offset=0)
+        self._self_attention = self._make_attention(
+            "self_attention", width, seed_offset=0, sliding_window=self.sliding_window
+        )
         self._self_attention.build(decoder_sequence_shape, decoder_sequence_shape)
         self._self_attention_layer_norm = self._make_layer_norm(
             "self_attention_layer_norm", decoder_sequence_shape
@@ -143,10 +149,12 @@ class TransformerDecoderBlock(TransformerBlockBase):
         check_broadcastable(masks["mask"], decoder_dims, "mask")
         check_broadcastable(masks["decoder_sequence_mask"], decoder_dims, "decoder_sequence_mask")
         check_broadcastable(
-            masks["self_attention_mask"], (batch, query_length, query_length), "self_attention_mask"
+            masks["decoder_attention_mask"],
+            (batch, query_length, query_length),
+            "decoder_attention_mask",
         )
         if encoder_sequence is None:
-            for name in ("encoder_padding_mask", "cross_attention_mask"):
+            for name in ("encoder_padding_mask", "encoder_attention_mask"):
                 if masks[name] is not None:
                     raise ValueError(
                         f"Expected no `{name}` without an `encoder_sequence`, "
@@ -160,9 +168,9 @@ class TransformerDecoderBlock(TransformerBlockBase):
         check_broadcastable(masks["encoder_padding_mask"], encoder_dims, "encoder_padding_mask")
         check_broadcastable(masks["encoder_sequence_mask"], encoder_dims, "encoder_sequence_mask")
         check_broadcastable(
-            masks["cross_attention_mask"],
+            masks["encoder_attention_mask"],
             (batch, query_length, key_length),
-            "cross_attention_mask",
+            "encoder_attention_mask",
         )
 
     def call(
@@ -170,9 +178,9 @@ class TransformerDecoderBlock(TransformerBlockBase):
         decoder_sequence,
         encoder_sequence=None,
         decoder_padding_mask=None,
+        decoder_attention_mask=None,
         encoder_padding_mask=None,
-        self_attention_mask=None,
-        cross_attention_mask=None,
+        encoder_attention_mask=None,
         use_causal_mask: bool = True,
         return_attention_scores: bool = False,
         training=None,
@@ -182,9 +190,9 @@ class TransformerDecoderBlock(TransformerBlockBase):
     ):
         masks = dict(
             decoder_padding_mask=decoder_padding_mask,
+            decoder_attention_mask=decoder_attention_mask,
             encoder_padding_mask=encoder_padding_mask,
-            self_attention_mask=self_attention_mask,
-            cross_attention_mask=cross_attention_mask,
+            encoder_attention_mask=encoder_attention_mask,
             decoder_sequence_mask=decoder_sequence_mask,
             encoder_sequence_mask=encoder_sequence_mask,
             mask=mask,
@@ -215,7 +223,11 @@ class TransformerDecoderBlock(TransformerBlockBase):
             decoder_sequence,
             self._self_attention_layer_norm,
             attention(
-                self._self_attention, None, decoder_padding, self_attention_mask, use_causal_mask
+                self._self_attention,
+                None,
+                decoder_padding,
+                decoder_attention_mask,
+                use_causal_mask,
             ),
             self._self_attention_dropout,
             training,
@@ -229,7 +241,7 @@ class TransformerDecoderBlock(TransformerBlockBase):
                     self._cross_attention,
                     encoder_sequence,
                     encoder_padding,
-                    cross_attention_mask,
+                    encoder_attention_mask,
                     False,
                 ),
                 self._cross_attention_dropout,
@@ -247,9 +259,9 @@ class TransformerDecoderBlock(TransformerBlockBase):
         decoder_sequence,
         encoder_sequence=None,
         decoder_padding_mask=None,
+        decoder_attention_mask=None,
         encoder_padding_mask=None,
-        self_attention_mask=None,
-        cross_attention_mask=None,
+        encoder_attention_mask=None,
         use_causal_mask: bool = True,
         return_attention_scores: bool = False,
         training=None,
@@ -259,9 +271,9 @@ class TransformerDecoderBlock(TransformerBlockBase):
     ):
         masks = dict(
             decoder_padding_mask=decoder_padding_mask,
+            decoder_attention_mask=decoder_attention_mask,
             encoder_padding_mask=encoder_padding_mask,
-            self_attention_mask=self_attention_mask,
-            cross_attention_mask=cross_attention_mask,
+            encoder_attention_mask=encoder_attention_mask,
             decoder_sequence_mask=decoder_sequence_mask,
             encoder_sequence_mask=encoder_sequence_mask,
             mask=mask,

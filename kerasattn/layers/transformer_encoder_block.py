@@ -45,6 +45,10 @@ class TransformerEncoderBlock(TransformerBlockBase):
         layer_norm_epsilon: epsilon of the layer normalizations.
         num_key_value_heads: number of key/value heads for grouped-query
             attention (dividing `num_heads`); defaults to `num_heads`.
+        sliding_window: optional positive int; position `i` attends to
+            position `j` only when `|i - j| < sliding_window` (local
+            attention; with `use_causal_mask`, the last `sliding_window`
+            positions up to `i`). Passed to the self-attention.
         kernel_initializer: initializer of every kernel.
         bias_initializer: initializer of every bias.
         seed: optional int seeding the dropout layers.
@@ -52,18 +56,18 @@ class TransformerEncoderBlock(TransformerBlockBase):
 
     Call arguments:
         inputs: `(B, T, d)`.
-        mask: optional `(B, T)` padding mask, True = real position. Filled
-            by Keras from the implicit mask of `inputs` (`mask_zero=True`
-            upstream) when `inputs` is the only tensor argument.
+        padding_mask: optional `(B, T)` padding mask, True = real position.
         attention_mask: optional boolean mask broadcastable to `(B, T, T)`,
             True = may attend.
         use_causal_mask: whether position `i` sees only positions `j <= i`.
         return_attention_scores: whether to also return the attention
             weights.
         training: whether dropout is active.
-        inputs_mask: filled by Keras from the implicit mask of `inputs` when
-            other tensor arguments (such as `attention_mask`) are passed; it
-            is merged with `mask`. Leave it to Keras.
+        mask, inputs_mask: the implicit Keras mask of `inputs`
+            (`mask_zero=True` upstream), filled by Keras (`mask` when
+            `inputs` is the only tensor argument, `inputs_mask` otherwise)
+            and merged with `padding_mask`. Leave them to Keras (`mask=`
+            works as in any Keras layer).
 
     Returns:
         The `(B, T, d)` output, carrying the input's Keras mask; with
@@ -73,16 +77,18 @@ class TransformerEncoderBlock(TransformerBlockBase):
 
     Example:
 
-    ```python
-    token_ids = keras.Input(shape=(None,), dtype="int32")
-    x = keras.layers.Embedding(1000, 64, mask_zero=True)(token_ids)
-    x = kerasattn.layers.TransformerEncoderBlock(num_heads=4, intermediate_dim=128)(x)
-    ```
+    >>> token_ids = keras.Input(shape=(None,), dtype="int32")
+    >>> x = keras.layers.Embedding(1000, 64, mask_zero=True)(token_ids)
+    >>> x = TransformerEncoderBlock(num_heads=4, intermediate_dim=128)(x)
+    >>> x.shape
+    (None, None, 64)
     """
 
     def build(self, inputs_shape):
         width = self._check_width("inputs", inputs_shape)
-        self._self_attention = self._make_attention("self_attention", width, seed_offset=0)
+        self._self_attention = self._make_attention(
+            "self_attention", width, seed_offset=0, sliding_window=self.sliding_window
+        )
         self._self_attention.build(inputs_shape, inputs_shape)
         self._self_attention_layer_norm = self._make_layer_norm(
             "self_attention_layer_norm", inputs_shape
@@ -91,10 +97,11 @@ class TransformerEncoderBlock(TransformerBlockBase):
         self._build_feedforward(inputs_shape, seed_offset=2)
         self._width = width
 
-    def _check_call(self, inputs, mask, inputs_mask, attention_mask) -> None:
+    def _check_call(self, inputs, padding_mask, mask, inputs_mask, attention_mask) -> None:
         self._check_width("inputs", inputs.shape)
         _validation.last_dim("inputs", inputs.shape, self._width)
         batch, length = inputs.shape[0], inputs.shape[1]
+        check_broadcastable(padding_mask, (batch, length), "padding_mask")
         check_broadcastable(mask, (batch, length), "mask")
         check_broadcastable(inputs_mask, (batch, length), "inputs_mask")
         check_broadcastable(attention_mask, (batch, length, length), "attention_mask")
@@ -102,15 +109,16 @@ class TransformerEncoderBlock(TransformerBlockBase):
     def call(
         self,
         inputs,
-        mask=None,
+        padding_mask=None,
         attention_mask=None,
         use_causal_mask: bool = False,
         return_attention_scores: bool = False,
         training=None,
+        mask=None,
         inputs_mask=None,
     ):
-        self._check_call(inputs, mask, inputs_mask, attention_mask)
-        padding = merge_masks(mask, inputs_mask)
+        self._check_call(inputs, padding_mask, mask, inputs_mask, attention_mask)
+        padding = merge_masks(padding_mask, mask, inputs_mask)
 
         def self_attention(x):
             # The masks are passed explicitly, so that the attention does not
@@ -142,14 +150,15 @@ class TransformerEncoderBlock(TransformerBlockBase):
     def compute_output_spec(
         self,
         inputs,
-        mask=None,
+        padding_mask=None,
         attention_mask=None,
         use_causal_mask: bool = False,
         return_attention_scores: bool = False,
         training=None,
+        mask=None,
         inputs_mask=None,
     ):
-        self._check_call(inputs, mask, inputs_mask, attention_mask)
+        self._check_call(inputs, padding_mask, mask, inputs_mask, attention_mask)
         output = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
         if not return_attention_scores:
             return output

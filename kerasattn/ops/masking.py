@@ -108,6 +108,14 @@ def merge_masks(*masks):
     """Logical AND of the given masks, broadcasting; `None`s are skipped.
 
     Returns `None` when every mask is `None`.
+
+    Example:
+
+    >>> padding = np.array([[True, True, False]])
+    >>> keras.ops.convert_to_numpy(merge_masks(padding, None, causal_mask(3, 3)))
+    array([[ True, False, False],
+           [ True,  True, False],
+           [ True,  True, False]])
     """
     merged = None
     for mask in masks:
@@ -189,6 +197,14 @@ def masked_softmax(scores, mask=None, axis: int = -1):
 
     Returns:
         float32 weights of the shape of `scores`.
+
+    Example:
+
+    >>> scores = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    >>> mask = np.array([[True, True, False], [False, False, False]])
+    >>> np.round(keras.ops.convert_to_numpy(masked_softmax(scores, mask)), 4)
+    array([[0.2689, 0.7311, 0.    ],
+           [0.    , 0.    , 0.    ]], dtype=float32)
     """
     scores = ops.cast(scores, "float32")
     if mask is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import keras
@@ -11,30 +10,17 @@ from keras import ops
 from kerasattn import layers
 from kerasattn.layers._validation import positive_int
 from kerasattn.layers._validation import rate
-from kerasattn.ops import sliding_window_mask
-from kerasattn.text import TextPreprocessor
+from zoo.backbone import Backbone
+from zoo.task import Task
+from zoo.text_preprocessing import MaskedTokenPreprocessor
+from zoo.text_preprocessing import TextClassifierPreprocessor
 
 NORMS = ("pre", "post")
 POSITION_ENCODINGS = ("learned", "sinusoidal")
 
 
-def _compile_from_config(model: keras.Model, config: dict) -> None:
-    # The saved config holds the concrete optimizer, loss and metrics that a
-    # task's `compile` resolved; Keras skips restoring them for a custom
-    # `compile`, so the task recompiles itself with them.
-    model.compile(**keras.saving.deserialize_keras_object(config))
-    if model.built:
-        model.optimizer.build(model.trainable_variables)
-
-
-def _task_inputs(backbone) -> dict:
-    """A task's symbolic inputs, after checking that `backbone` is an
-    `AttentionTransformerBackbone` (defined below; looked up at call time)."""
-    if not isinstance(backbone, AttentionTransformerBackbone):
-        raise ValueError(
-            "Expected `backbone` to be an AttentionTransformerBackbone, "
-            f"received: {type(backbone).__name__}"
-        )
+def _token_inputs() -> dict:
+    """The symbolic `{"token_ids", "padding_mask"}` inputs of the backbone and its tasks."""
     return {
         "token_ids": keras.Input(shape=(None,), dtype="int32", name="token_ids"),
         "padding_mask": keras.Input(shape=(None,), dtype="bool", name="padding_mask"),
@@ -42,37 +28,7 @@ def _task_inputs(backbone) -> dict:
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class LocalAttentionMask(keras.layers.Layer):
-    """A `(1, T, T)` band mask: position `i` may attend to `j` when `|i - j| < window`.
-
-    Args:
-        window: positive integer, the band's half-width plus one.
-        **kwargs: base layer keyword arguments, such as `name`.
-
-    Call arguments:
-        inputs: any `(B, T, ...)` tensor; only its length `T` is used.
-
-    Returns:
-        bool `(1, T, T)`, broadcasting over the batch.
-    """
-
-    def __init__(self, window: int, **kwargs):
-        super().__init__(**kwargs)
-        self.window = positive_int("window", window)
-
-    def call(self, inputs):
-        length = ops.shape(inputs)[1]
-        return sliding_window_mask(length, length, self.window)[None]
-
-    def compute_output_spec(self, inputs):
-        return keras.KerasTensor((1, inputs.shape[1], inputs.shape[1]), dtype="bool")
-
-    def get_config(self):
-        return {**super().get_config(), "window": self.window}
-
-
-@keras.saving.register_keras_serializable(package="zoo")
-class AttentionTransformerBackbone(keras.Model):
+class AttentionTransformerBackbone(Backbone):
     """The Attention-Based Transformer encoder: token ids to a pooled vector.
 
     token + position embeddings → `num_layers` `TransformerEncoderBlock`s →
@@ -104,6 +60,8 @@ class AttentionTransformerBackbone(keras.Model):
             self-attention is local: token `i` sees tokens `j` with
             `|i - j| < attention_window` (a locality bias, like a
             convolution's), while fusion and pooling stay global.
+        dtype: optional dtype policy for every layer, such as
+            `"mixed_bfloat16"`; `None` for Keras's global policy.
         **kwargs: `keras.Model` arguments such as `name`.
 
     Call arguments:
@@ -144,6 +102,7 @@ class AttentionTransformerBackbone(keras.Model):
         pooling_units: Optional[int] = None,
         position_encoding: str = "learned",
         attention_window: Optional[int] = None,
+        dtype=None,
         **kwargs,
     ):
         positive_int("vocabulary_size", vocabulary_size)
@@ -180,28 +139,33 @@ class AttentionTransformerBackbone(keras.Model):
                 f"cross_layer_fusion=False), received: num_layers={num_layers}"
             )
 
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = keras.Input(shape=(None,), dtype="bool", name="padding_mask")
-        x = keras.layers.Embedding(vocabulary_size, hidden_dim, name="token_embedding")(token_ids)
+        inputs = _token_inputs()
+        token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
+        x = keras.layers.Embedding(
+            vocabulary_size, hidden_dim, name="token_embedding", dtype=dtype
+        )(token_ids)
         if position_encoding == "learned":
-            positions = layers.PositionEmbedding(max_sequence_length, name="position_embedding")(x)
+            positions = layers.PositionEmbedding(
+                max_sequence_length, name="position_embedding", dtype=dtype
+            )(x)
         else:
             # Scaled as in Vaswani et al., so the fixed unit-amplitude
             # encoding does not drown the (small) initial token embeddings.
-            x = keras.layers.Rescaling(hidden_dim**0.5, name="token_embedding_scale")(x)
-            positions = layers.SinusoidalPositionEncoding(name="position_encoding")(x)
-        x = keras.layers.Add(name="embeddings")([x, positions])
+            x = keras.layers.Rescaling(
+                hidden_dim**0.5, name="token_embedding_scale", dtype=dtype
+            )(x)
+            positions = layers.SinusoidalPositionEncoding(name="position_encoding", dtype=dtype)(x)
+        x = keras.layers.Add(name="embeddings", dtype=dtype)([x, positions])
         if norm == "post":
-            x = keras.layers.LayerNormalization(epsilon=1e-5, name="embeddings_layer_norm")(x)
+            x = keras.layers.LayerNormalization(
+                epsilon=1e-5, name="embeddings_layer_norm", dtype=dtype
+            )(x)
         if token_dropout:
             # One draw per token, shared across the width: the whole word is dropped.
             x = keras.layers.Dropout(
-                token_dropout, noise_shape=(None, None, 1), name="token_dropout"
+                token_dropout, noise_shape=(None, None, 1), name="token_dropout", dtype=dtype
             )(x)
-        x = keras.layers.Dropout(dropout, name="embeddings_dropout")(x)
-        local = None
-        if attention_window is not None:
-            local = LocalAttentionMask(attention_window, name="local_attention_mask")(token_ids)
+        x = keras.layers.Dropout(dropout, name="embeddings_dropout", dtype=dtype)(x)
         states = []
         for index in range(num_layers):
             x = layers.TransformerEncoderBlock(
@@ -211,31 +175,33 @@ class AttentionTransformerBackbone(keras.Model):
                 attention_dropout=attention_dropout,
                 activation="gelu",
                 norm_first=norm == "pre",
+                sliding_window=attention_window,
                 name=f"encoder_block_{index}",
-            )(x, mask=padding_mask, attention_mask=local)
+                dtype=dtype,
+            )(x, padding_mask=padding_mask)
             states.append(x)
         if norm == "pre":
             # Pre-norm blocks leave their residual streams unnormalised.
             states = [
-                keras.layers.LayerNormalization(epsilon=1e-5, name=f"output_layer_norm_{i}")(s)
+                keras.layers.LayerNormalization(
+                    epsilon=1e-5, name=f"output_layer_norm_{i}", dtype=dtype
+                )(s)
                 for i, s in enumerate(states)
             ]
         outputs = {}
         if cross_layer_fusion:
             sequence, outputs["cross_layer_weights"] = layers.CrossLayerAttention(
-                dropout=attention_dropout, name="cross_layer_attention"
+                dropout=attention_dropout, name="cross_layer_attention", dtype=dtype
             )(states, mask=padding_mask, return_attention_scores=True)
         else:
             sequence = states[-1]
-        pooled, weights = layers.AttentionPooling(units=pooling_units, name="attention_pooling")(
+        pooled, weights = layers.AttentionPooling(
+            units=pooling_units, name="attention_pooling", dtype=dtype
+        )(
             sequence, mask=padding_mask, return_attention_scores=True
         )
         outputs.update(sequence_output=sequence, pooled_output=pooled, pooling_weights=weights)
-        super().__init__(
-            inputs={"token_ids": token_ids, "padding_mask": padding_mask},
-            outputs=outputs,
-            **kwargs,
-        )
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
         self.vocabulary_size = vocabulary_size
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
@@ -251,10 +217,9 @@ class AttentionTransformerBackbone(keras.Model):
         self.position_encoding = position_encoding
         self.attention_window = attention_window
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
+            **super().get_config(),
             "vocabulary_size": self.vocabulary_size,
             "num_layers": self.num_layers,
             "hidden_dim": self.hidden_dim,
@@ -270,10 +235,6 @@ class AttentionTransformerBackbone(keras.Model):
             "position_encoding": self.position_encoding,
             "attention_window": self.attention_window,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -304,19 +265,19 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class AttentionTransformerClassifier(keras.Model):
+class AttentionTransformerClassifier(Task):
     """Text classifier: `AttentionTransformerBackbone` + a dense head.
 
-    The model maps the preprocessor's `{"token_ids", "padding_mask"}` to
-    class logits. `preprocessor` (a `kerasattn.text.TextPreprocessor`) is
-    kept with the model, saved in its config, and used by `classify` to
-    take raw strings.
+    The model maps `{"token_ids", "padding_mask"}` to class logits; with a
+    preprocessor (a `TextClassifierPreprocessor`, kept with the model and
+    saved in its config and presets) `fit`, `predict` and `evaluate` take
+    raw strings, and `classify` also returns the pooling's attention.
 
     Args:
         backbone: an `AttentionTransformerBackbone`.
         num_classes: number of classes (logits). Defaults to `2`.
-        preprocessor: optional `kerasattn.text.TextPreprocessor` whose
-            vocabulary matches the backbone.
+        preprocessor: optional `TextClassifierPreprocessor` whose vocabulary
+            matches the backbone.
         dropout: dropout rate before the head. Defaults to `0.1`.
         label_names: optional names of the classes, in id order.
         **kwargs: `keras.Model` arguments such as `name`.
@@ -325,17 +286,19 @@ class AttentionTransformerClassifier(keras.Model):
 
     ```python
     classifier = AttentionTransformerClassifier.from_preset("sst2")
-    classifier.classify(["a gorgeous, witty, seductive movie."])
+    classifier.predict(["a gorgeous, witty, seductive movie."])  # logits (1, 2)
+    classifier.classify(["a gorgeous, witty, seductive movie."])["probabilities"]
     ```
     """
 
-    backbone_class = AttentionTransformerBackbone
+    backbone_cls = AttentionTransformerBackbone
+    preprocessor_cls = TextClassifierPreprocessor
 
     def __init__(
         self,
         backbone: AttentionTransformerBackbone,
         num_classes: int = 2,
-        preprocessor: Optional[TextPreprocessor] = None,
+        preprocessor: Optional[TextClassifierPreprocessor] = None,
         dropout: float = 0.1,
         label_names: Optional[Sequence[str]] = None,
         **kwargs,
@@ -349,36 +312,33 @@ class AttentionTransformerClassifier(keras.Model):
                 f"Expected {num_classes} `label_names` (one per class), "
                 f"received: label_names={list(label_names)!r}"
             )
-        if preprocessor is not None and not isinstance(preprocessor, TextPreprocessor):
-            raise ValueError(
-                "Expected `preprocessor` to be a kerasattn.text.TextPreprocessor or None, "
-                f"received: {type(preprocessor).__name__}"
-            )
+        self.check_components(backbone, preprocessor)
         if preprocessor is not None and preprocessor.vocabulary_size != backbone.vocabulary_size:
             raise ValueError(
                 "Expected the preprocessor's vocabulary size to match the backbone's "
                 f"vocabulary_size={backbone.vocabulary_size}, "
                 f"received: {preprocessor.vocabulary_size}"
             )
-        inputs = _task_inputs(backbone)
+        inputs = _token_inputs()
         pooled = backbone(inputs)["pooled_output"]
         pooled = keras.layers.Dropout(dropout, name="head_dropout")(pooled)
         logits = keras.layers.Dense(num_classes, name="logits", dtype="float32")(pooled)
-        super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
-        self.preprocessor = preprocessor
+        super().__init__(
+            inputs=inputs, outputs=logits, backbone=backbone, preprocessor=preprocessor, **kwargs
+        )
         self.num_classes = num_classes
         self.head_dropout = float(dropout)
         self.label_names = None if label_names is None else [str(n) for n in label_names]
 
-    def compile(
-        self,
-        optimizer="auto",
-        loss="auto",
-        metrics="auto",
-        label_smoothing: float = 0.0,
-        **kwargs,
-    ):
+    def default_compile_arguments(self) -> dict:
+        return {
+            **super().default_compile_arguments(),
+            "loss": SparseCrossentropyWithSmoothing(0.0),
+            "metrics": [keras.metrics.SparseCategoricalAccuracy("accuracy")],
+        }
+
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics="auto",
+                label_smoothing: float = 0.0, **kwargs):
         """Compiles with defaults for classification.
 
         Args:
@@ -387,19 +347,14 @@ class AttentionTransformerClassifier(keras.Model):
             loss: `"auto"` for cross-entropy on the logits with integer
                 labels (smoothed by `label_smoothing`), or any Keras loss.
             metrics: `"auto"` for `SparseCategoricalAccuracy("accuracy")`.
+            weighted_metrics: `"auto"` for none.
             label_smoothing: used by the `"auto"` loss. Defaults to `0.0`.
             **kwargs: other `keras.Model.compile` arguments.
         """
-        if optimizer == "auto":
-            optimizer = keras.optimizers.AdamW(1e-3)
-        if loss == "auto":
+        if isinstance(loss, str) and loss == "auto":
             loss = SparseCrossentropyWithSmoothing(label_smoothing)
-        if metrics == "auto":
-            metrics = [keras.metrics.SparseCategoricalAccuracy("accuracy")]
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        _compile_from_config(self, config)
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                        weighted_metrics=weighted_metrics, **kwargs)
 
     def classify(self, texts: Sequence[str]) -> dict:
         """Classifies raw strings with the model's preprocessor.
@@ -417,8 +372,6 @@ class AttentionTransformerClassifier(keras.Model):
                 "Expected a classifier with a `preprocessor`, received: preprocessor=None"
             )
         features = self.preprocessor(list(texts))
-        length = max(1, int(ops.max(ops.sum(ops.cast(features["padding_mask"], "int32"), axis=1))))
-        features = {key: value[:, :length] for key, value in features.items()}
         logits = self(features, training=False)
         weights = self.backbone(features, training=False)["pooling_weights"]
         return {
@@ -427,69 +380,49 @@ class AttentionTransformerClassifier(keras.Model):
             "tokens": self.preprocessor.id_to_token(features["token_ids"]).numpy(),
         }
 
-    def get_config(self):
+    @classmethod
+    def from_config(cls, config: dict) -> "AttentionTransformerClassifier":
+        preprocessor = config.get("preprocessor")
+        if isinstance(preprocessor, dict) and preprocessor.get("class_name") == "TextPreprocessor":
+            # A .keras file saved before the zoo's base classes kept a bare
+            # kerasattn.text.TextPreprocessor: the same settings, wrapped.
+            settings = {key: value for key, value in preprocessor["config"].items()
+                        if key not in ("name", "trainable", "dtype")}
+            config = {**config, "preprocessor": TextClassifierPreprocessor(**settings)}
+        return super().from_config(config)
+
+    def get_config(self) -> dict:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            **super().get_config(),
             "num_classes": self.num_classes,
-            "preprocessor": None
-            if self.preprocessor is None
-            else keras.saving.serialize_keras_object(self.preprocessor),
             "dropout": self.head_dropout,
             "label_names": self.label_names,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        if config.get("preprocessor") is not None:
-            config["preprocessor"] = keras.saving.deserialize_keras_object(config["preprocessor"])
-        return cls(**config)
-
-    @classmethod
-    def from_preset(cls, name: str = "sst2") -> "AttentionTransformerClassifier":
-        """Loads a preset shipped in `zoo/attention_transformer/presets/`.
-
-        Args:
-            name: the preset's name (`"sst2"`), or the path of a folder
-                written by `save_preset`.
-
-        Returns:
-            The classifier with the preset's weights and preprocessor, compiled
-            with the defaults.
-        """
-        from zoo import presets
-
-        return presets.load_classifier(cls, presets.find(name, __package__))
-
-    def save_preset(self, folder: str | os.PathLike) -> None:
-        """Writes `config.json`, `model.weights.h5` and `vocabulary.txt` to `folder`."""
-        from zoo import presets
-
-        presets.save_classifier(self, folder)
-
 
 @keras.saving.register_keras_serializable(package="zoo")
-class AttentionTransformerMaskedLM(keras.Model):
+class AttentionTransformerMaskedLM(Task):
     """Masked-token prediction on an `AttentionTransformerBackbone`.
 
     The self-supervised pre-training task (BERT's masked language model):
     some input tokens are hidden (replaced by `[MASK]`, a random token, or
-    left as they are) and the model predicts the original token at those
-    positions from the backbone's fused sequence:
+    left as they are; `MaskedTokenPreprocessor` does it to raw strings) and
+    the model predicts the original token at those positions from the
+    backbone's fused sequence:
 
         sequence_output → Dense(hidden_dim, gelu) → LayerNormalization
                         → Dense(vocabulary_size) → logits per position
 
     Pre-training on the task's own training texts gives the backbone word
-    and attention patterns that the labels alone do not teach; its weights
-    then initialise a classifier's backbone of the same configuration
-    (`classifier.backbone.set_weights(masked_lm.backbone.get_weights())`).
+    and attention patterns that the labels alone do not teach; the backbone
+    then serves a classifier (`backbone.save_to_preset(folder)` and
+    `AttentionTransformerClassifier.from_preset(folder)`, or the weights
+    directly).
 
     Args:
         backbone: an `AttentionTransformerBackbone`.
+        preprocessor: optional `MaskedTokenPreprocessor`; with it, `fit`
+            takes raw strings.
         **kwargs: `keras.Model` arguments such as `name`.
 
     Call arguments:
@@ -503,60 +436,41 @@ class AttentionTransformerMaskedLM(keras.Model):
 
     ```python
     backbone = AttentionTransformerBackbone(vocabulary_size=8000, num_layers=2, hidden_dim=64)
-    masked_lm = AttentionTransformerMaskedLM(backbone)
+    masked_lm = AttentionTransformerMaskedLM(
+        backbone, preprocessor=MaskedTokenPreprocessor(vocabulary, sequence_length=64))
     masked_lm.compile()
-    masked_lm.fit(masked_batches)  # (features, original_ids, masked_positions) batches
+    masked_lm.fit(texts_dataset)  # batches of raw strings
     ```
     """
 
-    def __init__(self, backbone: AttentionTransformerBackbone, **kwargs):
-        inputs = _task_inputs(backbone)
+    backbone_cls = AttentionTransformerBackbone
+    preprocessor_cls = MaskedTokenPreprocessor
+
+    def __init__(
+        self,
+        backbone: AttentionTransformerBackbone,
+        preprocessor: Optional[MaskedTokenPreprocessor] = None,
+        **kwargs,
+    ):
+        self.check_components(backbone, preprocessor)
+        inputs = _token_inputs()
         sequence = backbone(inputs)["sequence_output"]
         x = keras.layers.Dense(backbone.hidden_dim, activation="gelu", name="mlm_transform")(
             sequence
         )
         x = keras.layers.LayerNormalization(epsilon=1e-5, name="mlm_layer_norm")(x)
         logits = keras.layers.Dense(backbone.vocabulary_size, name="mlm_logits", dtype="float32")(x)
-        super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
-
-    def compile(self, optimizer="auto", loss="auto", weighted_metrics="auto", **kwargs):
-        """Compiles with defaults for masked-token prediction.
-
-        Train with sample weights that are 1 at the masked positions and 0
-        elsewhere, so that only those count in the loss and the accuracy.
-
-        Args:
-            optimizer: `"auto"` for `keras.optimizers.AdamW(1e-3)`, or any
-                Keras optimizer.
-            loss: `"auto"` for cross-entropy on the logits with the original
-                token ids as labels, or any Keras loss.
-            weighted_metrics: `"auto"` for `SparseCategoricalAccuracy("accuracy")`,
-                weighted by the sample weights (the masked-token accuracy).
-            **kwargs: other `keras.Model.compile` arguments.
-        """
-        if optimizer == "auto":
-            optimizer = keras.optimizers.AdamW(1e-3)
-        if loss == "auto":
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if weighted_metrics == "auto":
-            weighted_metrics = [keras.metrics.SparseCategoricalAccuracy("accuracy")]
-        super().compile(
-            optimizer=optimizer, loss=loss, weighted_metrics=weighted_metrics, **kwargs
+        super().__init__(
+            inputs=inputs, outputs=logits, backbone=backbone, preprocessor=preprocessor, **kwargs
         )
 
-    def compile_from_config(self, config):
-        _compile_from_config(self, config)
-
-    def get_config(self):
+    def default_compile_arguments(self) -> dict:
+        """AdamW(1e-3); cross-entropy on the logits with the original token
+        ids as labels; `SparseCategoricalAccuracy("accuracy")` weighted by
+        the sample weights (1 at the masked positions): the masked-token
+        accuracy."""
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            **super().default_compile_arguments(),
+            "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "weighted_metrics": [keras.metrics.SparseCategoricalAccuracy("accuracy")],
         }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)

@@ -1,0 +1,113 @@
+"""`Backbone`: the base class of the zoo's backbones (after keras-hub's)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import keras
+
+from kerasattn._files import write_atomically
+from zoo import preset as preset_format
+
+
+def serialize_dtype(policy) -> Optional[dict | str]:
+    """A dtype policy as a config value (`None` stays `None`)."""
+    return None if policy is None else keras.dtype_policies.serialize(policy)
+
+
+def deserialize_dtype(config: dict) -> dict:
+    """`config` with its `"dtype"` (if a serialized policy) deserialized."""
+    if isinstance(config.get("dtype"), dict):
+        config = {**config, "dtype": keras.dtype_policies.deserialize(config["dtype"])}
+    return config
+
+
+class Backbone(keras.Model):
+    """A functional model from a model's inputs to its features, without a head.
+
+    Subclasses build their graph in `__init__`, pass `dtype` to every layer
+    and to `super().__init__`, keep their arguments as attributes and return
+    them from `get_config` (`{**super().get_config(), ...}`); the base adds
+    `name`, `trainable` and `dtype`. A backbone is saved and loaded on its
+    own (`save_to_preset`, `from_preset`), so a pre-trained one can serve
+    any task built on its class.
+
+    Args:
+        dtype: optional dtype policy (such as `"mixed_bfloat16"`) for the
+            backbone's layers; `None` for Keras's global policy.
+        **kwargs: `keras.Model` arguments: `inputs`, `outputs`, `name`.
+    """
+
+    def __init__(self, *args, dtype=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A functional model takes no policy of its own from `dtype`: set it,
+        # so that `get_config` records what the layers were built with.
+        if dtype is not None:
+            self.dtype_policy = keras.dtype_policies.get(dtype)
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": serialize_dtype(self.dtype_policy),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Backbone":
+        return cls(**deserialize_dtype(config))
+
+    @classmethod
+    def preset_package(cls) -> str:
+        """The package whose `presets/` folder `from_preset` looks in by name."""
+        return cls.__module__.rsplit(".", 1)[0]
+
+    @classmethod
+    def from_preset(cls, preset: str | os.PathLike, load_weights: bool = True,
+                    **kwargs) -> "Backbone":
+        """Builds the backbone of a preset, with its weights.
+
+        Args:
+            preset: a preset name shipped with this model, or a preset folder.
+            load_weights: whether to load the preset's weights (else the
+                backbone is freshly initialised).
+            **kwargs: arguments that replace the preset's (such as
+                `dropout=0.0` or `dtype="mixed_bfloat16"`).
+
+        Returns:
+            The backbone.
+
+        Raises:
+            ValueError: naming the file if the preset's backbone is not a `cls`.
+        """
+        folder = preset_format.find(preset, cls.preset_package())
+        path = folder / preset_format.BACKBONE_CONFIG_FILE
+        serialized = preset_format.read_json(path, ("class_name", "config"))
+        if serialized["class_name"] != cls.__name__:
+            raise ValueError(
+                f"{path}: expected \"class_name\": {cls.__name__!r}, "
+                f"received: {serialized['class_name']!r}"
+            )
+        backbone = cls.from_config({**serialized["config"], **kwargs})
+        if load_weights:
+            backbone.load_weights(folder / preset_format.BACKBONE_WEIGHTS_FILE)
+        return backbone
+
+    def save_to_preset(self, folder: str | os.PathLike) -> None:
+        """Writes `config.json` and `model.weights.h5` (this backbone's weights alone).
+
+        A backbone saved alone makes a preset too: its `metadata.json` names
+        no task.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        preset_format.write_json(
+            folder / preset_format.BACKBONE_CONFIG_FILE, keras.saving.serialize_keras_object(self)
+        )
+        # save_weights insists on the ".weights.h5" ending, so the temporary name keeps it.
+        write_atomically(
+            folder / preset_format.BACKBONE_WEIGHTS_FILE, self.save_weights, suffix=".weights.h5"
+        )
+        if not (folder / preset_format.METADATA_FILE).is_file():
+            preset_format.write_metadata(folder, task=None, backbone=type(self).__name__)

@@ -1,0 +1,104 @@
+"""The zoo's models, by command-line name, each with its recipe.
+
+Each model folder `zoo/<folder>/` holds a `recipe.py` that subclasses
+`Recipe` and calls `register(...)` with an instance; `recipes()` imports
+every folder's `recipe.py`, so adding a model is adding a folder. The
+command line (`python -m zoo train|predict|evaluate <model>`) dispatches
+to the recipe registered under that name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Optional
+
+import zoo
+
+_RECIPES: dict[str, "Recipe"] = {}
+
+
+class Recipe:
+    """A zoo model's command line: how to train, predict with and evaluate it.
+
+    Attributes:
+        name: the model's command-line name, such as `"attention-transformer"`.
+        package: its package, such as `"zoo.attention_transformer"` (presets
+            are looked up in `<package>/presets/`).
+        default_preset: the preset `predict` and `evaluate` use without
+            `--preset` or `--model`.
+        summary: one line for `python -m zoo --help`.
+        description: the text of `python -m zoo train <name> --help`.
+    """
+
+    name: str = ""
+    package: str = ""
+    default_preset: str = ""
+    summary: str = ""
+    description: str = ""
+
+    def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Adds the `train` options (`--data`, `--out` and the model's own)."""
+        raise NotImplementedError
+
+    def train(self, args: argparse.Namespace) -> str:
+        """Trains with the parsed options; returns the line printed at the end."""
+        raise NotImplementedError
+
+    def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Adds the `predict` options (the inputs and the model's own)."""
+        raise NotImplementedError
+
+    def predict(self, args: argparse.Namespace) -> None:
+        """Predicts with the parsed options and prints the results."""
+        raise NotImplementedError
+
+    def add_evaluate_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Adds `evaluate` options beyond `--data`, `--preset`, `--model`, `--json`."""
+
+    def load(self, preset: Optional[str], model_path: Optional[str]):
+        """The task model from a preset (name or folder) or a `.keras` file."""
+        raise NotImplementedError
+
+    def evaluate(self, model, data: Path, args: argparse.Namespace) -> dict:
+        """Scores `model` on the labelled file `data` with the code the recipe
+        validates with; returns the metrics (JSON-serialisable)."""
+        raise NotImplementedError
+
+    def format_metrics(self, metrics: dict) -> str:
+        """`evaluate`'s metrics for a person to read (without `--json`)."""
+        return "\n".join(f"{key}: {value}" for key, value in metrics.items())
+
+
+def register(recipe: Recipe) -> Recipe:
+    """Registers a model's recipe under `recipe.name`; returns it.
+
+    Raises:
+        ValueError: if another recipe has that name.
+    """
+    if not recipe.name or not recipe.package:
+        raise ValueError(f"Expected a recipe with a name and a package, received: {recipe!r}")
+    existing = _RECIPES.get(recipe.name)
+    if existing is not None and type(existing) is not type(recipe):
+        raise ValueError(f"Expected one recipe named {recipe.name!r}, received a second")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def model_folders() -> list[str]:
+    """The zoo's model packages: its sub-packages that hold a `recipe.py`."""
+    root = Path(zoo.__file__).parent
+    return sorted(
+        f"zoo.{module.name}"
+        for module in pkgutil.iter_modules([str(root)])
+        if module.ispkg and (root / module.name / "recipe.py").is_file()
+    )
+
+
+def recipes() -> dict[str, Recipe]:
+    """Every model's recipe by command-line name (importing each `recipe.py`)."""
+    for package in model_folders():
+        importlib.import_module(f"{package}.recipe")
+    return dict(sorted(_RECIPES.items()))

@@ -1,0 +1,312 @@
+"""What every recipe needs: optimizer, distribution, seeds, epoch records, curves.
+
+- `optimizer`: AdamW with linear warmup then cosine decay, clipping, and no
+  weight decay on embeddings, biases and normalisation scales;
+- `distribution_strategy`: one device, or mirrored over the local devices;
+- `TrainingRecord`: a callback that keeps every epoch's metrics and time in
+  a JSON file, early-stops on a validation metric and keeps the best
+  epoch's weights, across an interruption: run the recipe again (with
+  `keras.callbacks.BackupAndRestore` before it in the callbacks) and the
+  record goes on from where the backup resumes;
+- `WallClock`: a run's wall time, summed over interrupted runs;
+- `plot_training_curves`, and the atomic `write_json` / `save_figure` of
+  `zoo.files`;
+- `average_weights`: the element-wise mean of several models' weights (a
+  uniform "model soup");
+- `reseed`: new random streams for a built model's dropout, from a seed;
+- `load_weights`: loads a file a compiled model saved, optimizer state included.
+
+Masked-token pre-training, for any text backbone, is a preprocessor:
+`zoo.text_preprocessing.MaskedTokenPreprocessor`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+
+from kerasattn._files import write_atomically
+from zoo.files import read_json
+from zoo.files import save_figure
+from zoo.files import write_json
+
+STRATEGIES = ("default", "mirrored")
+# Variables named so take no weight decay: embeddings, biases, normalisation scales and offsets.
+NO_WEIGHT_DECAY = ("embeddings", "bias", "gamma", "beta")
+
+
+def optimizer(
+    learning_rate: float,
+    total_steps: int,
+    warmup_steps: int,
+    weight_decay: float,
+    clipnorm: float = 1.0,
+    final_fraction: float = 0.05,
+) -> keras.optimizers.AdamW:
+    """AdamW with linear warmup then cosine decay.
+
+    Args:
+        learning_rate: the peak learning rate, reached after `warmup_steps`.
+        total_steps: steps of the whole training (warmup included).
+        warmup_steps: steps of linear warmup from 0; 0 for none.
+        weight_decay: AdamW's decoupled weight decay, not applied to
+            variables named as in `NO_WEIGHT_DECAY`.
+        clipnorm: gradient clipping by norm.
+        final_fraction: the learning rate at the end, as a fraction of the peak.
+
+    Returns:
+        The optimizer.
+    """
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else learning_rate,
+        decay_steps=max(1, total_steps - warmup_steps),
+        alpha=final_fraction,
+        warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+    adamw = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, clipnorm=clipnorm)
+    adamw.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
+    return adamw
+
+
+def distribution_strategy(name: str):
+    """A `tf.distribute` strategy by name.
+
+    Args:
+        name: `"default"` (one device) or `"mirrored"` (the local GPUs, or
+            without GPUs the logical CPU devices).
+
+    Returns:
+        The strategy.
+    """
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(f"expected a strategy in {STRATEGIES}, received: {name!r}")
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    return tf.distribute.get_strategy()
+
+
+class WallClock:
+    """A job's wall time, summed over runs that an interruption split.
+
+    Each `save()` writes the time of the earlier runs plus this one's so far
+    to `path`; a new `WallClock` on the same file starts from that.
+
+    Args:
+        path: the JSON file keeping the time.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.earlier_seconds = 0.0
+        self.runs = 1
+        if self.path.is_file():
+            record = read_json(self.path, ("seconds", "runs"))
+            self.earlier_seconds = float(record["seconds"])
+            self.runs = int(record["runs"]) + 1
+        self._start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds of every run so far, this one included."""
+        return round(self.earlier_seconds + time.perf_counter() - self._start, 1)
+
+    def save(self) -> None:
+        write_json(self.path, {"seconds": self.seconds, "runs": self.runs})
+
+
+class TrainingRecord(keras.callbacks.Callback):
+    """Every epoch's metrics and time, early stopping and the best weights, resumable.
+
+    At each epoch's end it appends the epoch's logs and seconds to
+    `history_path`; with a `monitor`, it also saves the model's weights to
+    `best_weights_path` when the metric improved on every earlier epoch (of
+    this run and of interrupted ones), stops training after `patience`
+    epochs without improvement, and at the end of training loads the best
+    weights back. When `fit` starts at a later epoch (resumed by a
+    `keras.callbacks.BackupAndRestore` placed before it in the callbacks),
+    the record keeps the epochs before that one, so the history, the best
+    epoch and the curves span the whole training.
+
+    Args:
+        history_path: the JSON file of the epochs.
+        best_weights_path: the best epoch's weights (a `.weights.h5` file);
+            required with `monitor`.
+        monitor: the metric to select on, such as `"val_accuracy"`; `None`
+            records only.
+        mode: `"max"` or `"min"`.
+        patience: epochs without improvement before stopping; `None` never stops.
+        wall_clock: optional `WallClock` saved at each epoch's end.
+    """
+
+    def __init__(self, history_path: str | os.PathLike,
+                 best_weights_path: Optional[str | os.PathLike] = None,
+                 monitor: Optional[str] = None, mode: str = "max",
+                 patience: Optional[int] = None, wall_clock: Optional[WallClock] = None):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"Expected `mode` 'max' or 'min', received: mode={mode!r}")
+        if monitor is not None and best_weights_path is None:
+            raise ValueError("Expected `best_weights_path` with `monitor`, received: None")
+        self.history_path = Path(history_path)
+        self.best_weights_path = None if best_weights_path is None else Path(best_weights_path)
+        self.monitor = monitor
+        self.mode = mode
+        self.patience = patience
+        self.wall_clock = wall_clock
+        self.epochs: list[dict] = []
+        self.finished = False
+        if self.history_path.is_file():
+            record = read_json(self.history_path, ("epochs",))
+            self.epochs = record["epochs"]
+            self.finished = bool(record.get("finished", False))
+        self._start = 0.0
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """The metrics by name, one value per epoch (as `History.history`)."""
+        if not self.epochs:
+            return {}
+        names = [key for key in self.epochs[0] if key not in ("epoch", "seconds")]
+        return {name: [epoch.get(name) for epoch in self.epochs] for name in names}
+
+    @property
+    def epoch_seconds(self) -> list[float]:
+        return [epoch["seconds"] for epoch in self.epochs]
+
+    @property
+    def best_epoch(self) -> Optional[int]:
+        """The best epoch, counting from 1 (`None` before the first, or without `monitor`)."""
+        values = [epoch.get(self.monitor) for epoch in self.epochs] if self.monitor else []
+        if not values or any(value is None for value in values):
+            return None
+        best = np.argmax(values) if self.mode == "max" else np.argmin(values)
+        return int(best) + 1
+
+    def _write(self) -> None:
+        write_json(self.history_path, {"monitor": self.monitor, "mode": self.mode,
+                                       "finished": self.finished, "epochs": self.epochs})
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # A resumed fit starts at a later epoch: keep the record up to it.
+        del self.epochs[epoch:]
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {"epoch": epoch + 1}
+        record.update({key: round(float(value), 4) for key, value in (logs or {}).items()
+                       if key != "learning_rate"})
+        record["seconds"] = round(time.perf_counter() - self._start, 1)
+        if self.monitor is not None and self.monitor not in record:
+            raise ValueError(
+                f"Expected the metric {self.monitor!r} in the epoch's logs, received: "
+                f"{sorted(logs or {})}"
+            )
+        self.epochs.append(record)
+        if self.monitor is not None and self.best_epoch == epoch + 1:
+            write_atomically(self.best_weights_path, self.model.save_weights,
+                             suffix=".weights.h5")
+        self._write()
+        if self.wall_clock is not None:
+            self.wall_clock.save()
+        if (self.monitor is not None and self.patience is not None
+                and epoch + 1 - self.best_epoch >= self.patience):
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights_path is not None and self.best_weights_path.is_file():
+            self.model.load_weights(self.best_weights_path)
+        self.finished = True
+        self._write()
+
+
+def plot_training_curves(history: dict, path: str | os.PathLike,
+                         metrics: Sequence[str] = ("loss", "accuracy"),
+                         validation_name: str = "validation",
+                         extra: Optional[dict[str, str]] = None) -> None:
+    """Per-epoch training and validation curves, one panel per metric, as a PNG.
+
+    Args:
+        history: the metrics by name (`"loss"`, `"val_loss"`, ...), one
+            value per epoch, such as `TrainingRecord.history`.
+        path: the PNG file, written atomically.
+        metrics: the metrics to plot; `"val_" + name` is the validation curve.
+        validation_name: the validation curve's label.
+        extra: further curves by history key and label, drawn on the panel
+            of the metric their key ends with (such as `{"dev_accuracy": "dev"}`).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    epochs = np.arange(1, len(history[metrics[0]]) + 1)
+    figure, axes_list = pyplot.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4),
+                                        squeeze=False)
+    for axes, metric in zip(axes_list[0], metrics):
+        axes.plot(epochs, history[metric], "o-", label="train")
+        if f"val_{metric}" in history:
+            axes.plot(epochs, history[f"val_{metric}"], "s-", label=validation_name)
+        for key, label in (extra or {}).items():
+            if key.endswith(metric) and key in history:
+                axes.plot(epochs, history[key], "^-", label=label)
+        axes.set_xlabel("epoch")
+        axes.set_title(metric)
+        axes.set_xticks(epochs)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    save_figure(figure, path)
+    pyplot.close(figure)
+
+
+def average_weights(weight_lists: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """The element-wise mean of several models' weights (a uniform "model soup").
+
+    Args:
+        weight_lists: each model's `get_weights()`, models of one architecture.
+
+    Returns:
+        The averaged weights, in the same order and dtypes.
+    """
+    if not weight_lists:
+        raise ValueError("Expected at least one model's weights, received: none")
+    return [
+        np.mean(np.stack(values), axis=0).astype(values[0].dtype)
+        for values in zip(*weight_lists)
+    ]
+
+
+def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
+    """`model.load_weights(path)` for a file a compiled model saved.
+
+    Such a file also holds the optimizer's state; building the optimizer
+    first lets it load without Keras's warning that it has no variables.
+    """
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+
+
+def reseed(model: keras.Model, seed: int) -> None:
+    """Gives every random layer of `model` (dropout, ...) a new stream from `seed`.
+
+    Keras draws a layer's seed when the layer is built; after
+    `keras.utils.set_random_seed(seed)`, this makes the layers' draws in
+    training depend on `seed` too, not only on the seed the model was built
+    under (the same initial weights, different training noise).
+    """
+    rng = np.random.default_rng(seed)
+    for variable in model.non_trainable_variables:
+        if variable.path.endswith("seed_generator_state"):
+            value = np.zeros(variable.shape, dtype=variable.dtype)
+            value[0] = rng.integers(1, 2**31 - 1)
+            variable.assign(value)
