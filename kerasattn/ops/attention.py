@@ -7,8 +7,9 @@ width and `Hv` value head width.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
+import keras
 from keras import ops
 
 from kerasattn.ops.masking import MASKED_LOGIT
@@ -19,9 +20,20 @@ from kerasattn.ops.masking import causal_mask as make_causal_mask
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked")
 
-# At inference "auto" switches to the chunked path from this (static) key
-# length on, where the (B, N, Tq, Tk) score tensor starts to dominate memory.
-AUTO_CHUNKED_MIN_KEY_LENGTH = 2048
+# "auto" switches to the chunked path where the dense path's float32
+# (B, N, Tq, Tk) score tensor would reach this many bytes (static key length
+# required; an unknown batch counts as 1 and an unknown query length as the
+# key length). The chunked path's custom gradient makes the choice the same
+# in training as at inference: below this size dense is faster forward and
+# backward on CPU (chunked costs about 1.1-1.25x dense's time there, see
+# benchmarks/RESULTS.md), above it the score tensors and their gradients
+# dominate memory (B=1, 8 heads: between 4,096 and 8,192 tokens).
+AUTO_CHUNKED_MIN_SCORE_BYTES = 2**30
+# The chunked path shortens its key blocks so that one block's scores,
+# (B, N, Tq, block) float32, stay under this many elements (where B and Tq
+# are static), with blocks of at least _MIN_AUTO_BLOCK keys.
+_MAX_BLOCK_SCORE_ELEMENTS = 2**25
+_MIN_AUTO_BLOCK = 64
 DEFAULT_BLOCK_SIZE = 512
 # Real logits lie far above this and masked ones (MASKED_LOGIT) far below,
 # also in float16 TFLite exports, which store constants in float16: there
@@ -73,6 +85,18 @@ def _as_4d_mask(mask):
     )
 
 
+def _dense_scores_too_costly(query, key) -> bool:
+    """Whether "auto" should take the chunked path (see
+    AUTO_CHUNKED_MIN_SCORE_BYTES)."""
+    key_length = key.shape[1]
+    if key_length is None:
+        return False
+    batch = query.shape[0] or 1
+    query_length = query.shape[1] or key_length
+    score_bytes = 4 * batch * query.shape[2] * query_length * key_length
+    return score_bytes >= AUTO_CHUNKED_MIN_SCORE_BYTES
+
+
 def _check_heads(query, key, value) -> int:
     for name, x in (("query", query), ("key", key), ("value", value)):
         if len(x.shape) != 4:
@@ -102,8 +126,8 @@ def dot_product_attention(
     mask=None,
     *,
     causal: bool = False,
-    scale: Optional[float] = None,
-    dropout: Optional[Callable] = None,
+    scale: float | None = None,
+    dropout: Callable | None = None,
     return_weights: bool = False,
     implementation: str = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
@@ -130,16 +154,34 @@ def dot_product_attention(
         return_weights: also return the `(B, N, Tq, Tk)` weights.
         implementation: "dense" materialises the score tensor; "chunked"
             processes keys in blocks of `block_size` with a running (online)
-            softmax so the forward pass's memory grows with
-            `Tq * block_size` (its gradient keeps every block, so training
-            saves no memory); "auto" picks chunked at inference for long
-            static key lengths when neither weights nor dropout are needed.
-        block_size: key block length of the chunked path.
-        training: whether gradients will be taken ("auto" then stays dense).
+            softmax and a custom gradient that recomputes each block from
+            the saved log-sum-exp, so memory grows with `Tq * block_size`
+            forward and backward; "auto" picks chunked, in training as at
+            inference, where the dense score tensor would reach
+            `AUTO_CHUNKED_MIN_SCORE_BYTES` (static key length) and neither
+            weights nor dropout are needed.
+        block_size: longest key block of the chunked path (blocks are
+            shortened for long static query lengths so one block's scores
+            stay small).
+        training: accepted for compatibility; "auto" no longer depends on
+            it.
 
     Returns:
         `(B, Tq, N, Hv)` output in the value dtype, and with
         `return_weights=True` also the weights in the value dtype.
+
+    Example:
+
+    >>> query = np.random.rand(2, 5, 4, 8).astype("float32")  # N = 4 heads
+    >>> key = value = np.random.rand(2, 7, 2, 8).astype("float32")  # K = 2
+    >>> output, weights = dot_product_attention(
+    ...     query, key, value, causal=True, return_weights=True)
+    >>> tuple(output.shape), tuple(weights.shape)
+    ((2, 5, 4, 8), (2, 4, 5, 7))
+    >>> chunked = dot_product_attention(
+    ...     query, key, value, causal=True, implementation="chunked", block_size=3)
+    >>> bool(np.allclose(output, chunked, atol=1e-5))
+    True
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
@@ -151,13 +193,10 @@ def dot_product_attention(
         scale = float(query.shape[-1]) ** -0.5
     mask = None if mask is None else _as_4d_mask(mask)
     if implementation == "auto":
-        key_length = key.shape[1]
-        long_keys = (
-            key_length is not None
-            and key_length >= AUTO_CHUNKED_MIN_KEY_LENGTH
-        )
         use_chunked = (
-            long_keys and not training and not return_weights and dropout is None
+            not return_weights
+            and dropout is None
+            and _dense_scores_too_costly(query, key)
         )
         implementation = "chunked" if use_chunked else "dense"
     if implementation == "chunked":
@@ -168,7 +207,7 @@ def dot_product_attention(
                 "nor attention dropout; received: "
                 f"return_weights={return_weights}, dropout={dropout}"
             )
-        return _chunked_attention(
+        return _run_chunked(
             query, key, value, mask, causal, scale, num_groups, block_size
         )
     return _dense_attention(
@@ -215,35 +254,96 @@ def _dense_attention(
     return output
 
 
+_TF_GRAPH_CHUNKED = None
+
+
+def _run_chunked(query, key, value, mask, causal, scale, num_groups, block_size):
+    """`_chunked_attention`, run as one traced graph when TensorFlow executes
+    eagerly.
+
+    Executed op by op, its loops run every block's ops eagerly: each result
+    is a fresh allocation (no buffer is reused in place) and the blocks
+    cost about twice their traced time on CPU. Traced once per shape (and
+    static argument) with `tf.function` (shapes stay static, so the key
+    blocks are sized for them), an eager `GradientTape` records one
+    call, whose gradient runs the traced custom gradient. Other backends and
+    code already being traced call `_chunked_attention` directly.
+    """
+    global _TF_GRAPH_CHUNKED
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.executing_eagerly():
+            if _TF_GRAPH_CHUNKED is None:
+                _TF_GRAPH_CHUNKED = tf.function(
+                    _chunked_attention, autograph=False
+                )
+            return _TF_GRAPH_CHUNKED(
+                query, key, value, mask, causal, scale, num_groups, block_size
+            )
+    return _chunked_attention(
+        query, key, value, mask, causal, scale, num_groups, block_size
+    )
+
+
 def _chunked_attention(
     query, key, value, mask, causal, scale, num_groups, block_size
 ):
+    """Blockwise attention with a FlashAttention-style custom gradient.
+
+    The forward pass walks the key blocks with an online softmax and keeps
+    only the output and each query's log-sum-exp; the backward pass walks the
+    key blocks again, recomputes the probabilities from the log-sum-exp and
+    accumulates dQ (carried) and dK, dV (one slice per block). Nothing of
+    size `Tq * Tk` outlives one block, in training as at inference.
+
+    Internally queries are laid out as rows `(B, K, G * Tq, H)` (`G` query
+    heads per key/value head), so every product is a plain batched matmul of
+    a `(B, K, rows, ·)` tensor with one key/value block, grouped-query heads
+    included, with no broadcast and no transpose inside the loops.
+    """
     out_dtype = value.dtype
-    batch, q_len, num_heads, _ = ops.shape(query)
+    batch, q_len, num_heads, width = ops.shape(query)
     k_len = ops.shape(key)[1]
-    # Keys shorter than a block make one block of their own length, so short
-    # sequences are not padded out to `block_size`.
-    if isinstance(k_len, int):
-        block_size = min(block_size, k_len)
-    else:
-        block_size = ops.minimum(block_size, k_len)
+    kv_heads = num_heads // num_groups
     value_width = value.shape[-1]
+    block_size = _key_block_size(block_size, batch, num_heads, q_len, k_len)
     num_blocks = (k_len + block_size - 1) // block_size
     pad = num_blocks * block_size - k_len
+    # Keys past the end (padding of the last block) need masking unless the
+    # blocks are known to tile the keys exactly.
+    needs_key_valid = not (isinstance(pad, int) and pad == 0)
 
-    def to_blocks(x):
-        # (B, Tk, K, W) -> (blocks, B, block, K, W), zero-padded at the end.
+    def to_blocks(x, transpose_last):
+        # (B, Tk, K, W) -> (blocks, B, K, block, W) (or (.., W, block)),
+        # zero-padded at the end.
         x = ops.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
         x = ops.reshape(
             x, (batch, num_blocks, block_size, x.shape[2], x.shape[3])
         )
-        return ops.transpose(x, (1, 0, 2, 3, 4))
+        order = (1, 0, 3, 4, 2) if transpose_last else (1, 0, 3, 2, 4)
+        return ops.transpose(x, order)
 
-    key_blocks = to_blocks(ops.cast(key, "float32"))
-    value_blocks = to_blocks(ops.cast(value, "float32"))
+    def from_blocks(x):
+        # (blocks, B, K, block, W) -> (B, Tk, K, W)
+        x = ops.transpose(x, (1, 0, 3, 2, 4))
+        x = ops.reshape(
+            x, (batch, num_blocks * block_size, x.shape[3], x.shape[4])
+        )
+        return x[:, :k_len]
+
+    def to_rows(x):
+        # (B, Tq, N, W) -> (B, K, G * Tq, W)
+        x = ops.transpose(x, (0, 2, 1, 3))
+        return ops.reshape(x, (batch, kv_heads, num_groups * q_len, x.shape[-1]))
+
+    def from_rows(x):
+        # (B, K, G * Tq, W) -> (B, Tq, N, W)
+        x = ops.reshape(x, (batch, num_heads, q_len, x.shape[-1]))
+        return ops.transpose(x, (0, 2, 1, 3))
+
     # Per-key masks are cut into blocks too; masks broadcast over keys
     # (last dimension 1) apply to every block as they are.
-    key_valid = ops.arange(num_blocks * block_size) < k_len
     mask_blocks = None
     if mask is not None and mask.shape[-1] != 1:
         padded = ops.pad(
@@ -256,60 +356,165 @@ def _chunked_attention(
             padded, (shape[0], shape[1], shape[2], num_blocks, block_size)
         )
         mask_blocks = ops.transpose(padded, (3, 0, 1, 2, 4)) > 0
-    q = ops.cast(query, "float32") * scale
+    key_valid = ops.arange(num_blocks * block_size) < k_len
     query_positions = ops.arange(q_len)[:, None]
 
-    def body(j, state):
-        running_max, denominator, accumulator = state
+    def block_valid(j):
+        """Boolean `(B|1, N|1, Tq|1, block)` mask of block `j`, or None."""
+        valid = None
         key_positions = j * block_size + ops.arange(block_size)
-        valid = ops.take(key_valid, key_positions)[None, None, None, :]
-        if mask_blocks is not None:
-            valid = ops.logical_and(valid, ops.take(mask_blocks, j, axis=0))
-        elif mask is not None:
-            valid = ops.logical_and(valid, mask)
-        if causal:
-            valid = ops.logical_and(
-                valid, query_positions >= key_positions[None, :]
+        if needs_key_valid:
+            valid = ops.take(key_valid, key_positions)[None, None, None, :]
+        for part in (
+            ops.take(mask_blocks, j, axis=0) if mask_blocks is not None else mask,
+            (query_positions >= key_positions[None, :]) if causal else None,
+        ):
+            if part is not None:
+                valid = part if valid is None else ops.logical_and(valid, part)
+        return valid
+
+    def scores(q_rows, key_block, j):
+        """Masked float32 logits `(B, K, G * Tq, block)` of block `j`."""
+        logits = ops.matmul(q_rows, key_block)
+        valid = block_valid(j)
+        if valid is None:
+            return logits
+        if num_groups == 1:  # rows are queries: the mask applies as it is
+            return ops.where(valid, logits, MASKED_LOGIT)
+        # Grouped-query heads: (B|1, N|1, ...) -> (B|1, K|1, G|1, ...) to
+        # match the scores seen as (B, K, G, Tq, block).
+        if len(valid.shape) < 4:  # causal only: (Tq, block) broadcasts
+            pass
+        elif valid.shape[1] != 1:
+            valid_shape = ops.shape(valid)
+            valid = ops.reshape(
+                valid,
+                (valid_shape[0], kv_heads, num_groups, valid_shape[2], valid_shape[3]),
             )
-        logits = _logits(q, ops.take(key_blocks, j, axis=0), num_groups)
+        else:
+            valid = ops.expand_dims(valid, 1)
+        logits = ops.reshape(
+            logits, (batch, kv_heads, num_groups, q_len, block_size)
+        )
         logits = ops.where(valid, logits, MASKED_LOGIT)
-        new_max = ops.maximum(
-            running_max, ops.max(logits, axis=-1, keepdims=True)
+        return ops.reshape(
+            logits, (batch, kv_heads, num_groups * q_len, block_size)
         )
-        # Shifting by at least _MIN_SHIFT keeps masked logits at exp(-huge)
-        # == 0 even in rows with no valid key so far (whose maximum is still
-        # MASKED_LOGIT), so no multiply by the mask is needed.
-        probs = ops.exp(logits - ops.maximum(new_max, _MIN_SHIFT))
-        correction = ops.exp(running_max - new_max)
-        denominator = correction * denominator + ops.sum(
-            probs, axis=-1, keepdims=True
-        )
-        accumulator = correction * accumulator + _combine(
-            probs, ops.take(value_blocks, j, axis=0), num_groups, "bnth"
-        )
-        return new_max, denominator, accumulator
 
-    state = (
-        ops.full((batch, num_heads, q_len, 1), MASKED_LOGIT, "float32"),
-        ops.zeros((batch, num_heads, q_len, 1), "float32"),
-        ops.zeros((batch, num_heads, q_len, value_width), "float32"),
-    )
-
-    def step(j, state):
-        state = body(j, state)
+    def sequential(j, value):
         # TensorFlow runs up to ten loop iterations at once when one does not
         # depend on the last, which would keep ten blocks of scores alive;
         # tying the counter to this block's result (adding zero) makes the
         # blocks run one after another.
-        return j + 1 + ops.cast(ops.sum(state[1]) * 0.0, "int32"), state
+        return j + 1 + ops.cast(ops.sum(value[..., :1, :1]) * 0.0, "int32")
 
-    # A while loop with `maximum_iterations` rather than `fori_loop`: XLA
-    # needs the bound to compile the loop's gradient.
-    _, (_, denominator, accumulator) = ops.while_loop(
-        lambda j, _: j < num_blocks, step, (0, state), maximum_iterations=num_blocks
+    rows = num_groups * q_len
+
+    def attend(q, k, v):
+        q_rows = to_rows(q) * scale
+        key_blocks = to_blocks(k, transpose_last=True)  # (n, B, K, H, block)
+        value_blocks = to_blocks(v, transpose_last=False)  # (n, B, K, block, Hv)
+
+        def step(j, state):
+            running_max, denominator, accumulator = state
+            logits = scores(q_rows, ops.take(key_blocks, j, axis=0), j)
+            new_max = ops.maximum(
+                running_max, ops.max(logits, axis=-1, keepdims=True)
+            )
+            # Shifting by at least _MIN_SHIFT keeps masked logits at
+            # exp(-huge) == 0 even in rows with no valid key so far (whose
+            # maximum is still MASKED_LOGIT), so no multiply by the mask is
+            # needed.
+            probs = ops.exp(logits - ops.maximum(new_max, _MIN_SHIFT))
+            correction = ops.exp(running_max - new_max)
+            denominator = correction * denominator + ops.sum(
+                probs, axis=-1, keepdims=True
+            )
+            accumulator = correction * accumulator + ops.matmul(
+                probs, ops.take(value_blocks, j, axis=0)
+            )
+            return sequential(j, denominator), (new_max, denominator, accumulator)
+
+        state = (
+            ops.full((batch, kv_heads, rows, 1), MASKED_LOGIT, "float32"),
+            ops.zeros((batch, kv_heads, rows, 1), "float32"),
+            ops.zeros((batch, kv_heads, rows, value_width), "float32"),
+        )
+        # A while loop with `maximum_iterations` rather than `fori_loop`: XLA
+        # needs the bound (and JAX a static one).
+        _, (running_max, denominator, accumulator) = ops.while_loop(
+            lambda j, _: j < num_blocks, step, (0, state),
+            maximum_iterations=num_blocks,
+        )
+        # A row with a key to attend to has a denominator >= 1 (its largest
+        # logit contributes exp(0)); a fully masked row has 0 / 0, made
+        # 0 / 1. A tiny floor would do the same in float32 but flush to 0 in
+        # float16 exports.
+        denominator = ops.maximum(denominator, 1.0)
+        out_rows = accumulator / denominator
+        # exp(logit - lse) is a row's probability; a row with no key gets
+        # lse = _MIN_SHIFT, where masked logits still give exp(-huge) == 0.
+        lse = ops.maximum(running_max, _MIN_SHIFT) + ops.log(denominator)
+
+        def grad(*args, upstream=None, variables=None):
+            # TensorFlow and JAX call grad(upstream); PyTorch calls
+            # grad(*inputs, upstream=upstream).
+            if upstream is None:
+                upstream = args[0]
+            d_out = to_rows(ops.cast(upstream, "float32"))
+            # D_i = sum_j P_ij dP_ij = dO_i · O_i.
+            delta = ops.sum(d_out * out_rows, axis=-1, keepdims=True)
+
+            def back_step(j, state):
+                d_q, d_keys, d_values = state
+                key_block = ops.take(key_blocks, j, axis=0)  # (B, K, H, block)
+                value_block = ops.take(value_blocks, j, axis=0)  # (B, K, block, Hv)
+                probs = ops.exp(scores(q_rows, key_block, j) - lse)
+                # Contractions over rows as einsums: they map to batched
+                # matmuls with a transposed operand, never copying a
+                # (rows, block) tensor into a transposed layout.
+                d_probs = ops.einsum("bkrh,bksh->bkrs", d_out, value_block)
+                d_logits = probs * (d_probs - delta)
+                d_q = d_q + ops.einsum("bkrs,bkhs->bkrh", d_logits, key_block)
+                d_key = ops.einsum("bkrs,bkrh->bksh", d_logits, q_rows)
+                d_value = ops.einsum("bkrs,bkrh->bksh", probs, d_out)
+                d_keys = ops.slice_update(d_keys, (j, 0, 0, 0, 0), d_key[None])
+                d_values = ops.slice_update(d_values, (j, 0, 0, 0, 0), d_value[None])
+                return sequential(j, d_q), (d_q, d_keys, d_values)
+
+            state = (
+                ops.zeros((batch, kv_heads, rows, width), "float32"),
+                ops.zeros((num_blocks, batch, kv_heads, block_size, width), "float32"),
+                ops.zeros(
+                    (num_blocks, batch, kv_heads, block_size, value_width), "float32"
+                ),
+            )
+            _, (d_q, d_keys, d_values) = ops.while_loop(
+                lambda j, _: j < num_blocks, back_step, (0, state),
+                maximum_iterations=num_blocks,
+            )
+            grads = (from_rows(d_q * scale), from_blocks(d_keys), from_blocks(d_values))
+            if variables is not None:  # TensorFlow, if `attend` read any
+                return grads, [None] * len(variables)
+            return grads
+
+        return from_rows(out_rows), grad
+
+    output = ops.custom_gradient(attend)(
+        ops.cast(query, "float32"), ops.cast(key, "float32"), ops.cast(value, "float32")
     )
-    # A row with a key to attend to has a denominator >= 1 (its largest logit
-    # contributes exp(0)); a fully masked row has 0 / 0, made 0 / 1. A tiny
-    # floor would do the same in float32 but flush to 0 in float16 exports.
-    output = accumulator / ops.maximum(denominator, 1.0)
-    return ops.cast(ops.transpose(output, (0, 2, 1, 3)), out_dtype)
+    return ops.cast(output, out_dtype)
+
+
+def _key_block_size(block_size, batch, num_heads, q_len, k_len):
+    """The key block length: `block_size`, shortened so that one block's
+    scores stay under _MAX_BLOCK_SCORE_ELEMENTS (for static B and Tq), and
+    never longer than the keys."""
+    if isinstance(batch, int) and isinstance(q_len, int):
+        fitting = _MAX_BLOCK_SCORE_ELEMENTS // max(batch * num_heads * q_len, 1)
+        block_size = min(block_size, max(fitting, _MIN_AUTO_BLOCK))
+    # Keys shorter than a block make one block of their own length, so short
+    # sequences are not padded out to `block_size`.
+    if isinstance(k_len, int):
+        return min(block_size, k_len)
+    return ops.minimum(block_size, k_len)
