@@ -200,6 +200,25 @@ def identical_fresh_weights(layer: keras.layers.Layer) -> tuple[int, list]:
     return compared, identical
 
 
+def symbolic_inputs(args: dict) -> dict:
+    """`keras.Input`s mirroring `args` (arrays, or lists of them), batch left dynamic.
+
+    Inputs are named after their argument (and index, for lists) so that a
+    model called with the `args` dict matches them by name.
+    """
+
+    def make_input(name, array):
+        array = np.asarray(array)
+        return keras.Input(shape=array.shape[1:], dtype=str(array.dtype), name=name)
+
+    return {
+        key: [make_input(f"{key}_{i}", a) for i, a in enumerate(value)]
+        if isinstance(value, (list, tuple))
+        else make_input(key, value)
+        for key, value in args.items()
+    }
+
+
 def check_fresh_kernels(case: Case) -> None:
     layer = case.make_layer()
     layer(**_tensors(case.args), **case.static)
@@ -214,16 +233,7 @@ def check_serialization(case: Case) -> None:
     restored = layer.__class__.from_config(config)
     assert restored.get_config() == config, "from_config(get_config()) changed the config"
 
-    def make_input(name, array):
-        array = np.asarray(array)
-        return keras.Input(shape=array.shape[1:], dtype=str(array.dtype), name=name)
-
-    symbolic = {
-        key: [make_input(f"{key}_{i}", a) for i, a in enumerate(value)]
-        if isinstance(value, (list, tuple))
-        else make_input(key, value)
-        for key, value in case.args.items()
-    }
+    symbolic = symbolic_inputs(case.args)
     model = keras.Model(symbolic, layer(**symbolic, **case.static))
     expected = _numpy(model(case.args))
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,19 +47,7 @@ def functional_model(layer: keras.layers.Layer, inputs: CallInputs) -> keras.Mod
     The batch dimension is left dynamic; all other dimensions are static.
     """
     args, kwargs = inputs
-
-    def make_input(name, array):
-        array = np.asarray(array)
-        return keras.Input(shape=array.shape[1:], dtype=str(array.dtype), name=name)
-
-    # Inputs are named after their argument (and index, for lists) so that a
-    # model called with the `args` dict matches them by name.
-    symbolic = {
-        key: [make_input(f"{key}_{i}", a) for i, a in enumerate(value)]
-        if isinstance(value, (list, tuple))
-        else make_input(key, value)
-        for key, value in args.items()
-    }
+    symbolic = backend_checks.symbolic_inputs(args)
     outputs = layer(**symbolic, **kwargs)
     return keras.Model(inputs=symbolic, outputs=outputs)
 

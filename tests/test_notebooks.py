@@ -30,7 +30,8 @@ PARAMETERS = {
     "KERASATTN_NOTEBOOK_EPOCHS": "1",
     "KERASATTN_NOTEBOOK_RECIPE_OPTIONS": (
         "--vocabulary-size 400 --sequence-length 32 --layers 2 --hidden-dim 16 --heads 2 "
-        "--intermediate-dim 32 --batch-size 32 --warmup-steps 0 --pretrain-epochs 1 --verbose 2"
+        "--intermediate-dim 32 --batch-size 32 --warmup-steps 0 --pretrain-epochs 1 "
+        "--fine-tune-seeds 1 --verbose 2"
     ),
     "KERASATTN_NOTEBOOK_TENSORBOARD": "0",
 }

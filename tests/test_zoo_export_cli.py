@@ -62,7 +62,8 @@ class ZooExportCliTest(tf.test.TestCase):
         )
         self.assertEqual(0, code, stderr)
         self.assertCountEqual(
-            ["model_float32.tflite", "model_full_int8.tflite", "model.onnx", "manifest.json"], os.listdir(out)
+            ["model_float32.tflite", "model_full_int8.tflite", "model.onnx", "manifest.json"],
+            os.listdir(out),
         )
         with open(os.path.join(out, "manifest.json")) as file:
             manifest = json.load(file)
@@ -81,7 +82,9 @@ class ZooExportCliTest(tf.test.TestCase):
         code, stdout, stderr = run_cli(path, "--out", out, "--formats", "tflite")
         self.assertEqual(1, code)
         self.assertEqual(1, len(stderr.strip().splitlines()), stderr)
-        self.assertRegex(stderr, r"^zoo export: tflite float32: .*StridedSlice.*layer 'gate' \(PadGate\)")
+        self.assertRegex(
+            stderr, r"^zoo export: tflite float32: .*StridedSlice.*layer 'gate' \(PadGate\)"
+        )
         self.assertFalse(os.path.exists(out))
 
     def assert_bad_input(self, pattern, *argv):
@@ -100,19 +103,24 @@ class ZooExportCliTest(tf.test.TestCase):
         missing = os.path.join(self.root, "missing.keras")
         cases = [
             (r".*missing\.keras: no such file", missing, "--out", "OUT"),
-            (r".*sample\.npz: expected a Keras model file ending in \.keras", self.sample_path, "--out", "OUT"),
+            (r".*sample\.npz: expected a Keras model file ending in \.keras",
+             self.sample_path, "--out", "OUT"),
             (r".*notes\.keras: not a loadable Keras model: ", not_a_model, "--out", "OUT"),
             (r"--quantize: expected a comma-separated list of .*received: 'float32,int4'",
              self.model_path, "--out", "OUT", "--quantize", "float32,int4"),
             (r"--formats: expected a comma-separated list of .*received: 'tflite,coreml'",
              self.model_path, "--out", "OUT", "--formats", "tflite,coreml"),
-            (r"--quantize full_int8 needs --representative-data", self.model_path, "--out", "OUT", "--quantize", "full_int8"),
-            (r"Expected `representative_data` to have shape \(None, None\) and dtype int32, received: shape \(4, 7, 2\)",
-             self.model_path, "--out", "OUT", "--quantize", "full_int8", "--representative-data", self.bad_shape_path),
+            (r"--quantize full_int8 needs --representative-data",
+             self.model_path, "--out", "OUT", "--quantize", "full_int8"),
+            (r"Expected `representative_data` to have shape \(None, None\) and dtype int32, "
+             r"received: shape \(4, 7, 2\)",
+             self.model_path, "--out", "OUT", "--quantize", "full_int8", "--representative-data",
+             self.bad_shape_path),
             (r"--representative-data .*missing\.npz: expected an \.npz file",
              self.model_path, "--out", "OUT", "--quantize", "full_int8", "--representative-data",
              os.path.join(self.root, "missing.npz")),
-            (r"Expected `sample_inputs` to have shape \(None, None\) and dtype int32, received: shape \(4, 7, 2\)",
+            (r"Expected `sample_inputs` to have shape \(None, None\) and dtype int32, "
+             r"received: shape \(4, 7, 2\)",
              self.model_path, "--out", "OUT", "--sample-inputs", self.bad_shape_path),
             (r"--sequence-length: expected a positive integer, received: 0",
              self.model_path, "--out", "OUT", "--sequence-length", "0"),
@@ -126,7 +134,9 @@ class ZooExportCliTest(tf.test.TestCase):
         os.makedirs(out)
         code, _, stderr = run_cli(self.model_path, "--out", out, "--formats", "saved_model")
         self.assertEqual(2, code)
-        self.assertRegex(stderr, r"^zoo export: --out .*out: exists; pass --overwrite to replace it\n$")
+        self.assertRegex(
+            stderr, r"^zoo export: --out .*out: exists; pass --overwrite to replace it\n$"
+        )
         self.assertEqual([], os.listdir(out))
 
     def test_choices_match_the_library(self):
@@ -136,7 +146,8 @@ class ZooExportCliTest(tf.test.TestCase):
     def test_module_entry_point(self):
         # The real `python -m zoo export`, on input it rejects before loading TensorFlow.
         result = subprocess.run(
-            [sys.executable, "-m", "zoo", "export", os.path.join(self.root, "missing.keras"), "--out", self.out_dir()],
+            [sys.executable, "-m", "zoo", "export", os.path.join(self.root, "missing.keras"),
+             "--out", self.out_dir()],
             capture_output=True,
             text=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

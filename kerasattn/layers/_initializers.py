@@ -18,3 +18,20 @@ def clone_initializer(initializer):
     if not isinstance(initializer, keras.initializers.Initializer):
         return keras.initializers.get(initializer)
     return initializer.__class__.from_config(initializer.get_config())
+
+
+def add_float32_kernel(layer: keras.layers.Layer, name: str, shape: tuple):
+    """Adds a kernel that is never autocast, with its own initializer instance.
+
+    For layers that compute their scores in float32 under mixed precision;
+    `layer` holds `kernel_initializer`, `kernel_regularizer` and
+    `kernel_constraint`.
+    """
+    return layer.add_weight(
+        name=name,
+        shape=shape,
+        initializer=clone_initializer(layer.kernel_initializer),
+        regularizer=layer.kernel_regularizer,
+        constraint=layer.kernel_constraint,
+        autocast=False,
+    )

@@ -10,6 +10,7 @@ from keras import regularizers
 
 from kerasattn.layers import _single_head
 from kerasattn.layers import _validation
+from kerasattn.layers._initializers import add_float32_kernel
 from kerasattn.layers._initializers import clone_initializer
 
 
@@ -107,20 +108,8 @@ class AdditiveAttention(_single_head.SingleHeadAttention):
         key_dim = _single_head.static_width("key", key_shape)
         units = self.units or query_dim
 
-        def kernel(name, shape):
-            # Scores are computed in float32, so these weights are never
-            # autocast; each kernel gets its own initializer instance.
-            return self.add_weight(
-                name=name,
-                shape=shape,
-                initializer=clone_initializer(self.kernel_initializer),
-                regularizer=self.kernel_regularizer,
-                constraint=self.kernel_constraint,
-                autocast=False,
-            )
-
-        self.query_kernel = kernel("query_kernel", (query_dim, units))
-        self.key_kernel = kernel("key_kernel", (key_dim, units))
+        self.query_kernel = add_float32_kernel(self, "query_kernel", (query_dim, units))
+        self.key_kernel = add_float32_kernel(self, "key_kernel", (key_dim, units))
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(
@@ -131,7 +120,7 @@ class AdditiveAttention(_single_head.SingleHeadAttention):
                 constraint=self.bias_constraint,
                 autocast=False,
             )
-        self.score_kernel = kernel("score_kernel", (units,))
+        self.score_kernel = add_float32_kernel(self, "score_kernel", (units,))
 
     def _check_shapes(self, query_shape, value_shape, key_shape):
         _single_head.check_shapes(query_shape, value_shape, key_shape)

@@ -10,6 +10,7 @@ from keras import regularizers
 
 from kerasattn.layers import _single_head
 from kerasattn.layers import _validation
+from kerasattn.layers._initializers import add_float32_kernel
 from kerasattn.layers._initializers import clone_initializer
 from kerasattn.ops import check_broadcastable
 from kerasattn.ops import masked_softmax
@@ -109,20 +110,8 @@ class AttentionPooling(keras.layers.Layer):
         _validation.rank("inputs", input_shape, 3)
         width = _single_head.static_width("inputs", input_shape)
 
-        def kernel(name, shape):
-            # Scores are computed in float32, so these weights are never
-            # autocast; each gets its own initializer instance.
-            return self.add_weight(
-                name=name,
-                shape=shape,
-                initializer=clone_initializer(self.kernel_initializer),
-                regularizer=self.kernel_regularizer,
-                constraint=self.kernel_constraint,
-                autocast=False,
-            )
-
         if self.units is not None:
-            self.kernel = kernel("kernel", (width, self.units))
+            self.kernel = add_float32_kernel(self, "kernel", (width, self.units))
             self.bias = self.add_weight(
                 name="bias",
                 shape=(self.units,),
@@ -131,7 +120,7 @@ class AttentionPooling(keras.layers.Layer):
                 constraint=self.bias_constraint,
                 autocast=False,
             )
-        self.query = kernel("query", (self.num_queries, self.units or width))
+        self.query = add_float32_kernel(self, "query", (self.num_queries, self.units or width))
 
     def _check_inputs(self, inputs, mask):
         _validation.rank("inputs", inputs.shape, 3)

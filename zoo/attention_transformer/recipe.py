@@ -44,7 +44,8 @@ MODEL_NAME = "attention-transformer"
 # The defaults of the selection protocol, in one place.
 DEFAULT_VALIDATION_SENTENCES = 1000
 DEFAULT_VALIDATION_SEED = 0
-DEFAULT_AVERAGE = "none"
+DEFAULT_FINE_TUNE_SEEDS = "1,2,3,4,5"
+DEFAULT_AVERAGE = "weights"
 HEATMAP_SENTENCE = 0  # the dev sentence shown in attention_heatmap.png
 PROBE_SENTENCES = 3  # validation sentences whose attention maps TensorBoard shows
 
@@ -129,11 +130,12 @@ class AttentionTransformerRecipe(registry.Recipe):
         add("--patience", "early stopping: epochs without a better validation accuracy",
             type=int, default=3)
         add("--seed", "random seed of the vocabulary, the pre-training and the classifier's "
-            "initial weights", type=int, default=2)
+            "initial weights", type=int, default=1)
         add("--fine-tune-seeds", "comma-separated seeds, one fine-tuning each from the same "
-            "initial weights (default: --seed)", type=_seeds, default=None)
+            "initial weights", type=_seeds, default=DEFAULT_FINE_TUNE_SEEDS)
         add("--average", "the model shipped from several seeds: 'none' the best on validation, "
-            "'weights' the element-wise mean of every seed's best weights",
+            "'weights' the element-wise mean of every seed's best weights (with one seed, "
+            "that seed's model)",
             choices=("none", "weights"), default=DEFAULT_AVERAGE)
         add("--strategy", "tf.distribute strategy: one device, or mirrored over the local "
             "devices", choices=("default", "mirrored"), default="default")

@@ -54,11 +54,6 @@ def check_options(args: argparse.Namespace) -> None:
         if not 0 <= getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"expected {flag} in [0, 1), received: {getattr(args, name)}")
-    if args.average == "weights" and len(_fine_tune_seeds(args)) < 2:
-        raise ValueError(
-            "expected two or more --fine-tune-seeds for --average weights, "
-            f"received: {_fine_tune_seeds(args)}"
-        )
     data = Path(args.data)
     if not data.is_dir():
         raise ValueError(
@@ -223,7 +218,7 @@ def run(args: argparse.Namespace) -> dict:
             "history": seed_run.record.history,
         })
 
-    if args.average == "weights":
+    if args.average == "weights" and len(seeds) > 1:
         model = models[0]
         fine_tuning.average(model, runs)
         shipped = f"the element-wise mean of the best weights of seeds {seeds}"
@@ -258,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
         "validation_accuracy": validation["accuracy"],
         "dev_accuracy": dev["accuracy"],
         "fine_tuning": {"seeds": results, "average": args.average, "shipped": shipped},
-        "best_epoch": None if args.average == "weights" else results[reference]["best_epoch"],
+        "best_epoch": None if args.average == "weights" and len(seeds) > 1 else results[reference]["best_epoch"],
         "epochs_run": results[reference]["epochs_run"],
         "steps_per_epoch": recipe_data.steps_per_epoch(
             splits.train.texts, preprocessor, args.batch_size
