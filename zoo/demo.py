@@ -76,6 +76,10 @@ def run(out_dir: str, steps: int, seed: int) -> int:
             sample_inputs=list(SENTENCES),
             representative_data=list(sample.texts),
             preprocessor=classifier.preprocessor,
+            # The sst2 preset's full-int8 model differs from Keras by up to about 0.13 x
+            # max|logit| when calibrated on the 80 sample sentences (per-tensor int8
+            # activations); the default 0.1 is too tight for it.
+            tolerances={"full_int8": 0.2},
             overwrite=True,
         )
     return _print_summary(before, accuracy_before, accuracy_after, steps, model_path,

@@ -218,7 +218,8 @@ def run(args: argparse.Namespace) -> dict:
             "history": seed_run.record.history,
         })
 
-    if args.average == "weights" and len(seeds) > 1:
+    averaged = args.average == "weights" and len(seeds) > 1
+    if averaged:
         model = models[0]
         fine_tuning.average(model, runs)
         shipped = f"the element-wise mean of the best weights of seeds {seeds}"
@@ -253,7 +254,7 @@ def run(args: argparse.Namespace) -> dict:
         "validation_accuracy": validation["accuracy"],
         "dev_accuracy": dev["accuracy"],
         "fine_tuning": {"seeds": results, "average": args.average, "shipped": shipped},
-        "best_epoch": None if args.average == "weights" and len(seeds) > 1 else results[reference]["best_epoch"],
+        "best_epoch": None if averaged else results[reference]["best_epoch"],
         "epochs_run": results[reference]["epochs_run"],
         "steps_per_epoch": recipe_data.steps_per_epoch(
             splits.train.texts, preprocessor, args.batch_size
