@@ -69,14 +69,11 @@ def build_parser(recipes: dict) -> argparse.ArgumentParser:
 
 
 def _add_evaluate_arguments(parser: argparse.ArgumentParser, recipe) -> None:
+    from zoo import registry
+
     parser.add_argument("--data", required=True, metavar="FILE",
                         help="the labelled file to score")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--preset", default=None,
-                        help="a shipped preset name or a preset folder "
-                        f"(default: {recipe.default_preset})")
-    source.add_argument("--model", default=None, metavar="FILE.keras",
-                        help="a saved model, such as OUT/model.keras")
+    registry.add_model_source_arguments(parser, recipe.default_preset)
     parser.add_argument("--json", action="store_true",
                         help="print the metrics as one JSON object")
     recipe.add_evaluate_arguments(parser)

@@ -72,6 +72,18 @@ class Recipe:
         return "\n".join(f"{key}: {value}" for key, value in metrics.items())
 
 
+def add_model_source_arguments(parser: argparse.ArgumentParser, default_preset: str) -> None:
+    """Adds `--preset NAME|DIR` or `--model FILE.keras` (one of them) to `parser`.
+
+    `predict` and `evaluate` of every model take their model this way.
+    """
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--preset", default=None,
+                        help=f"a shipped preset name or folder (default: {default_preset})")
+    source.add_argument("--model", default=None, metavar="FILE.keras",
+                        help="a saved model, such as OUT/model.keras")
+
+
 def register(recipe: Recipe) -> Recipe:
     """Registers a model's recipe under `recipe.name`; returns it.
 

@@ -158,7 +158,7 @@ class AttentionTransformerRecipe(registry.Recipe):
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("texts", nargs="+", help="texts to classify")
-        _add_model_arguments(parser)
+        registry.add_model_source_arguments(parser, self.default_preset)
         parser.add_argument("--top", type=int, default=5,
                             help="how many most-attended tokens to show (default: %(default)s)")
 
@@ -207,15 +207,6 @@ class AttentionTransformerRecipe(registry.Recipe):
         per_class = ", ".join(f"{name} {value:.4f}" for name, value in metrics["per_class"].items())
         return (f"accuracy {metrics['accuracy']:.4f} on {metrics['examples']} examples "
                 f"(per class: {per_class})")
-
-
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--preset", default=None,
-                        help="a shipped preset name or a preset folder "
-                        f"(default: {AttentionTransformerRecipe.default_preset})")
-    source.add_argument("--model", default=None, metavar="FILE.keras",
-                        help="a saved classifier, such as OUT/model.keras")
 
 
 def attention_probe(preprocessor, texts: Sequence[str]):
