@@ -17,9 +17,14 @@ functional model; `kwargs` holds non-tensor call arguments such as
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import subprocess
+import sys
 import tempfile
-from typing import Any, Callable, Dict, Optional, Tuple
+import unittest
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import keras
 import numpy as np
@@ -31,6 +36,30 @@ from tests import backend_checks
 CallInputs = Tuple[Dict[str, Any], Dict[str, Any]]
 
 PRECISION_TOLERANCE = {"mixed_float16": 2e-2, "mixed_bfloat16": 1e-1}
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def script_output_under_backend(
+    backend: str, script: str, filename: str, timeout: int = 600
+) -> Iterator[str]:
+    """Runs `tests/<script> OUT` with `KERAS_BACKEND=backend` in a subprocess.
+
+    Skips the test when `backend` is not installed; yields the path of the
+    file OUT (named `filename`, in a temporary folder) that the script wrote.
+    """
+    if importlib.util.find_spec(backend) is None:
+        raise unittest.SkipTest(f"{backend} is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, filename)
+        env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=ROOT)
+        subprocess.run(
+            [sys.executable, os.path.join(ROOT, "tests", script), path],
+            env=env, check=True, capture_output=True, timeout=timeout,
+        )
+        yield path
 
 
 def first_output(outputs):

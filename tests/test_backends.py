@@ -3,13 +3,7 @@ as under TensorFlow: they use `keras.ops` only. Besides the forward
 comparison, every layer passes the checks of `tests/backend_checks.py`
 (serialization, masks, gradients, fresh kernels) under each backend."""
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
-import tempfile
-import unittest
 
 import keras
 import numpy as np
@@ -19,22 +13,15 @@ from absl.testing import parameterized
 import kerasattn.layers
 from tests import backend_checks
 from tests import backend_probe
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import harness
 
 
 class BackendAgreementTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.parameters("jax", "torch")
     def test_layers_match_tensorflow(self, backend):
-        if importlib.util.find_spec(backend) is None:
-            raise unittest.SkipTest(f"{backend} is not installed")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "outputs.npz")
-            env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=ROOT)
-            subprocess.run(
-                [sys.executable, os.path.join(ROOT, "tests", "backend_probe.py"), path],
-                env=env, check=True, capture_output=True, timeout=600,
-            )
+        with harness.script_output_under_backend(
+            backend, "backend_probe.py", "outputs.npz"
+        ) as path:
             other = dict(np.load(path))
         self.assertEqual(backend, str(other.pop("backend")))
         for name, (make_layer, kwargs) in backend_probe.CASES.items():
@@ -64,15 +51,9 @@ class BackendChecksTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.parameters("jax", "torch")
     def test_checks_pass_under(self, backend):
-        if importlib.util.find_spec(backend) is None:
-            raise unittest.SkipTest(f"{backend} is not installed")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "checks.json")
-            env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=ROOT)
-            subprocess.run(
-                [sys.executable, os.path.join(ROOT, "tests", "backend_checks.py"), path],
-                env=env, check=True, capture_output=True, timeout=900,
-            )
+        with harness.script_output_under_backend(
+            backend, "backend_checks.py", "checks.json", timeout=900
+        ) as path:
             with open(path) as f:
                 report = json.load(f)
         self.assertEqual(backend, report["backend"])

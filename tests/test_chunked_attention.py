@@ -3,12 +3,6 @@ dense path, values and gradients, on TensorFlow (eagerly, traced with
 dynamic shapes, compiled with XLA) and on JAX, and keeps no per-block state
 for the backward pass."""
 
-import importlib.util
-import os
-import subprocess
-import sys
-import tempfile
-import unittest
 
 import numpy as np
 import tensorflow as tf
@@ -17,8 +11,8 @@ from absl.testing import parameterized
 from kerasattn.ops import attention
 from kerasattn.ops import dot_product_attention
 from tests import chunked_probe
+from tests import harness
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = dict(atol=2e-5, rtol=2e-5)
 
 
@@ -127,15 +121,7 @@ class ChunkedAttentionTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(3, attention._key_block_size(512, 1, 8, 3, 3))
 
     def test_jax_matches_tensorflow(self):
-        if importlib.util.find_spec("jax") is None:
-            raise unittest.SkipTest("jax is not installed")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "chunked.npz")
-            env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=ROOT)
-            subprocess.run(
-                [sys.executable, os.path.join(ROOT, "tests", "chunked_probe.py"), path],
-                env=env, check=True, capture_output=True, timeout=600,
-            )
+        with harness.script_output_under_backend("jax", "chunked_probe.py", "chunked.npz") as path:
             other = dict(np.load(path))
         self.assertEqual("jax", str(other.pop("backend")))
         for name, case in chunked_probe.CASES.items():
