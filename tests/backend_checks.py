@@ -166,6 +166,12 @@ CASES = {
     "RotaryEmbedding": Case(
         lambda: layers.RotaryEmbedding(), dict(inputs=QUERY), {}, wrt="inputs", min_pairs=0
     ),
+    # Integer tags have no gradient (tests/test_crf.py checks the
+    # log-likelihood's under JAX); row 1, with no real token, decodes to 0.
+    "CRF": Case(
+        lambda: layers.CRF(num_tags=D), dict(potentials=QUERY, mask=EMPTY_HISTORY), {},
+        zero_rows=(1,), min_pairs=0,
+    ),
 }
 
 

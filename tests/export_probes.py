@@ -266,6 +266,35 @@ def rotary_embedding() -> ProbeResult:
     return _model(tokens, output, "rotary_embedding"), sample, data
 
 
+# -- sequence tagging ----------------------------------------------------------
+
+
+CRF_TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+
+
+def _crf(name: str, **kwargs) -> ProbeResult:
+    tokens, x = _embedded_tokens()
+    potentials = keras.layers.Dense(len(CRF_TAGS))(x)
+    crf_layer = layers.CRF(len(CRF_TAGS), **kwargs)
+    tags = crf_layer(potentials)
+    # Transitions as large as the potentials, so that they decide some tags.
+    crf_layer.transitions.assign(
+        np.random.default_rng(SEED).normal(scale=2.0, size=(len(CRF_TAGS),) * 2)
+    )
+    sample, data = _sequence_data(["tokens"])
+    return _model(tokens, tags, name), sample, data
+
+
+def crf() -> ProbeResult:
+    """Viterbi tags (int32) of padded tokens, 0 at the padding."""
+    return _crf("crf")
+
+
+def crf_iob2() -> ProbeResult:
+    """Viterbi tags with the IOB2 constraints (fixed -1e4 scores)."""
+    return _crf("crf_iob2", tag_names=CRF_TAGS, scheme="IOB2")
+
+
 PROBES: Dict[str, Callable[[], ProbeResult]] = {
     "multi_head_attention": multi_head_attention,
     "multi_head_attention_gqa": multi_head_attention_gqa,
@@ -283,6 +312,8 @@ PROBES: Dict[str, Callable[[], ProbeResult]] = {
     "position_embedding": position_embedding,
     "sinusoidal_position_encoding": sinusoidal_position_encoding,
     "rotary_embedding": rotary_embedding,
+    "crf": crf,
+    "crf_iob2": crf_iob2,
 }
 
 PROBE_LAYERS = {
@@ -302,4 +333,6 @@ PROBE_LAYERS = {
     "position_embedding": layers.PositionEmbedding,
     "sinusoidal_position_encoding": layers.SinusoidalPositionEncoding,
     "rotary_embedding": layers.RotaryEmbedding,
+    "crf": layers.CRF,
+    "crf_iob2": layers.CRF,
 }

@@ -45,6 +45,13 @@ CHUNKED_LOOP = (
     "catches by running the file in a child process first"
 )
 
+CRF_CONSTRAINTS = (
+    "a CRF `scheme` adds a fixed -1e4 score to forbidden transitions, starts and ends; "
+    "full-int8 quantization gives the constrained scores an int8 range spanning -1e4 (scale "
+    "about 39), so the allowed scores round to one value and the decoded tags differ (by 2 "
+    "on the probe), above the tolerance"
+)
+
 # (probe, artifact) -> (how exporting it ends, why). How it ends is
 # "SIGABRT" (the process dies) or "ExportError(<kind>)"; each is checked in a
 # child process, which a crashing runtime cannot take the tests down with.
@@ -53,6 +60,7 @@ KNOWN_FAILURES = {
         "ExportError(verification)",
         CHUNKED_LOOP,
     ),
+    ("crf_iob2", "tflite_full_int8"): ("ExportError(verification)", CRF_CONSTRAINTS),
 }
 
 # The README's table: one row per layer, one column per artifact.

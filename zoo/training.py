@@ -36,6 +36,7 @@ from zoo.files import save_figure
 from zoo.files import write_json
 
 STRATEGIES = ("default", "mirrored")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # Variables named so take no weight decay: embeddings, biases, normalisation scales and offsets.
 NO_WEIGHT_DECAY = ("embeddings", "bias", "gamma", "beta")
 
@@ -92,6 +93,37 @@ def distribution_strategy(name: str):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     return tf.distribute.get_strategy()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (`/proc/cpuinfo`; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def dtype_policy(precision: str) -> str:
+    """The dtype policy a recipe trains with, from `--precision`.
+
+    `"auto"` picks what pays on this machine: `mixed_float16` on a GPU,
+    `mixed_bfloat16` on a CPU with AMX-bf16 tiles (`amx_bf16`), else
+    `float32`: without AMX, bfloat16 training ran slower than float32 in
+    our measurements (the model cards give tokens/s in each precision).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"expected --precision in {PRECISIONS}, received: {precision!r}")
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if "amx_bf16" in cpu_flags() else "float32"
 
 
 class WallClock:
@@ -238,7 +270,9 @@ def plot_training_curves(history: dict, path: str | os.PathLike,
         history: the metrics by name (`"loss"`, `"val_loss"`, ...), one
             value per epoch, such as `TrainingRecord.history`.
         path: the PNG file, written atomically.
-        metrics: the metrics to plot; `"val_" + name` is the validation curve.
+        metrics: the metrics to plot; `"val_" + name` is the validation curve
+            (a metric measured on validation alone, such as a tagger's F1,
+            has no training curve).
         validation_name: the validation curve's label.
         extra: further curves by history key and label, drawn on the panel
             of the metric their key ends with (such as `{"dev_accuracy": "dev"}`).
@@ -252,7 +286,8 @@ def plot_training_curves(history: dict, path: str | os.PathLike,
     figure, axes_list = pyplot.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4),
                                         squeeze=False)
     for axes, metric in zip(axes_list[0], metrics):
-        axes.plot(epochs, history[metric], "o-", label="train")
+        if metric in history:
+            axes.plot(epochs, history[metric], "o-", label="train")
         if f"val_{metric}" in history:
             axes.plot(epochs, history[f"val_{metric}"], "s-", label=validation_name)
         for key, label in (extra or {}).items():

@@ -12,7 +12,20 @@ train_dataset = train.to_dataset(batch_size=64, seed=1)
 ```
 """
 
+from kerasattn.data.conll import SCHEMES
+from kerasattn.data.conll import TaggedSentences
+from kerasattn.data.conll import convert_tags
+from kerasattn.data.conll import entity_spans
+from kerasattn.data.conll import read_conll
+from kerasattn.data.conll import write_conll
 from kerasattn.data.errors import DataError
+from kerasattn.data.interactions import Interactions
+from kerasattn.data.interactions import Split
+from kerasattn.data.interactions import leave_one_out
+from kerasattn.data.interactions import pad_histories
+from kerasattn.data.interactions import read_interactions
+from kerasattn.data.interactions import read_movielens_side_features
+from kerasattn.data.interactions import training_sequences
 from kerasattn.data.phrase_split import hold_out_sentences
 from kerasattn.data.phrase_split import sentence_rows
 from kerasattn.data.text_classification import TextClassificationData
@@ -21,9 +34,22 @@ from kerasattn.data.text_classification import text_classification_dataset
 
 __all__ = [
     "DataError",
+    "Interactions",
+    "SCHEMES",
+    "Split",
+    "TaggedSentences",
     "TextClassificationData",
+    "convert_tags",
+    "entity_spans",
     "hold_out_sentences",
+    "leave_one_out",
+    "pad_histories",
+    "read_conll",
+    "read_interactions",
+    "read_movielens_side_features",
     "read_text_classification",
     "sentence_rows",
     "text_classification_dataset",
+    "training_sequences",
+    "write_conll",
 ]

@@ -2,6 +2,7 @@
 
 from kerasattn.layers.additive_attention import AdditiveAttention
 from kerasattn.layers.attention_pooling import AttentionPooling
+from kerasattn.layers.crf import CRF
 from kerasattn.layers.cross_layer_attention import CrossLayerAttention
 from kerasattn.layers.dot_product_attention import DotProductAttention
 from kerasattn.layers.multi_head_attention import MultiHeadAttention
@@ -15,6 +16,7 @@ from kerasattn.layers.transformer_encoder_block import TransformerEncoderBlock
 __all__ = [
     "AdditiveAttention",
     "AttentionPooling",
+    "CRF",
     "CrossLayerAttention",
     "DotProductAttention",
     "MultiHeadAttention",

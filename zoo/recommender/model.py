@@ -1,0 +1,461 @@
+"""The sequential recommender: a causal Transformer over item histories, and its two tasks.
+
+- `SequentialRecommenderBackbone`: item embeddings (scaled by `sqrt(d)`, as
+  SASRec) + learned positions → causal pre-norm `TransformerEncoderBlock`s →
+  a user state at every position;
+- `NextItemRetriever` (SASRec): scores every item by the dot product of the
+  last user state with the (shared) item embeddings; trained with SASRec's
+  BCE and one negative, a sampled softmax with logQ correction, or the full
+  softmax (`zoo.recommender.losses`);
+- `CandidateScorer` (DIN / BST): each candidate attends over the encoded
+  history with `kerasattn.layers.TargetAttention`, optionally with item
+  side features (genres) and user features, then an MLP gives its logit.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasattn import layers
+from kerasattn.layers._validation import positive_int
+from kerasattn.layers._validation import rate
+from zoo.backbone import Backbone
+from zoo.recommender import losses as recommender_losses
+from zoo.recommender.preprocessor import RecommenderPreprocessor
+from zoo.task import Task
+
+LOSSES = ("bce", "sampled_softmax", "full_softmax")
+# What an item the user has seen scores when `recommend` leaves seen items out.
+_SEEN_SCORE = -1e9
+
+
+def _history_input(max_sequence_length: int):
+    return keras.Input(shape=(max_sequence_length,), dtype="int32", name="item_ids")
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class SequentialRecommenderBackbone(Backbone):
+    """Item histories to user states: SASRec's causal self-attention encoder.
+
+    item embedding × `sqrt(hidden_dim)` + learned position embedding, zeroed
+    at the padding → dropout → `num_layers` pre-norm `TransformerEncoderBlock`s
+    with a causal mask and the padding mask → a final layer normalization.
+    Histories are left-padded to `max_sequence_length` (the last position
+    holds the latest item), so position embeddings count back from the end.
+
+    The item embedding layer, named `"item_embedding"` (`(num_items + 1,
+    hidden_dim)`, row 0 the padding), is also the output embedding of the
+    tasks: `backbone.item_embeddings`.
+
+    Args:
+        num_items: the catalogue size `N`; item ids run 1..N, 0 is padding.
+        max_sequence_length: history positions `L` (a fixed input length).
+        hidden_dim: width `d`.
+        num_layers: Transformer blocks.
+        num_heads: attention heads (dividing `hidden_dim`).
+        intermediate_dim: feed-forward width; `None` for `hidden_dim` (SASRec).
+        dropout: dropout on the embeddings and in the blocks.
+        attention_dropout: dropout on the attention weights.
+        dtype: optional dtype policy of every layer.
+        **kwargs: `keras.Model` arguments such as `name`.
+
+    Inputs: `{"item_ids": int32 (B, L)}`, left-padded with 0.
+    Outputs: `{"sequence_output": (B, L, d), "attention_scores": (B,
+    num_heads, L, L)}` (the last block's attention weights).
+    """
+
+    def __init__(self, num_items: int, max_sequence_length: int = 50, hidden_dim: int = 50,
+                 num_layers: int = 2, num_heads: int = 1,
+                 intermediate_dim: Optional[int] = None, dropout: float = 0.2,
+                 attention_dropout: float = 0.0, dtype=None, **kwargs):
+        positive_int("num_items", num_items)
+        positive_int("max_sequence_length", max_sequence_length)
+        positive_int("hidden_dim", hidden_dim)
+        positive_int("num_layers", num_layers)
+        positive_int("num_heads", num_heads)
+        if intermediate_dim is not None:
+            positive_int("intermediate_dim", intermediate_dim)
+        rate("dropout", dropout)
+        rate("attention_dropout", attention_dropout)
+        if hidden_dim % num_heads:
+            raise ValueError("Expected `hidden_dim` divisible by `num_heads`, received: "
+                             f"hidden_dim={hidden_dim}, num_heads={num_heads}")
+        item_ids = _history_input(max_sequence_length)
+        padding_mask = ops.greater(item_ids, 0)
+        x = keras.layers.Embedding(
+            num_items + 1, hidden_dim, name="item_embedding", dtype=dtype,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=hidden_dim**-0.5),
+        )(item_ids)
+        x = keras.layers.Rescaling(hidden_dim**0.5, name="item_embedding_scale", dtype=dtype)(x)
+        positions = layers.PositionEmbedding(max_sequence_length, name="position_embedding",
+                                             dtype=dtype)(x)
+        x = keras.layers.Add(name="embeddings", dtype=dtype)([x, positions])
+        x = x * ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)
+        x = keras.layers.Dropout(dropout, name="embeddings_dropout", dtype=dtype)(x)
+        scores = None
+        for index in range(num_layers):
+            x, scores = layers.TransformerEncoderBlock(
+                num_heads=num_heads,
+                intermediate_dim=intermediate_dim or hidden_dim,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                activation="gelu",
+                norm_first=True,
+                name=f"encoder_block_{index}",
+                dtype=dtype,
+            )(x, padding_mask=padding_mask, use_causal_mask=True, return_attention_scores=True)
+        x = keras.layers.LayerNormalization(epsilon=1e-6, name="output_layer_norm",
+                                            dtype=dtype)(x)
+        outputs = {"sequence_output": x, "attention_scores": scores}
+        super().__init__(inputs={"item_ids": item_ids}, outputs=outputs, dtype=dtype, **kwargs)
+        self.num_items = num_items
+        self.max_sequence_length = max_sequence_length
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = float(dropout)
+        self.attention_dropout = float(attention_dropout)
+
+    @property
+    def item_embeddings(self):
+        """The `(num_items + 1, hidden_dim)` item embedding table (a variable)."""
+        return self.get_layer("item_embedding").embeddings
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "num_items": self.num_items,
+            "max_sequence_length": self.max_sequence_length,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+        }
+
+
+def _compiled(function):
+    """`function` as a `tf.function` under the TensorFlow backend (else as it is)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, reduce_retracing=True)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(function)
+    return function
+
+
+def _as_histories(histories, length: int) -> np.ndarray:
+    """int32 `(B, length)`: longer rows keep their last items, shorter are left-padded."""
+    histories = np.asarray(histories, dtype=np.int32)
+    if histories.ndim == 1:
+        histories = histories[None]
+    if histories.ndim != 2:
+        raise ValueError(f"Expected histories of shape (B, L), received: {histories.shape}")
+    if histories.shape[1] >= length:
+        return np.ascontiguousarray(histories[:, -length:])
+    return np.pad(histories, ((0, 0), (length - histories.shape[1], 0)))
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class NextItemRetriever(Task):
+    """Next-item retrieval (SASRec): the user state against every item embedding.
+
+    The model maps `{"item_ids": (B, L)}` to the user states `(B, L, d)`;
+    the score of item `i` after position `t` is `state_t · E_i`, with `E` the
+    backbone's item embedding table. `compute_loss` trains every position on
+    its next item (`fit` takes `(inputs, positives)` batches from
+    `kerasattn.data.training_sequences`, `positives == 0` at the padding),
+    with `loss`:
+
+    - `"bce"`: SASRec's binary cross-entropy, one negative per position drawn
+      uniformly from 1..N;
+    - `"sampled_softmax"`: softmax over the positive and `num_negatives`
+      negatives shared by the batch, drawn uniformly (logQ is then a
+      constant and left out) or, given `item_counts`, in proportion to the
+      items' training counts, with the logQ correction `-log q(i)`;
+    - `"full_softmax"`: softmax cross-entropy over the whole catalogue.
+
+    Args:
+        backbone: a `SequentialRecommenderBackbone`.
+        preprocessor: optional `RecommenderPreprocessor` (raw item labels).
+        loss: one of `LOSSES`.
+        num_negatives: negatives per batch of `"sampled_softmax"`.
+        item_counts: optional `num_items + 1` training counts (index 0, the
+            padding, is never sampled): popularity sampling with logQ.
+        seed: optional seed of the negative sampling.
+        **kwargs: `name`.
+    """
+
+    backbone_cls = SequentialRecommenderBackbone
+    preprocessor_cls = RecommenderPreprocessor
+
+    def __init__(self, backbone: SequentialRecommenderBackbone,
+                 preprocessor: Optional[RecommenderPreprocessor] = None,
+                 loss: str = "full_softmax", num_negatives: int = 256,
+                 item_counts: Optional[Sequence[int]] = None, seed: Optional[int] = None,
+                 **kwargs):
+        self.check_components(backbone, preprocessor)
+        if loss not in LOSSES:
+            raise ValueError(f"Expected `loss` to be one of {LOSSES}, received: loss={loss!r}")
+        positive_int("num_negatives", num_negatives)
+        if preprocessor is not None and preprocessor.num_items != backbone.num_items:
+            raise ValueError(f"Expected a preprocessor of {backbone.num_items} items, received: "
+                             f"{preprocessor.num_items}")
+        if item_counts is not None:
+            item_counts = [int(count) for count in item_counts]
+            if len(item_counts) != backbone.num_items + 1 or min(item_counts) < 0 or not sum(
+                    item_counts[1:]):
+                raise ValueError(
+                    f"Expected `item_counts` of {backbone.num_items + 1} counts >= 0 (index 0 "
+                    f"the padding) and some positive, received: {len(item_counts)} counts"
+                )
+        inputs = {"item_ids": _history_input(backbone.max_sequence_length)}
+        outputs = backbone(inputs)["sequence_output"]
+        super().__init__(inputs=inputs, outputs=outputs, backbone=backbone,
+                         preprocessor=preprocessor, **kwargs)
+        self.loss_name = loss
+        self.num_negatives = num_negatives
+        self.item_counts = item_counts
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="negative_sampling")
+        self._log_q = None
+        if item_counts is not None:
+            counts = np.asarray(item_counts, dtype=np.float64)
+            counts[0] = 0.0
+            with np.errstate(divide="ignore"):
+                self._log_q = np.log(counts / counts.sum()).astype(np.float32)
+        self._score_function = None
+        self._recommend_function = None
+
+    @property
+    def num_items(self) -> int:
+        return self.backbone.num_items
+
+    @property
+    def item_embeddings(self):
+        return self.backbone.item_embeddings
+
+    def default_compile_arguments(self) -> dict:
+        # The loss is the task's own (`compute_loss`), not a Keras loss.
+        return {**super().default_compile_arguments(), "optimizer": keras.optimizers.Adam(1e-3)}
+
+    def _negatives(self, shape):
+        if self._log_q is None:
+            return keras.random.randint(shape, 1, self.num_items + 1, dtype="int32",
+                                        seed=self.seed_generator)
+        logits = ops.convert_to_tensor(self._log_q[None])
+        draws = keras.random.categorical(logits, int(np.prod(shape)), dtype="int32",
+                                         seed=self.seed_generator)
+        return ops.reshape(draws, shape)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        states = y_pred
+        positives = ops.cast(y, "int32")
+        table = ops.cast(self.item_embeddings, states.dtype)
+        mask = ops.not_equal(positives, 0)
+        if self.loss_name == "bce":
+            negatives = self._negatives(ops.shape(positives))
+            loss = recommender_losses.bce_one_negative_loss(states, table, positives, negatives,
+                                                            mask=mask)
+        elif self.loss_name == "sampled_softmax":
+            negatives = self._negatives((self.num_negatives,))
+            log_q = None if self._log_q is None else ops.convert_to_tensor(self._log_q)
+            loss = recommender_losses.sampled_softmax_loss(states, table, positives, negatives,
+                                                           log_q=log_q, mask=mask)
+        else:
+            loss = recommender_losses.full_softmax_loss(states, table, positives, mask=mask)
+        if self.losses:
+            loss = loss + ops.sum(self.losses)
+        return loss
+
+    # -- inference --------------------------------------------------------------
+
+    def _scores(self, item_ids):
+        states = self.backbone({"item_ids": item_ids}, training=False)["sequence_output"][:, -1]
+        table = ops.cast(self.item_embeddings, states.dtype)
+        scores = ops.cast(ops.matmul(states, ops.transpose(table)), "float32")
+        # Column 0 is the padding: never a recommendation.
+        padding = ops.equal(ops.arange(self.num_items + 1), 0)
+        return ops.where(padding[None], -np.inf, scores)
+
+    def _recommend(self, item_ids, top_k: int, exclude_seen: bool):
+        scores = self._scores(item_ids)
+        if exclude_seen:
+            batch = ops.shape(item_ids)[0]
+            rows = ops.repeat(ops.arange(batch, dtype="int32"), self.backbone.max_sequence_length)
+            indices = ops.stack([rows, ops.reshape(item_ids, (-1,))], axis=1)
+            seen = ops.scatter(indices, ops.ones((ops.shape(indices)[0],), "float32"),
+                               (batch, self.num_items + 1))
+            scores = ops.where(seen > 0, _SEEN_SCORE, scores)
+            scores = ops.where(ops.equal(ops.arange(self.num_items + 1), 0)[None], -np.inf,
+                               scores)
+        values, ids = ops.top_k(scores, top_k)
+        return ops.cast(ids, "int32"), values
+
+    def score_all(self, histories) -> np.ndarray:
+        """Every item's score after each history: float32 `(B, N + 1)`, column 0 `-inf`.
+
+        Args:
+            histories: int `(B, T)` item ids, left-padded (cut or padded to `L`).
+        """
+        if self._score_function is None:
+            self._score_function = _compiled(self._scores)
+        ids = _as_histories(histories, self.backbone.max_sequence_length)
+        return np.asarray(self._score_function(ops.convert_to_tensor(ids)))
+
+    def recommend(self, histories, top_k: int = 10,
+                  exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The `top_k` best items after each history, by score (in-graph `top_k`).
+
+        Args:
+            histories: int `(B, T)` item ids, left-padded (cut or padded to `L`).
+            top_k: items returned per history.
+            exclude_seen: leave out the items of the history (they score
+                -1e9, so they come last if `top_k` needs them).
+
+        Returns:
+            `(ids, scores)`: int32 and float32 `(B, top_k)`, best first.
+        """
+        positive_int("top_k", top_k)
+        if top_k > self.num_items:
+            raise ValueError(f"Expected `top_k` <= {self.num_items} items, received: {top_k}")
+        key = (top_k, bool(exclude_seen))
+        if self._recommend_function is None or self._recommend_function[0] != key:
+            self._recommend_function = (key, _compiled(
+                lambda ids: self._recommend(ids, top_k, bool(exclude_seen))))
+        ids = _as_histories(histories, self.backbone.max_sequence_length)
+        items, scores = self._recommend_function[1](ops.convert_to_tensor(ids))
+        return np.asarray(items), np.asarray(scores)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "loss": self.loss_name,
+                "num_negatives": self.num_negatives, "item_counts": self.item_counts,
+                "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class CandidateScorer(Task):
+    """Scores given candidate items for a user (DIN / BST): target attention over the history.
+
+    The backbone encodes the history; each candidate's vector (its item
+    embedding, plus a projection of its genres with `num_genres`) is the
+    query of a `kerasattn.layers.TargetAttention` (DIN's MLP activation unit,
+    softmax-normalised) over the encoded history; `[interest, candidate,
+    interest * candidate, user state, user features]` then go through an
+    MLP to one logit per candidate. User features are integer ids (such as
+    an age bucket, a gender, an occupation), 0 for unknown, each embedded.
+
+    Args:
+        backbone: a `SequentialRecommenderBackbone` (its item embeddings
+            embed the candidates too).
+        preprocessor: optional `RecommenderPreprocessor`.
+        num_genres: width of `candidate_genres` (0: no item side features).
+        user_feature_sizes: the number of ids of each user feature (0 is
+            unknown); empty for none.
+        hidden_units: widths of the MLP's hidden layers.
+        attention_units: widths of the attention MLP's hidden layers.
+        dropout: dropout in the MLP.
+        **kwargs: `name`.
+
+    Inputs: `{"item_ids": (B, L), "candidate_ids": (B, C)}`, and
+    `"candidate_genres"` float `(B, C, num_genres)`, `"user_features"`
+    int32 `(B, len(user_feature_sizes))` when configured.
+    Outputs: `{"scores": float32 (B, C)}` logits (σ gives a probability).
+    """
+
+    backbone_cls = SequentialRecommenderBackbone
+    preprocessor_cls = RecommenderPreprocessor
+
+    def __init__(self, backbone: SequentialRecommenderBackbone,
+                 preprocessor: Optional[RecommenderPreprocessor] = None, num_genres: int = 0,
+                 user_feature_sizes: Sequence[int] = (), hidden_units: Sequence[int] = (200, 80),
+                 attention_units: Sequence[int] = (80, 40), dropout: float = 0.2, **kwargs):
+        self.check_components(backbone, preprocessor)
+        if num_genres < 0:
+            raise ValueError(f"Expected `num_genres` >= 0, received: {num_genres}")
+        user_feature_sizes = [positive_int("user_feature_sizes", int(size))
+                              for size in user_feature_sizes]
+        hidden_units = [positive_int("hidden_units", int(units)) for units in hidden_units]
+        attention_units = [positive_int("attention_units", int(units))
+                           for units in attention_units]
+        rate("dropout", dropout)
+        dtype = backbone.dtype_policy
+        width = backbone.hidden_dim
+        inputs = {
+            "item_ids": _history_input(backbone.max_sequence_length),
+            "candidate_ids": keras.Input(shape=(None,), dtype="int32", name="candidate_ids"),
+        }
+        if num_genres:
+            inputs["candidate_genres"] = keras.Input(shape=(None, num_genres), dtype="float32",
+                                                     name="candidate_genres")
+        if user_feature_sizes:
+            inputs["user_features"] = keras.Input(shape=(len(user_feature_sizes),),
+                                                  dtype="int32", name="user_features")
+        history = backbone({"item_ids": inputs["item_ids"]})["sequence_output"]
+        # The backbone's own item embedding layer: one table for history and candidates.
+        candidates = backbone.get_layer("item_embedding")(inputs["candidate_ids"])
+        if num_genres:
+            genres = keras.layers.Dense(width, use_bias=False, name="genre_projection",
+                                        dtype=dtype)(inputs["candidate_genres"])
+            candidates = keras.layers.Add(name="candidate_features", dtype=dtype)(
+                [candidates, genres])
+        interest = layers.TargetAttention(
+            score="mlp", hidden_units=tuple(attention_units), normalization="softmax",
+            name="target_attention", dtype=dtype,
+        )(candidates, history, query_mask=ops.greater(inputs["candidate_ids"], 0),
+          value_mask=ops.greater(inputs["item_ids"], 0))
+        # Ones over the candidates, to broadcast per-user vectors to (B, C, .).
+        ones = ops.expand_dims(ops.ones_like(ops.cast(inputs["candidate_ids"], interest.dtype)),
+                               -1)
+        parts = [interest, candidates, interest * candidates,
+                 ops.expand_dims(history[:, -1], 1) * ones]
+        if user_feature_sizes:
+            for index, size in enumerate(user_feature_sizes):
+                embedded = keras.layers.Embedding(size, 8, name=f"user_feature_{index}",
+                                                  dtype=dtype)(inputs["user_features"][:, index])
+                parts.append(ops.expand_dims(embedded, 1) * ones)
+        x = keras.layers.Concatenate(name="scorer_features", dtype=dtype)(parts)
+        for index, units in enumerate(hidden_units):
+            x = keras.layers.Dense(units, activation="relu", name=f"scorer_hidden_{index}",
+                                   dtype=dtype)(x)
+            x = keras.layers.Dropout(dropout, name=f"scorer_dropout_{index}", dtype=dtype)(x)
+        logits = keras.layers.Dense(1, name="scorer_logit", dtype="float32")(x)
+        outputs = {"scores": ops.squeeze(logits, -1)}
+        super().__init__(inputs=inputs, outputs=outputs, backbone=backbone,
+                         preprocessor=preprocessor, **kwargs)
+        self.num_genres = int(num_genres)
+        self.user_feature_sizes = user_feature_sizes
+        self.hidden_units = hidden_units
+        self.attention_units = attention_units
+        self.dropout = float(dropout)
+
+    def default_compile_arguments(self) -> dict:
+        return {
+            **super().default_compile_arguments(),
+            "optimizer": keras.optimizers.Adam(1e-3),
+            "loss": {"scores": keras.losses.BinaryCrossentropy(from_logits=True)},
+        }
+
+    def head_layers(self) -> list:
+        inner = {id(layer) for layer in self.backbone.layers}
+        return [layer for layer in super().head_layers() if id(layer) not in inner]
+
+    def score(self, inputs: dict, batch_size: int = 1024) -> np.ndarray:
+        """The candidates' logits, float32 `(B, C)`, for numpy inputs, batched."""
+        return np.asarray(self.predict(inputs, batch_size=batch_size, verbose=0)["scores"])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_genres": self.num_genres,
+                "user_feature_sizes": self.user_feature_sizes,
+                "hidden_units": self.hidden_units, "attention_units": self.attention_units,
+                "dropout": self.dropout}
+

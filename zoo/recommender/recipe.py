@@ -1,0 +1,280 @@
+"""The sequential recommender's recipe: train, predict, evaluate.
+
+`python -m zoo train recommender --data FILE_OR_DIR --out OUT` reads an
+interaction log: a SASRec-format file (`user item` per line, each user's
+lines in time order, as the SASRec repository ships every Amazon category),
+or a MovieLens folder with `u.data` (and `u.item` / `u.user`, whose genres,
+titles, ages, genders and occupations it then uses). Each user's last item
+is the test target, the one before the validation target, the rest
+training (SASRec's split); the same command trains on any such file.
+
+`--task retrieval` (the default) trains SASRec, the `NextItemRetriever`,
+with `--loss` `full_softmax` (the default), `sampled_softmax` (with
+`--num-negatives` shared negatives, uniform or `--negative-sampling
+popularity` with the logQ correction) or `bce` (SASRec's own, one negative
+per position); `--task scorer` the DIN/BST-style `CandidateScorer` (BCE on
+the next item and `--num-negatives` sampled items; `--no-side-features`
+for the ablation). After every epoch every validation user is scored
+(retrieval: HR@10 and NDCG@10 on 100 sampled negatives and on the full
+catalogue; scorer: AUC, HR@10 and NDCG@10 on 100 sampled negatives);
+training stops early on validation (sampled NDCG@10, or AUC), the best
+epoch is restored, and the test item is scored once, at the end. It
+writes to `OUT`:
+
+- `model.keras`: the task with its preprocessor (the item map) in one file;
+- `preset/`: the same as a preset folder (`assets/items.txt`, and
+  `assets/titles.txt` where the data has titles);
+- `metrics.json`: the options, validation and test under both protocols,
+  per-epoch history and times, wall time;
+- `training_curves.png` and `attention_heatmap.png` (a validation user's
+  history);
+- `logs/`: TensorBoard (loss, validation metrics, attention maps over a
+  few users' histories);
+- `run/`: the epoch record, best weights and, while it trains,
+  `BackupAndRestore`'s state: run the same command again after an
+  interruption and it resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+from zoo import registry
+
+MODEL_NAME = "recommender"
+
+
+class RecommenderRecipe(registry.Recipe):
+    """The recipe of `zoo.recommender` (see the module's docstring)."""
+
+    name = MODEL_NAME
+    package = "zoo.recommender"
+    default_preset = "video-games"
+    summary = ("sequential recommender (SASRec retrieval, DIN/BST candidate scorer) on "
+               "interaction logs")
+    description = __doc__
+
+    # -- train ----------------------------------------------------------------
+
+    def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from zoo.training import PRECISIONS
+
+        def add(flag, help, **kwargs):
+            if "default" in kwargs and kwargs["default"] is not None:
+                help += " (default: %(default)s)"
+            parser.add_argument(flag, help=help, **kwargs)
+
+        add("--data", "a SASRec-format file (user item per line, in time order) or a "
+            "MovieLens folder with u.data", required=True)
+        add("--out", "output folder; running again with the same folder resumes", required=True)
+        add("--task", "retrieval: SASRec over the whole catalogue; scorer: DIN/BST target "
+            "attention over given candidates", choices=("retrieval", "scorer"),
+            default="retrieval")
+        add("--loss", "retrieval loss", choices=("full_softmax", "sampled_softmax", "bce"),
+            default="full_softmax")
+        add("--num-negatives", "negatives per batch (sampled softmax) or per example (scorer)",
+            type=int, default=256)
+        add("--negative-sampling", "sampled-softmax negatives: uniform, or by training "
+            "popularity with the logQ correction", choices=("uniform", "popularity"),
+            default="uniform")
+        parser.add_argument("--side-features", action=argparse.BooleanOptionalAction,
+                            default=True, help="scorer: use MovieLens genres and user "
+                            "age, gender, occupation when the data has them (default: on)")
+        add("--min-count", "keep the k-core of the log (users and items with >= k "
+            "interactions)", type=int, default=None)
+        add("--max-length", "history positions L", type=int, default=50)
+        add("--hidden-dim", "model width", type=int, default=50)
+        add("--layers", "Transformer blocks", type=int, default=2)
+        add("--heads", "attention heads", type=int, default=1)
+        add("--intermediate-dim", "feed-forward width (default: --hidden-dim)", type=int,
+            default=None)
+        add("--dropout", "dropout on the embeddings and in the blocks (SASRec: 0.5 on "
+            "Amazon data)", type=float, default=0.5)
+        add("--attention-dropout", "dropout on attention weights", type=float, default=0.0)
+        add("--epochs", "maximum epochs", type=int, default=200)
+        add("--batch-size", "users (retrieval) or examples (scorer) per batch", type=int,
+            default=128)
+        add("--learning-rate", "peak learning rate", type=float, default=1e-3)
+        add("--warmup-steps", "linear warmup steps", type=int, default=100)
+        add("--weight-decay", "AdamW weight decay", type=float, default=0.0)
+        add("--patience", "early stopping: epochs without a better validation metric",
+            type=int, default=20)
+        add("--eval-batch-size", "users per scoring batch in evaluation", type=int,
+            default=1024)
+        add("--seed", "random seed", type=int, default=1)
+        add("--precision", "dtype policy; auto: mixed_bfloat16 where the CPU has AMX-bf16, "
+            "mixed_float16 on a GPU, float32 otherwise", choices=PRECISIONS, default="auto")
+        add("--strategy", "tf.distribute strategy: one device, or mirrored over the local "
+            "devices", choices=("default", "mirrored"), default="default")
+        add("--verbose", "Keras fit verbosity", type=int, choices=(0, 1, 2), default=2)
+
+    def train(self, args: argparse.Namespace) -> str:
+        from zoo.recommender import train
+
+        metrics = train.run(args)
+        valid, test = metrics["valid"], metrics["test"]
+        if metrics["task"] == "retrieval":
+            line = (f"validation HR@10 {valid['sampled']['hr@10']:.4f}, NDCG@10 "
+                    f"{valid['sampled']['ndcg@10']:.4f} (full: HR@10 {valid['full']['hr@10']:.4f}"
+                    f", NDCG@10 {valid['full']['ndcg@10']:.4f}); test HR@10 "
+                    f"{test['sampled']['hr@10']:.4f}, NDCG@10 {test['sampled']['ndcg@10']:.4f}")
+        else:
+            line = (f"validation AUC {valid['auc']:.4f}, HR@10 {valid['hr@10']:.4f}; test AUC "
+                    f"{test['auc']:.4f}, HR@10 {test['hr@10']:.4f}")
+        return f"{line} (best epoch {metrics['best_epoch']}); wrote {args.out}"
+
+    # -- predict --------------------------------------------------------------
+
+    def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--history", required=True,
+                            help="the user's items, oldest first, comma-separated labels as "
+                                 "in the data file (such as 12,55,301)")
+        parser.add_argument("--top", type=int, default=10,
+                            help="items to recommend (default: %(default)s)")
+        parser.add_argument("--include-seen", action="store_true",
+                            help="allow items of the history among the recommendations")
+        parser.add_argument("--candidates", default=None,
+                            help="a candidate scorer's items to score, comma-separated (a "
+                                 "retriever ranks the whole catalogue without them)")
+        registry.add_model_source_arguments(parser, self.default_preset)
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+    def predict(self, args: argparse.Namespace) -> None:
+        import json
+
+        result = recommend(self.load(args.preset, args.model), args.history, args.top,
+                           not args.include_seen, args.candidates)
+        if args.json:
+            print(json.dumps(result))
+            return
+        if result["unknown"]:
+            print(f"(items the model does not know, left out: {', '.join(result['unknown'])})")
+        for rank, entry in enumerate(result["items"], start=1):
+            title = f"  {entry['title']}" if entry.get("title") else ""
+            print(f"{rank:>3}. {entry['item']:<12} {entry['score']:9.4f}{title}")
+
+    # -- evaluate -------------------------------------------------------------
+
+    def add_evaluate_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--batch-size", type=int, default=1024,
+                            help="users per scoring batch (default: %(default)s)")
+
+    def load(self, preset: Optional[str], model_path: Optional[str]):
+        from zoo.recommender.model import CandidateScorer
+        from zoo.recommender.model import NextItemRetriever
+
+        if model_path is None:
+            from zoo import preset as preset_format
+
+            folder = preset_format.find(preset or self.default_preset, self.package)
+            task = preset_format.component_class(folder / preset_format.TASK_CONFIG_FILE)
+            cls = CandidateScorer if task == "CandidateScorer" else NextItemRetriever
+            return cls.from_preset(folder)
+        import keras
+
+        path = Path(model_path)
+        if not path.is_file() or path.suffix != ".keras":
+            raise ValueError(f"{path}: expected a .keras model file, received: no such file")
+        model = keras.saving.load_model(path)
+        if not isinstance(model, (NextItemRetriever, CandidateScorer)) or (
+                model.preprocessor is None):
+            raise ValueError(
+                f"{path}: expected a NextItemRetriever or CandidateScorer with a preprocessor, "
+                f"received: a {type(model).__name__}"
+            )
+        return model
+
+    def evaluate(self, model, data: Path, args: argparse.Namespace) -> dict:
+        from zoo.recommender import data as recommender_data
+
+        if args.batch_size <= 0:
+            raise ValueError(f"expected --batch-size > 0, received: {args.batch_size}")
+        read = recommender_data.read(data, item_labels=model.preprocessor.item_labels)
+        results = {}
+        for which in ("valid", "test"):
+            evaluation = recommender_data.evaluation_set(read, which)
+            if hasattr(model, "score_all"):
+                scores = recommender_data.evaluate_retriever(model, evaluation, args.batch_size)
+                results[which] = {"sampled": scores["sampled"], "full": scores["full"]}
+            else:
+                if model.num_genres and read.genres is None or (
+                        model.user_feature_sizes and read.user_features is None):
+                    raise ValueError(f"{data}: expected MovieLens side features (u.item, "
+                                     "u.user) for this scorer, received: none")
+                scores = recommender_data.evaluate_scorer(model, read, evaluation,
+                                                          args.batch_size)
+                results[which] = {key: scores[key] for key in ("auc", "hr@10", "ndcg@10")}
+        results["users"] = int(len(read.split.users))
+        return results
+
+    def format_metrics(self, metrics: dict) -> str:
+        lines = []
+        for which in ("valid", "test"):
+            scores = metrics[which]
+            if "sampled" in scores:
+                lines.append(
+                    f"{which}: sampled HR@10 {scores['sampled']['hr@10']:.4f}, NDCG@10 "
+                    f"{scores['sampled']['ndcg@10']:.4f}; full HR@10 "
+                    f"{scores['full']['hr@10']:.4f}, NDCG@10 {scores['full']['ndcg@10']:.4f}")
+            else:
+                lines.append(f"{which}: AUC {scores['auc']:.4f}, HR@10 {scores['hr@10']:.4f}, "
+                             f"NDCG@10 {scores['ndcg@10']:.4f}")
+        lines.append(f"on {metrics['users']} users")
+        return "\n".join(lines)
+
+
+def recommend(model, history: str, top: int = 10, exclude_seen: bool = True,
+              candidates: Optional[str] = None) -> dict:
+    """A history of raw labels to the top items (or the given candidates' scores).
+
+    Returns:
+        `{"history": [labels], "unknown": [labels the model lacks], "items":
+        [{"item", "score", "title"?}]}`, best first.
+    """
+    import numpy as np
+
+    preprocessor = model.preprocessor
+    labels = [label for label in history.replace(",", " ").split()]
+    if not labels:
+        raise ValueError("expected --history with at least one item, received: none")
+    if top <= 0:
+        raise ValueError(f"expected --top > 0, received: {top}")
+    ids = preprocessor.item_ids(labels)
+    unknown = [label for label, i in zip(labels, ids) if i == 0]
+    histories = np.asarray(preprocessor([" ".join(labels)])["item_ids"])
+    if hasattr(model, "recommend"):
+        if candidates is not None:
+            raise ValueError("expected --candidates with a candidate scorer, received: a "
+                             "retriever (it ranks the whole catalogue)")
+        items, scores = model.recommend(histories, top_k=min(top, model.num_items),
+                                        exclude_seen=exclude_seen)
+        items, scores = items[0], scores[0]
+    else:
+        if candidates is None:
+            raise ValueError("expected --candidates (comma-separated items) with a candidate "
+                             "scorer, received: none")
+        if model.num_genres or model.user_feature_sizes:
+            raise ValueError("expected a scorer without side features for predict, received: "
+                             "one that needs genres or user features; use evaluate")
+        names = candidates.replace(",", " ").split()
+        candidate_ids = preprocessor.item_ids(names)
+        missing = [name for name, i in zip(names, candidate_ids) if i == 0]
+        if missing:
+            raise ValueError(f"expected --candidates the model knows, received: {missing[0]!r}")
+        logits = model.score({"item_ids": histories,
+                              "candidate_ids": candidate_ids[None].astype(np.int32)})[0]
+        order = np.argsort(-logits, kind="stable")[:top]
+        items, scores = candidate_ids[order], logits[order]
+    entries = []
+    for item, score in zip(items, scores):
+        entry = {"item": preprocessor.labels_of([item])[0], "score": round(float(score), 4)}
+        title = preprocessor.title_of(int(item))
+        if title:
+            entry["title"] = title
+        entries.append(entry)
+    return {"history": labels, "unknown": unknown, "items": entries}
+
+
+registry.register(RecommenderRecipe())

@@ -1,0 +1,265 @@
+"""`python -m zoo train recommender`: the steps of the recipe, in order.
+
+Options are checked first (`check_options`); then `run` reads and splits the
+log, builds the task (`--task retrieval`: `NextItemRetriever`; `--task
+scorer`: `CandidateScorer`), trains it with validation ranking metrics at
+every epoch's end and early stopping on them, scores validation and, once at
+the end, test, and writes the outputs the recipe's docstring lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kerasattn._files import write_atomically
+from zoo import training
+from zoo.files import read_json
+from zoo.files import save_figure
+from zoo.files import write_json
+
+RUN_DIR = "run"
+OPTIONS_FILE = "options.json"
+WALL_TIME_FILE = "wall_time.json"
+PROBE_USERS = 3  # validation users whose attention maps TensorBoard shows
+MONITORS = {"retrieval": "val_sampled_ndcg_at_10", "scorer": "val_auc"}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Raises a one-line `ValueError` naming the flag of a bad option or the missing data."""
+    for name in ("max_length", "hidden_dim", "layers", "heads", "epochs", "batch_size",
+                 "patience", "num_negatives", "eval_batch_size"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"expected {flag(name)} > 0, received: {getattr(args, name)}")
+    for name in ("warmup_steps", "weight_decay"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"expected {flag(name)} >= 0, received: {getattr(args, name)}")
+    if args.intermediate_dim is not None and args.intermediate_dim <= 0:
+        raise ValueError(f"expected --intermediate-dim > 0, received: {args.intermediate_dim}")
+    if args.learning_rate <= 0:
+        raise ValueError(f"expected --learning-rate > 0, received: {args.learning_rate}")
+    for name in ("dropout", "attention_dropout"):
+        if not 0 <= getattr(args, name) < 1:
+            raise ValueError(f"expected {flag(name)} in [0, 1), received: {getattr(args, name)}")
+    if args.hidden_dim % args.heads:
+        raise ValueError(f"expected --hidden-dim divisible by --heads, received: "
+                         f"{args.hidden_dim} and {args.heads}")
+    if args.min_count is not None and args.min_count <= 0:
+        raise ValueError(f"expected --min-count > 0, received: {args.min_count}")
+    data = Path(args.data)
+    if not data.exists():
+        raise ValueError(f"{data}: expected a SASRec-format file or a MovieLens folder, "
+                         "received: no such file or folder")
+
+
+def _check_recorded_options(path: Path, options: dict) -> None:
+    """Records the run's options, or checks that a resumed run has the same."""
+    if path.is_file():
+        recorded = read_json(path)
+        if recorded != options:
+            differing = sorted(key for key in set(options) | set(recorded)
+                               if options.get(key) != recorded.get(key))
+            raise ValueError(
+                f"{path}: expected a run with the options given, received: a run that differs "
+                f"in {', '.join(differing)}; use another --out folder"
+            )
+    else:
+        write_json(path, options)
+
+
+def _probe(evaluation, max_length: int, count: int):
+    """The first `count` validation users with the longest histories (for attention maps)."""
+    lengths = np.array([len(history) for history in evaluation.histories])
+    users = np.argsort(-np.minimum(lengths, max_length), kind="stable")[:count]
+    return evaluation.padded(max_length)[users], users
+
+
+def plot_attention(model, history: np.ndarray, labels, path: str | os.PathLike) -> None:
+    """The last block's causal attention over one user's history, as a PNG.
+
+    Args:
+        model: a task on a `SequentialRecommenderBackbone`.
+        history: int `(L,)`, the left-padded history.
+        labels: the item label (or title) of each real position.
+        path: the PNG file, written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    scores = np.asarray(model.backbone({"item_ids": history[None].astype(np.int32)},
+                                       training=False)["attention_scores"], "float32")[0]
+    real = int((history > 0).sum())
+    values = scores.mean(axis=0)[-real:, -real:]
+    size = max(3.5, 0.28 * real)
+    figure, axes = pyplot.subplots(figsize=(size + 1.0, size + 1.0))
+    image = axes.imshow(np.ma.masked_where(np.triu(np.ones_like(values), 1) > 0, values),
+                        cmap="viridis", vmin=0)
+    names = [str(label)[:28] for label in labels]
+    axes.set_xticks(range(real), names, rotation=90, fontsize=6)
+    axes.set_yticks(range(real), names, fontsize=6)
+    axes.set_xlabel("attended item (earlier)")
+    axes.set_ylabel("position (each row predicts the next item)")
+    axes.set_title("last block's causal self-attention over a user's history", fontsize=9)
+    figure.colorbar(image, ax=axes, fraction=0.04)
+    figure.tight_layout()
+    save_figure(figure, path)
+    pyplot.close(figure)
+
+
+def _display_labels(preprocessor, ids) -> list[str]:
+    labels = preprocessor.labels_of(ids)
+    return [preprocessor.title_of(i) or label for i, label in zip(ids, labels)]
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Runs the recipe with the options of `RecommenderRecipe.add_train_arguments`.
+
+    Returns:
+        The metrics written to `OUT/metrics.json`.
+    """
+    check_options(args)
+    from kerasattn.callbacks import AttentionMapCallback
+    from zoo.recommender import data as recommender_data
+    from zoo.recommender.model import CandidateScorer
+    from zoo.recommender.model import NextItemRetriever
+    from zoo.recommender.model import SequentialRecommenderBackbone
+    from zoo.recommender.preprocessor import RecommenderPreprocessor
+    from zoo.recommender.recipe import MODEL_NAME
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = training.WallClock(out / WALL_TIME_FILE)
+    data = recommender_data.read(args.data, min_count=args.min_count)
+    side_features = args.side_features and data.side is not None
+    policy = training.dtype_policy(args.precision)
+    architecture = dict(
+        num_items=data.num_items, max_sequence_length=args.max_length,
+        hidden_dim=args.hidden_dim, num_layers=args.layers, num_heads=args.heads,
+        intermediate_dim=args.intermediate_dim, dropout=args.dropout,
+        attention_dropout=args.attention_dropout,
+    )
+    run_dir = out / RUN_DIR
+    run_dir.mkdir(exist_ok=True)
+    _check_recorded_options(run_dir / OPTIONS_FILE, {
+        "architecture": architecture, "task": args.task, "loss": args.loss,
+        "side_features": side_features, "precision": policy, "seed": args.seed,
+        "data": str(Path(args.data).resolve()), "interactions": data.interactions.num_interactions,
+        **{name: getattr(args, name) for name in (
+            "epochs", "batch_size", "learning_rate", "warmup_steps", "weight_decay", "patience",
+            "num_negatives", "negative_sampling")},
+    })
+    keras.utils.set_random_seed(args.seed)
+    preprocessor = RecommenderPreprocessor(data.interactions.item_ids,
+                                           sequence_length=args.max_length, titles=data.titles)
+    validation = recommender_data.evaluation_set(data, "valid")
+    strategy = training.distribution_strategy(args.strategy)
+    with strategy.scope():
+        backbone = SequentialRecommenderBackbone(**architecture, dtype=policy)
+        if args.task == "retrieval":
+            item_counts = data.item_counts() if args.negative_sampling == "popularity" else None
+            model = NextItemRetriever(backbone, preprocessor, loss=args.loss,
+                                      num_negatives=args.num_negatives,
+                                      item_counts=item_counts, seed=args.seed)
+        else:
+            model = CandidateScorer(
+                backbone, preprocessor,
+                num_genres=data.genres.shape[1] if side_features else 0,
+                user_feature_sizes=data.user_feature_sizes if side_features else (),
+                dropout=args.dropout,
+            )
+    if args.task == "retrieval":
+        batches, steps = recommender_data.retrieval_batches(data, args.max_length,
+                                                            args.batch_size, args.seed)
+    else:
+        batches, steps = recommender_data.scorer_batches(model, data, args.batch_size,
+                                                         args.num_negatives, args.seed)
+    with strategy.scope():
+        model.compile(optimizer=training.optimizer(
+            args.learning_rate, steps * args.epochs, args.warmup_steps, args.weight_decay,
+        ))
+    monitor = MONITORS[args.task]
+    record = training.TrainingRecord(
+        run_dir / "history.json", run_dir / "best.weights.h5", monitor=monitor, mode="max",
+        patience=args.patience, wall_clock=clock,
+    )
+    log_dir = str(out / "logs")
+    probe, probe_users = _probe(validation, args.max_length, PROBE_USERS)
+    if record.finished:
+        training.load_weights(model, record.best_weights_path)
+    else:
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+            recommender_data.RankingCallback(data, validation, args.eval_batch_size),
+            record,
+            keras.callbacks.TensorBoard(log_dir),
+            AttentionMapCallback(
+                {"item_ids": probe}, log_dir, every_n_epochs=1, max_examples=PROBE_USERS,
+                probe_tokens=[[label or "" for label in preprocessor.labels_of(row)]
+                              for row in probe],
+            ) if args.task == "retrieval" else None,
+        ]
+        model.fit(batches, epochs=args.epochs, steps_per_epoch=steps,
+                  callbacks=[callback for callback in callbacks if callback is not None],
+                  verbose=args.verbose)
+    test = recommender_data.evaluation_set(data, "test")
+    if args.task == "retrieval":
+        scores = {
+            "valid": recommender_data.evaluate_retriever(model, validation,
+                                                         args.eval_batch_size),
+            "test": recommender_data.evaluate_retriever(model, test, args.eval_batch_size),
+        }
+        headline = {"name": "hr@10", "value": scores["valid"]["sampled"]["hr@10"],
+                    "data": f"{Path(args.data).name}, validation item, 100 sampled negatives"}
+        curves = ("loss", "sampled_ndcg_at_10", "full_ndcg_at_10")
+    else:
+        scores = {
+            "valid": recommender_data.evaluate_scorer(model, data, validation,
+                                                      args.eval_batch_size),
+            "test": recommender_data.evaluate_scorer(model, data, test, args.eval_batch_size),
+        }
+        headline = {"name": "auc", "value": scores["valid"]["auc"],
+                    "data": f"{Path(args.data).name}, validation item among 100 negatives"}
+        curves = ("loss", "auc", "hr_at_10")
+    write_atomically(out / "model.keras", model.save, suffix=".keras")
+    model.save_to_preset(out / "preset",
+                         description=f"{MODEL_NAME} ({args.task}) trained by the recipe on "
+                                     f"{Path(args.data).name}",
+                         metrics=headline)
+    training.plot_training_curves(record.history, out / "training_curves.png", metrics=curves)
+    user = probe[0]
+    real = user[user > 0]
+    plot_attention(model, user, _display_labels(preprocessor, real),
+                   out / "attention_heatmap.png")
+    clock.save()
+    metrics = {
+        "model": MODEL_NAME,
+        "task": args.task,
+        "options": {key: value for key, value in vars(args).items()
+                    if key not in ("command", "model_name", "verbose")},
+        "precision": policy,
+        "data": {"users": data.interactions.num_users, "items": data.num_items,
+                 "interactions": data.interactions.num_interactions,
+                 "evaluated_users": int(len(data.split.users)),
+                 "side_features": side_features},
+        "valid": scores["valid"],
+        "test": scores["test"],
+        "best_epoch": record.best_epoch,
+        "epochs_run": len(record.epochs),
+        "epoch_seconds": record.epoch_seconds,
+        "history": record.history,
+        "parameters": model.count_params(),
+        "wall_seconds": round(clock.seconds, 1),
+        "attention_probe_users": [int(data.split.users[u]) for u in probe_users],
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics

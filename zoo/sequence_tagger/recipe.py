@@ -1,0 +1,230 @@
+"""The sequence tagger's recipe: train, predict, evaluate.
+
+`python -m zoo train sequence-tagger --data DIR --out OUT` reads
+`DIR/train.txt` and `DIR/valid.txt` (CoNLL columns: the token in
+`--token-column`, the tag in `--tag-column`; IOB1, IOB2 or IOBES, found
+out from the file) and, if present, `DIR/test.txt`. The tag set is the
+training file's, so any CoNLL-format data set trains with no code change.
+It learns word and character vocabularies on the training sentences,
+trains the tagger with early stopping on validation entity F1 (seqeval,
+strict IOB2, computed at every epoch's end), restores the best epoch,
+scores validation and, once at the end, `test.txt` (reported apart, never
+used for a choice), and writes to `OUT`:
+
+- `model.keras`: the tagger with its preprocessor (one file);
+- `preset/`: the same as a preset folder (`zoo/preset.py`), loadable with
+  `SequenceTagger.from_preset(path)`;
+- `metrics.json`: the options, validation (and test) scores overall and
+  per entity type, per-epoch history and times, tagging speed, wall time;
+- `training_curves.png` and `attention_heatmap.png` (a validation sentence);
+- `logs/`: TensorBoard (loss, validation F1 per type, attention maps of a
+  few validation sentences);
+- `run/`: the epoch record, best weights and, while it trains,
+  `BackupAndRestore`'s state: run the same command again after an
+  interruption and it resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Optional, Sequence
+
+from zoo import registry
+
+MODEL_NAME = "sequence-tagger"
+# Punctuation split off the words of raw text given to `predict` (CoNLL
+# tokens have it apart); only the text's final period is, so "U.S." and "3.5" stay whole.
+_PUNCTUATION = re.compile(r"""([,;:!?"()\[\]{}]|'s\b|\.(?=\s*$))""")
+
+
+def tokenize(text: str) -> str:
+    """Raw text as CoNLL-style tokens joined by spaces: punctuation split off."""
+    return " ".join(_PUNCTUATION.sub(r" \1 ", text).split())
+
+
+class SequenceTaggerRecipe(registry.Recipe):
+    """The recipe of `zoo.sequence_tagger` (see the module's docstring)."""
+
+    name = MODEL_NAME
+    package = "zoo.sequence_tagger"
+    default_preset = "conll2003"
+    summary = "named-entity tagger (CoNLL-2003): characters + words, BiLSTM, Transformer, CRF"
+    description = __doc__
+
+    # -- train ----------------------------------------------------------------
+
+    def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Adds the recipe's options; the defaults are the `conll2003` preset's."""
+        from zoo.training import PRECISIONS
+
+        def add(flag, help, **kwargs):
+            if "default" in kwargs and kwargs["default"] is not None:
+                help += " (default: %(default)s)"
+            parser.add_argument(flag, help=help, **kwargs)
+
+        add("--data", "folder with train.txt, valid.txt and optionally test.txt (CoNLL columns)",
+            required=True)
+        add("--out", "output folder; running again with the same folder resumes", required=True)
+        add("--token-column", "column of the tokens (0-based; negative from the end)",
+            type=int, default=0)
+        add("--tag-column", "column of the tags (0-based; negative from the end)",
+            type=int, default=-1)
+        add("--scheme", "tag scheme of the files", choices=("auto", "IOB1", "IOB2", "IOBES"),
+            default="auto")
+        add("--tag-scheme", "tag scheme the model learns (scores are always strict IOB2)",
+            choices=("IOB2", "IOBES"), default="IOB2")
+        add("--head", "the tagger's head", choices=("crf", "softmax"), default="crf")
+        add("--word-dim", "word embedding width", type=int, default=100)
+        add("--character-filters", "character encoder width; 0 for no characters", type=int,
+            default=64)
+        add("--max-word-length", "characters kept per token", type=int, default=16)
+        add("--lstm-units", "BiLSTM units per direction; 0 for none", type=int, default=128)
+        add("--layers", "Transformer blocks", type=int, default=2)
+        add("--hidden-dim", "model width", type=int, default=256)
+        add("--heads", "attention heads", type=int, default=4)
+        add("--intermediate-dim", "feed-forward width", type=int, default=512)
+        add("--position-encoding", "positions added before the blocks (with no BiLSTM)",
+            choices=("none", "sinusoidal"), default="none")
+        add("--context-window", "tokens a convolution before the blocks sees at once (local "
+            "order); 0 for none", type=int, default=3)
+        add("--dropout", "dropout on the token vectors", type=float, default=0.5)
+        add("--block-dropout", "dropout in the Transformer blocks", type=float, default=0.1)
+        add("--attention-dropout", "dropout on attention weights", type=float, default=0.1)
+        add("--word-dropout", "rate at which whole word embeddings are zeroed", type=float,
+            default=0.1)
+        add("--epochs", "maximum epochs", type=int, default=30)
+        add("--batch-size", "sentences per batch", type=int, default=32)
+        add("--learning-rate", "peak learning rate", type=float, default=2e-3)
+        add("--warmup-steps", "linear warmup steps", type=int, default=300)
+        add("--weight-decay", "AdamW weight decay", type=float, default=0.01)
+        add("--patience", "early stopping: epochs without a better validation F1", type=int,
+            default=6)
+        add("--seed", "random seed", type=int, default=1)
+        add("--precision", "dtype policy; auto: mixed_bfloat16 where the CPU has AMX-bf16, "
+            "mixed_float16 on a GPU, float32 otherwise", choices=PRECISIONS, default="auto")
+        add("--strategy", "tf.distribute strategy: one device, or mirrored over the local "
+            "devices", choices=("default", "mirrored"), default="default")
+        add("--verbose", "Keras fit verbosity", type=int, choices=(0, 1, 2), default=1)
+
+    def train(self, args: argparse.Namespace) -> str:
+        from zoo.sequence_tagger import train
+
+        metrics = train.run(args)
+        validation = metrics["validation"]["overall"]
+        line = (f"validation entity F1 {validation['f1']:.4f} (precision "
+                f"{validation['precision']:.4f}, recall {validation['recall']:.4f}; best epoch "
+                f"{metrics['best_epoch']})")
+        if metrics.get("test"):
+            line += f", test F1 {metrics['test']['overall']['f1']:.4f}"
+        return f"{line}; wrote {args.out}"
+
+    # -- predict --------------------------------------------------------------
+
+    def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("texts", nargs="+", help="sentences to tag (punctuation is split "
+                            "off the words; tokens already apart stay as they are)")
+        registry.add_model_source_arguments(parser, self.default_preset)
+        parser.add_argument("--json", action="store_true",
+                            help="print one JSON object per sentence")
+
+    def predict(self, args: argparse.Namespace) -> None:
+        import json
+
+        for result in describe(self.load(args.preset, args.model), args.texts):
+            if args.json:
+                print(json.dumps(result))
+                continue
+            print(result["text"])
+            if not result["entities"]:
+                print("  (no entities)")
+            for entity in result["entities"]:
+                print(f"  {entity['type']:<6} {entity['text']!r} (tokens {entity['start']}–"
+                      f"{entity['end']}) {entity['confidence']:.3f}")
+
+    # -- evaluate -------------------------------------------------------------
+
+    def add_evaluate_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--batch-size", type=int, default=128,
+                            help="sentences per batch (default: %(default)s)")
+        parser.add_argument("--token-column", type=int, default=0,
+                            help="column of the tokens (default: %(default)s)")
+        parser.add_argument("--tag-column", type=int, default=-1,
+                            help="column of the tags (default: %(default)s)")
+
+    def load(self, preset: Optional[str], model_path: Optional[str]):
+        from zoo.sequence_tagger.model import SequenceTagger
+
+        if model_path is None:
+            return SequenceTagger.from_preset(preset or self.default_preset)
+        import keras
+
+        path = Path(model_path)
+        if not path.is_file() or path.suffix != ".keras":
+            raise ValueError(f"{path}: expected a .keras model file, received: no such file")
+        model = keras.saving.load_model(path)
+        if not isinstance(model, SequenceTagger) or model.preprocessor is None:
+            raise ValueError(
+                f"{path}: expected a SequenceTagger with a preprocessor, "
+                f"received: a {type(model).__name__}"
+            )
+        return model
+
+    def evaluate(self, model, data: Path, args: argparse.Namespace) -> dict:
+        from kerasattn import data as kdata
+        from zoo.sequence_tagger import data as tagger_data
+
+        if args.batch_size <= 0:
+            raise ValueError(f"expected --batch-size > 0, received: {args.batch_size}")
+        scheme = model.scheme or "IOB2"
+        sentences = kdata.read_conll(
+            data, token_column=args.token_column, tag_column=args.tag_column,
+            output_scheme=scheme, tag_names=model.preprocessor.tag_names,
+        )
+        scores = tagger_data.score(model, sentences, args.batch_size)
+        return {
+            "overall": scores["overall"],
+            "per_type": scores["per_type"],
+            "sentences": scores["sentences"],
+            "tokens": scores["tokens"],
+            "token_accuracy": scores["token_accuracy"],
+            "words_per_second": scores["words_per_second"],
+        }
+
+    def format_metrics(self, metrics: dict) -> str:
+        overall = metrics["overall"]
+        lines = [f"entity F1 {overall['f1']:.4f} (precision {overall['precision']:.4f}, recall "
+                 f"{overall['recall']:.4f}) on {metrics['sentences']} sentences; token accuracy "
+                 f"{metrics['token_accuracy']:.4f}; {metrics['words_per_second']:.0f} words/s"]
+        lines += [f"  {name:<6} F1 {values['f1']:.4f} (precision {values['precision']:.4f}, "
+                  f"recall {values['recall']:.4f}, {values['support']} entities)"
+                  for name, values in metrics["per_type"].items()]
+        return "\n".join(lines)
+
+
+def describe(model, texts: Sequence[str]) -> list[dict]:
+    """Tags raw sentences and lists their entity spans.
+
+    Returns:
+        Per text: `{"text", "tokens", "tags", "entities"}`, each entity
+        `{"type", "text", "start", "end", "confidence"}` (token offsets, end
+        exclusive; confidence the mean of its tokens' marginal probabilities).
+    """
+    from kerasattn import data as kdata
+
+    results = []
+    scheme = model.scheme or "IOB2"
+    for text, tagged in zip(texts, model.tag([tokenize(text) for text in texts])):
+        entities = [
+            {"type": kind, "text": " ".join(tagged["tokens"][start:end]), "start": start,
+             "end": end,
+             "confidence": round(sum(tagged["confidence"][start:end]) / (end - start), 4)}
+            for kind, start, end in kdata.entity_spans(tagged["tags"], scheme)
+        ]
+        results.append({"text": text, "tokens": tagged["tokens"], "tags": tagged["tags"],
+                        "entities": entities})
+    return results
+
+
+registry.register(SequenceTaggerRecipe())

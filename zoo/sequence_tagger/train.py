@@ -1,0 +1,199 @@
+"""`python -m zoo train sequence-tagger`: the steps of the recipe, in order.
+
+Options are checked first (`check_options`); then `run` reads the splits,
+learns the vocabularies (or reuses the run's), builds and trains the tagger
+with early stopping on validation F1, scores validation and test, and
+writes the outputs the recipe's docstring lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import keras
+
+from kerasattn._files import write_atomically
+from zoo import training
+from zoo.files import read_json
+from zoo.files import write_json
+
+RUN_DIR = "run"
+OPTIONS_FILE = "options.json"
+VOCABULARIES_FILE = "vocabularies.json"
+WALL_TIME_FILE = "wall_time.json"
+PROBE_SENTENCES = 3  # validation sentences whose attention maps TensorBoard shows
+HEATMAP_SENTENCE = 1  # the validation sentence of attention_heatmap.png
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Raises a one-line `ValueError` naming the flag of a bad option or the missing file."""
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    for name in ("word_dim", "max_word_length", "hidden_dim", "heads", "intermediate_dim",
+                 "epochs", "batch_size", "patience"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"expected {flag(name)} > 0, received: {getattr(args, name)}")
+    for name in ("character_filters", "lstm_units", "layers", "context_window", "warmup_steps",
+                 "weight_decay"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"expected {flag(name)} >= 0, received: {getattr(args, name)}")
+    if args.learning_rate <= 0:
+        raise ValueError(f"expected --learning-rate > 0, received: {args.learning_rate}")
+    for name in ("dropout", "block_dropout", "attention_dropout", "word_dropout"):
+        if not 0 <= getattr(args, name) < 1:
+            raise ValueError(f"expected {flag(name)} in [0, 1), received: {getattr(args, name)}")
+    if args.layers and args.hidden_dim % args.heads:
+        raise ValueError(f"expected --hidden-dim divisible by --heads, received: "
+                         f"{args.hidden_dim} and {args.heads}")
+    data = Path(args.data)
+    if not data.is_dir():
+        raise ValueError(f"{data}: expected a data folder with train.txt and valid.txt, "
+                         "received: no such folder")
+    for name in ("train.txt", "valid.txt"):
+        if not (data / name).is_file():
+            raise ValueError(f"{data / name}: expected a file, received: no such file")
+
+
+def _vocabularies(out: Path, sentences) -> tuple[list[str], list[str]]:
+    """The training sentences' vocabularies, kept in `out` so that a resumed run reuses them."""
+    from zoo.sequence_tagger.preprocessor import learn_vocabularies
+
+    path = out / VOCABULARIES_FILE
+    if path.is_file():
+        saved = read_json(path, ("words", "characters"))
+        return saved["words"], saved["characters"]
+    words, characters = learn_vocabularies(sentences.tokens)
+    write_json(path, {"words": words, "characters": characters})
+    return words, characters
+
+
+def _check_recorded_options(path: Path, options: dict) -> None:
+    """Records the run's options, or checks that a resumed run has the same."""
+    if path.is_file():
+        recorded = read_json(path)
+        if recorded != options:
+            differing = sorted(key for key in set(options) | set(recorded)
+                               if options.get(key) != recorded.get(key))
+            raise ValueError(
+                f"{path}: expected a run with the options given, received: a run that differs "
+                f"in {', '.join(differing)}; use another --out folder"
+            )
+    else:
+        write_json(path, options)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Runs the recipe with the options of `SequenceTaggerRecipe.add_train_arguments`.
+
+    Returns:
+        The metrics written to `OUT/metrics.json`.
+    """
+    check_options(args)
+    from kerasattn.callbacks import AttentionMapCallback
+    from zoo.sequence_tagger import data as tagger_data
+    from zoo.sequence_tagger.model import SequenceTagger
+    from zoo.sequence_tagger.model import SequenceTaggerBackbone
+    from zoo.sequence_tagger.plots import plot_attention
+    from zoo.sequence_tagger.preprocessor import SequenceTaggerPreprocessor
+    from zoo.sequence_tagger.recipe import MODEL_NAME
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clock = training.WallClock(out / WALL_TIME_FILE)
+    splits = tagger_data.read_splits(args.data, args.token_column, args.tag_column,
+                                     args.scheme, args.tag_scheme)
+    tag_names = splits.train.tag_names
+    words, characters = _vocabularies(out, splits.train)
+    policy = training.dtype_policy(args.precision)
+    preprocessor = SequenceTaggerPreprocessor(words, characters, tag_names,
+                                              max_word_length=args.max_word_length)
+    architecture = dict(
+        vocabulary_size=len(words), num_characters=len(characters),
+        max_word_length=args.max_word_length, word_dim=args.word_dim,
+        character_filters=args.character_filters, hidden_dim=args.hidden_dim,
+        lstm_units=args.lstm_units, num_layers=args.layers, num_heads=args.heads,
+        intermediate_dim=args.intermediate_dim, dropout=args.dropout,
+        attention_dropout=args.attention_dropout, word_dropout=args.word_dropout,
+        position_encoding=args.position_encoding, context_window=args.context_window,
+        block_dropout=args.block_dropout,
+    )
+    run_dir = out / RUN_DIR
+    run_dir.mkdir(exist_ok=True)
+    _check_recorded_options(run_dir / OPTIONS_FILE, {
+        "architecture": architecture, "head": args.head, "tag_scheme": args.tag_scheme,
+        "tag_names": tag_names, "precision": policy, "seed": args.seed,
+        **{name: getattr(args, name) for name in (
+            "epochs", "batch_size", "learning_rate", "warmup_steps", "weight_decay", "patience")},
+    })
+    keras.utils.set_random_seed(args.seed)
+    batches, steps = tagger_data.training_batches(splits.train, preprocessor, args.batch_size,
+                                                  args.seed)
+    strategy = training.distribution_strategy(args.strategy)
+    with strategy.scope():
+        backbone = SequenceTaggerBackbone(**architecture, dtype=policy)
+        model = SequenceTagger(backbone, len(tag_names), preprocessor=preprocessor,
+                               head=args.head, scheme=args.tag_scheme)
+        model.compile(optimizer=training.optimizer(
+            args.learning_rate, steps * args.epochs, args.warmup_steps, args.weight_decay,
+            clipnorm=5.0,
+        ))
+    record = training.TrainingRecord(
+        run_dir / "history.json", run_dir / "best.weights.h5", monitor="val_f1", mode="max",
+        patience=args.patience, wall_clock=clock,
+    )
+    log_dir = str(out / "logs")
+    probe_texts = splits.validation.texts()[:PROBE_SENTENCES]
+    probe = preprocessor(probe_texts)
+    if record.finished:
+        training.load_weights(model, record.best_weights_path)
+    else:
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+            tagger_data.EntityF1Callback(splits.validation),
+            record,
+            keras.callbacks.TensorBoard(log_dir),
+        ]
+        if args.layers:
+            callbacks.append(AttentionMapCallback(
+                probe, log_dir, every_n_epochs=1, max_examples=PROBE_SENTENCES,
+                probe_tokens=[text.split() for text in probe_texts],
+            ))
+        model.fit(batches, epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks,
+                  verbose=args.verbose)
+    validation = tagger_data.score(model, splits.validation)
+    test = None if splits.test is None else tagger_data.score(model, splits.test)
+    write_atomically(out / "model.keras", model.save, suffix=".keras")
+    model.save_to_preset(
+        out / "preset",
+        description=f"{MODEL_NAME} trained by the recipe on {args.data}",
+        metrics={"name": "entity_f1", "value": validation["overall"]["f1"],
+                 "data": f"{Path(args.data).name} valid.txt (seqeval, strict IOB2)"},
+    )
+    training.plot_training_curves(record.history, out / "training_curves.png",
+                                  metrics=("loss", "f1"), validation_name="validation")
+    if args.layers:
+        plot_attention(model, splits.validation.texts()[HEATMAP_SENTENCE],
+                       out / "attention_heatmap.png")
+    clock.save()
+    tokens = sum(len(tokens) for tokens in splits.train.tokens)
+    metrics = {
+        "model": MODEL_NAME,
+        "options": {key: value for key, value in vars(args).items()
+                    if key not in ("command", "model_name", "verbose")},
+        "precision": policy,
+        "tag_names": tag_names,
+        "validation": validation,
+        "test": test,
+        "best_epoch": record.best_epoch,
+        "epochs_run": len(record.epochs),
+        "epoch_seconds": record.epoch_seconds,
+        "training_tokens_per_second": [round(tokens / s) for s in record.epoch_seconds],
+        "history": record.history,
+        "parameters": model.count_params(),
+        "wall_seconds": round(clock.seconds, 1),
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics
