@@ -1,10 +1,14 @@
 """The Colab notebooks: committed without outputs, and run top to bottom.
 
-`colab/attention_transformer.ipynb` is executed with nbclient in a fresh
-IPython kernel on this interpreter, against `../shared/data/sst2` (beside
-the checkout), with its parameters set through environment variables: the
-first 256 training rows, one epoch, a tiny model, TensorBoard not started.
-Without the data it is skipped, except under CI (`CI=true`), where it fails.
+Each notebook in `colab/` is executed with nbclient in a fresh IPython
+kernel on this interpreter, against its data set in `../shared/data`
+(beside the checkout), with its parameters set through environment
+variables for a tiny, fast run: a few hundred examples, one epoch, a tiny
+model, TensorBoard not started. Without the data a run is skipped, except
+under CI (`CI=true`), where it fails.
+
+- `attention_transformer.ipynb`: SST-2 (`../shared/data/sst2`).
+- `sequence_tagger.ipynb`: CoNLL-2003 (`../shared/data/conll2003`).
 """
 
 import json
@@ -14,27 +18,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Mapping, Sequence
 from unittest import mock
 
 import nbformat
 import tensorflow as tf
 from nbclient import NotebookClient
 
+from zoo import preset
+
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "colab" / "attention_transformer.ipynb"
-SST2 = REPO.parent / "shared" / "data" / "sst2"
-# The whole run, kernel start included, stays under three minutes.
+COLAB = REPO / "colab"
+DATA = REPO.parent / "shared" / "data"
+# Each notebook's whole run, kernel start included, stays under three minutes.
 TIME_LIMIT_SECONDS = 170
-PARAMETERS = {
-    "KERASATTN_NOTEBOOK_TRAIN_EXAMPLES": "256",
-    "KERASATTN_NOTEBOOK_EPOCHS": "1",
-    "KERASATTN_NOTEBOOK_RECIPE_OPTIONS": (
-        "--vocabulary-size 400 --sequence-length 32 --layers 2 --hidden-dim 16 --heads 2 "
-        "--intermediate-dim 32 --batch-size 32 --warmup-steps 0 --pretrain-epochs 1 "
-        "--fine-tune-seeds 1 --verbose 2"
-    ),
-    "KERASATTN_NOTEBOOK_TENSORBOARD": "0",
-}
 
 
 def _write_kernelspec(folder: Path) -> None:
@@ -63,10 +60,22 @@ def _printed_text(notebook) -> str:
     )
 
 
-class AttentionTransformerNotebookTest(tf.test.TestCase):
-    def test_committed_without_outputs(self):
+class NotebookTestCase(tf.test.TestCase):
+    """What every notebook's tests share; a subclass names its notebook, data and parameters.
+
+    Subclasses set `NOTEBOOK` (a path), `DATA` (the data folder), `DATA_FILES`
+    (the files the run needs in it) and `PARAMETERS` (the environment
+    variables of the tiny run, besides the data and work folders).
+    """
+
+    NOTEBOOK: Path
+    DATA: Path
+    DATA_FILES: Sequence[str] = ()
+    PARAMETERS: Mapping[str, str] = {}
+
+    def check_committed_without_outputs(self):
         # Outputs could carry data rows (research-use data is never committed).
-        notebook = nbformat.read(NOTEBOOK, as_version=4)
+        notebook = nbformat.read(self.NOTEBOOK, as_version=4)
         nbformat.validate(notebook)
         self.assertEqual("python3", notebook.metadata.kernelspec.name)
         for cell in notebook.cells:
@@ -74,41 +83,83 @@ class AttentionTransformerNotebookTest(tf.test.TestCase):
                 self.assertEqual([], cell.outputs, cell.id)
                 self.assertIsNone(cell.execution_count, cell.id)
 
-    def test_runs_top_to_bottom_on_sst2(self):
-        if not (SST2 / "train.tsv").is_file() or not (SST2 / "dev.tsv").is_file():
-            message = f"{SST2}: expected SST-2's train.tsv and dev.tsv, received: no such files"
+    def run_notebook(self, work_dir: Path) -> str:
+        """Runs the notebook top to bottom with `WORK_DIR` at `work_dir`; what it printed.
+
+        Skips the test (fails it under `CI=true`) without the data files;
+        fails if a cell raises or the run passes `TIME_LIMIT_SECONDS`.
+        """
+        missing = [name for name in self.DATA_FILES if not (self.DATA / name).is_file()]
+        if missing:
+            message = (f"{self.DATA}: expected {', '.join(self.DATA_FILES)}, received: "
+                       f"no {', '.join(missing)}")
             if os.environ.get("CI") == "true":
                 self.fail(message)
             self.skipTest(message)
-        notebook = nbformat.read(NOTEBOOK, as_version=4)
-        with tempfile.TemporaryDirectory() as folder:
-            folder = Path(folder)
-            _write_kernelspec(folder / "jupyter")
-            work_dir = folder / "work"
-            environment = {
-                **os.environ,
-                **PARAMETERS,
-                "KERASATTN_NOTEBOOK_DATA": str(SST2),
-                "KERASATTN_NOTEBOOK_WORK_DIR": str(work_dir),
-                "IPYTHONDIR": str(folder / "ipython"),  # the kernel's profile: not in $HOME
-            }
-            deadline = time.monotonic() + TIME_LIMIT_SECONDS
-            client = NotebookClient(
-                notebook,
-                kernel_name="python3",
-                startup_timeout=60,
-                # Each cell gets what is left of the time limit.
-                timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
-                resources={"metadata": {"path": str(folder)}},
-            )
-            jupyter = {
-                "JUPYTER_PATH": str(folder / "jupyter"),
-                "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),  # the connection file
-            }
-            with mock.patch.dict(os.environ, jupyter):
-                client.execute(env=environment)
+        notebook = nbformat.read(self.NOTEBOOK, as_version=4)
+        folder = work_dir.parent
+        _write_kernelspec(folder / "jupyter")
+        environment = {
+            **os.environ,
+            **self.PARAMETERS,
+            "KERASATTN_NOTEBOOK_DATA": str(self.DATA),
+            "KERASATTN_NOTEBOOK_WORK_DIR": str(work_dir),
+            "IPYTHONDIR": str(folder / "ipython"),  # the kernel's profile: not in $HOME
+        }
+        deadline = time.monotonic() + TIME_LIMIT_SECONDS
+        client = NotebookClient(
+            notebook,
+            kernel_name="python3",
+            startup_timeout=60,
+            # Each cell gets what is left of the time limit.
+            timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),
+            resources={"metadata": {"path": str(folder)}},
+        )
+        jupyter = {
+            "JUPYTER_PATH": str(folder / "jupyter"),
+            "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),  # the connection file
+        }
+        with mock.patch.dict(os.environ, jupyter):
+            client.execute(env=environment)
+        printed = _printed_text(notebook)
+        self.assertIn("TensorBoard not started", printed)
+        return printed
 
-            printed = _printed_text(notebook)
+    def check_tflite_export(self, export_dir: Path, printed: str) -> dict:
+        """The float32 and int8 TFLite files, and the manifest listing them; the manifest."""
+        manifest = json.loads((export_dir / "manifest.json").read_text(encoding="utf-8"))
+        self.assertCountEqual(["tflite_float32", "tflite_dynamic_int8"], manifest["artifacts"])
+        for mode in ("float32", "dynamic_int8"):
+            tflite = (export_dir / f"model_{mode}.tflite").read_bytes()
+            self.assertEqual(b"TFL3", tflite[4:8])  # the TFLite flatbuffer identifier
+        self.assertIn(f"TFLite model: {export_dir / 'model_dynamic_int8.tflite'}", printed)
+        self.assertTrue((export_dir / "vocabulary.txt").is_file())
+        return manifest
+
+
+class AttentionTransformerNotebookTest(NotebookTestCase):
+    NOTEBOOK = COLAB / "attention_transformer.ipynb"
+    DATA = DATA / "sst2"
+    DATA_FILES = ("train.tsv", "dev.tsv")
+    PARAMETERS = {
+        "KERASATTN_NOTEBOOK_TRAIN_EXAMPLES": "256",
+        "KERASATTN_NOTEBOOK_EPOCHS": "1",
+        "KERASATTN_NOTEBOOK_RECIPE_OPTIONS": (
+            "--vocabulary-size 400 --sequence-length 32 --layers 2 --hidden-dim 16 --heads 2 "
+            "--intermediate-dim 32 --batch-size 32 --warmup-steps 0 --pretrain-epochs 1 "
+            "--fine-tune-seeds 1 --verbose 2"
+        ),
+        "KERASATTN_NOTEBOOK_TENSORBOARD": "0",
+    }
+
+    def test_committed_without_outputs(self):
+        self.check_committed_without_outputs()
+
+    def test_runs_top_to_bottom_on_sst2(self):
+        with tempfile.TemporaryDirectory() as folder:
+            work_dir = Path(folder) / "work"
+            printed = self.run_notebook(work_dir)
+
             found = re.search(
                 r"dev accuracy (\d\.\d{4}) after 1 epoch\(s\) of (\d+) steps", printed
             )
@@ -122,14 +173,64 @@ class AttentionTransformerNotebookTest(tf.test.TestCase):
             self.assertIsNotNone(reloaded, printed)
             # The saved preset predicts what the trained model did (one sentence is 0.0011).
             self.assertAllClose(accuracy, float(reloaded.group(1)), atol=0.0035)
-            self.assertIn("TensorBoard not started", printed)
+            self.check_tflite_export(work_dir / "export", printed)
 
-            export_dir = work_dir / "export"
-            manifest = json.loads((export_dir / "manifest.json").read_text(encoding="utf-8"))
-            self.assertCountEqual(
-                ["tflite_float32", "tflite_dynamic_int8"], manifest["artifacts"]
-            )
-            tflite = (export_dir / "model_dynamic_int8.tflite").read_bytes()
-            self.assertEqual(b"TFL3", tflite[4:8])  # the TFLite flatbuffer identifier
-            self.assertIn(f"TFLite model: {export_dir / 'model_dynamic_int8.tflite'}", printed)
-            self.assertTrue((export_dir / "vocabulary.txt").is_file())
+
+class SequenceTaggerNotebookTest(NotebookTestCase):
+    NOTEBOOK = COLAB / "sequence_tagger.ipynb"
+    DATA = DATA / "conll2003"
+    DATA_FILES = ("train.txt", "valid.txt")
+    # The tagger's defaults are still tuned: every option of the tiny model is explicit.
+    PARAMETERS = {
+        "KERASATTN_NOTEBOOK_TRAIN_SENTENCES": "256",
+        "KERASATTN_NOTEBOOK_VALID_SENTENCES": "128",
+        "KERASATTN_NOTEBOOK_EPOCHS": "1",
+        "KERASATTN_NOTEBOOK_RECIPE_OPTIONS": (
+            "--word-dim 16 --character-filters 16 --max-word-length 16 --lstm-units 0 "
+            "--layers 1 --hidden-dim 32 --heads 2 --intermediate-dim 32 "
+            "--position-encoding sinusoidal --context-window 3 --head crf --batch-size 32 "
+            "--warmup-steps 0 --precision float32 --verbose 2"
+        ),
+        "KERASATTN_NOTEBOOK_TENSORBOARD": "0",
+    }
+
+    def test_committed_without_outputs(self):
+        self.check_committed_without_outputs()
+
+    def test_runs_top_to_bottom_on_conll2003(self):
+        with tempfile.TemporaryDirectory() as folder:
+            work_dir = Path(folder) / "work"
+            printed = self.run_notebook(work_dir)
+
+            # The parameters made the data tiny: the first sentences of each file.
+            self.assertRegex(printed, r"train\.txt: 256 sentences, \d+ tokens")
+            self.assertRegex(printed, r"valid\.txt: 128 sentences, \d+ tokens")
+            found = re.search(
+                r"validation entity F1 (\d\.\d{4}) \(precision \d\.\d{4}, recall \d\.\d{4}\) "
+                r"on 128 sentences", printed)
+            self.assertIsNotNone(found, printed)
+            f1 = float(found.group(1))
+            self.assertBetween(f1, 0.0, 1.0)
+            self.assertIn("after 1 epoch(s) (best epoch 1)", printed)
+            reloaded = re.search(
+                r"validation entity F1 of the reloaded preset (\d\.\d{4}) on 128 sentences",
+                printed)
+            self.assertIsNotNone(reloaded, printed)
+            # The saved preset tags as the trained model did.
+            self.assertAllClose(f1, float(reloaded.group(1)), atol=1e-4)
+            # Each raw sentence is printed, followed by its entities (or none) with confidence.
+            self.assertRegex(printed, r"Angela Merkel met Emmanuel Macron in Paris on Tuesday\.\n"
+                                      r"    (\(no entities\)|[A-Z]+ '.+' \d\.\d\d)")
+            if "conll2003" not in preset.shipped("zoo.sequence_tagger"):
+                self.assertIn("This installation has no shipped conll2003 preset.", printed)
+
+            self.check_tflite_export(work_dir / "export", printed)
+            self.assertIn("TFLite float32 tags equal Keras's on 3 of 3 sentences", printed)
+            scores = re.search(
+                r"validation entity F1: Keras (\d\.\d{4}), TFLite float32 (\d\.\d{4}), "
+                r"TFLite dynamic_int8 (\d\.\d{4})", printed)
+            self.assertIsNotNone(scores, printed)
+            keras_f1, float32_f1, int8_f1 = (float(value) for value in scores.groups())
+            self.assertAllClose(f1, keras_f1, atol=1e-4)
+            self.assertEqual(keras_f1, float32_f1)  # float32 TFLite tags as Keras does
+            self.assertBetween(int8_f1, 0.0, 1.0)

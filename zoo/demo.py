@@ -1,4 +1,4 @@
-"""`python -m zoo demo`: the Attention-Based Transformer, end to end, offline.
+"""`python -m zoo demo`: the zoo's presets, end to end, offline.
 
 It loads the `sst2` preset shipped in the package, classifies a few
 built-in sentences (showing the tokens the pooling attends to most),
@@ -6,7 +6,9 @@ fine-tunes for a few steps on a small sample the package carries (written
 for this project) with TensorBoard logs and attention maps, saves the
 model, exports it to every format with parity checks (SavedModel taking raw
 strings, TFLite float32 / float16 / dynamic int8 / full int8, ONNX), and
-prints one summary table. No data folder is needed.
+prints one summary table; then the sequence tagger's `conll2003` preset
+tags a few raw sentences (entity spans with their confidence). No data
+folder is needed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ SENTENCES = (
     "i would rather watch paint dry.",
 )
 TOP_TOKENS = 3
+TAGGER_SENTENCES = (
+    "EU rejects German call to boycott British lamb.",
+    "Peter Blackburn flew from Brussels to New York on Monday.",
+    "Shares of Volkswagen rose 3 percent in Frankfurt, Reuters said.",
+)
 
 
 def _sample_path() -> str:
@@ -82,12 +89,20 @@ def run(out_dir: str, steps: int, seed: int) -> int:
             tolerances={"full_int8": 0.2},
             overwrite=True,
         )
+    tagged = _tag_sentences()
     return _print_summary(before, accuracy_before, accuracy_after, steps, model_path,
-                          export_dir, manifest, log_dir, time.perf_counter() - started)
+                          export_dir, manifest, log_dir, tagged, time.perf_counter() - started)
+
+
+def _tag_sentences() -> list[dict]:
+    from zoo.sequence_tagger import recipe as tagger_recipe
+    from zoo.sequence_tagger.model import SequenceTagger
+
+    return tagger_recipe.describe(SequenceTagger.from_preset("conll2003"), TAGGER_SENTENCES)
 
 
 def _print_summary(before, accuracy_before, accuracy_after, steps, model_path, export_dir,
-                   manifest, log_dir, seconds) -> int:
+                   manifest, log_dir, tagged, seconds) -> int:
     print("\nkerasattn demo: the Attention-Based Transformer (preset sst2)")
     print("\n  sentence                                              label     p     most attended")
     for row in before:
@@ -105,5 +120,10 @@ def _print_summary(before, accuracy_before, accuracy_after, steps, model_path, e
             f"      {artifact['tolerance']:.0e}       {artifact['latency_ms']['batch_1']:.2f}"
         )
     print(f"\n  TensorBoard logs: tensorboard --logdir {log_dir}")
+    print("\nkerasattn demo: the sequence tagger (preset conll2003), entities with confidence")
+    for row in tagged:
+        entities = "; ".join(f"{e['type']} {e['text']!r} {e['confidence']:.2f}"
+                             for e in row["entities"]) or "(none)"
+        print(f"  {row['text']}\n    {entities}")
     print(f"  wall time: {seconds:.0f} s")
     return 0

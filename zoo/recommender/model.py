@@ -177,7 +177,7 @@ class NextItemRetriever(Task):
     with `loss`:
 
     - `"bce"`: SASRec's binary cross-entropy, one negative per position drawn
-      uniformly from 1..N;
+      uniformly from 1..N (whatever `item_counts`);
     - `"sampled_softmax"`: softmax over the positive and `num_negatives`
       negatives shared by the batch, drawn uniformly (logQ is then a
       constant and left out) or, given `item_counts`, in proportion to the
@@ -190,7 +190,8 @@ class NextItemRetriever(Task):
         loss: one of `LOSSES`.
         num_negatives: negatives per batch of `"sampled_softmax"`.
         item_counts: optional `num_items + 1` training counts (index 0, the
-            padding, is never sampled): popularity sampling with logQ.
+            padding, is never sampled): `"sampled_softmax"` then samples by
+            popularity, with the logQ correction.
         seed: optional seed of the negative sampling.
         **kwargs: `name`.
     """
@@ -231,8 +232,12 @@ class NextItemRetriever(Task):
         if item_counts is not None:
             counts = np.asarray(item_counts, dtype=np.float64)
             counts[0] = 0.0
+            # Items never sampled (the padding, items unseen in training) are
+            # never positives either (or only at masked positions): a finite
+            # 0 keeps their logits, and so the gradients, free of infinities.
             with np.errstate(divide="ignore"):
-                self._log_q = np.log(counts / counts.sum()).astype(np.float32)
+                log_q = np.log(counts / counts.sum())
+            self._log_q = np.where(counts > 0, log_q, 0.0).astype(np.float32)
         self._score_function = None
         self._recommend_function = None
 
@@ -248,8 +253,8 @@ class NextItemRetriever(Task):
         # The loss is the task's own (`compute_loss`), not a Keras loss.
         return {**super().default_compile_arguments(), "optimizer": keras.optimizers.Adam(1e-3)}
 
-    def _negatives(self, shape):
-        if self._log_q is None:
+    def _negatives(self, shape, popularity: bool = False):
+        if not popularity or self._log_q is None:
             return keras.random.randint(shape, 1, self.num_items + 1, dtype="int32",
                                         seed=self.seed_generator)
         logits = ops.convert_to_tensor(self._log_q[None])
@@ -267,11 +272,20 @@ class NextItemRetriever(Task):
             loss = recommender_losses.bce_one_negative_loss(states, table, positives, negatives,
                                                             mask=mask)
         elif self.loss_name == "sampled_softmax":
-            negatives = self._negatives((self.num_negatives,))
+            negatives = self._negatives((self.num_negatives,), popularity=True)
             log_q = None if self._log_q is None else ops.convert_to_tensor(self._log_q)
             loss = recommender_losses.sampled_softmax_loss(states, table, positives, negatives,
                                                            log_q=log_q, mask=mask)
         else:
+            if keras.backend.backend() == "tensorflow":
+                # Score the real positions only: in short-history data (Amazon's,
+                # ~7 items a user) most of the (B, L) positions are padding, and
+                # the (positions, N) logits are the step's main cost.
+                import tensorflow as tf
+
+                states = tf.boolean_mask(states, mask)[None]
+                positives = tf.boolean_mask(positives, mask)[None]
+                mask = None
             loss = recommender_losses.full_softmax_loss(states, table, positives, mask=mask)
         if self.losses:
             loss = loss + ops.sum(self.losses)

@@ -26,6 +26,7 @@ RUN_DIR = "run"
 OPTIONS_FILE = "options.json"
 WALL_TIME_FILE = "wall_time.json"
 PROBE_USERS = 3  # validation users whose attention maps TensorBoard shows
+HEATMAP_ITEMS = 15  # items of the history drawn in attention_heatmap.png
 MONITORS = {"retrieval": "val_sampled_ndcg_at_10", "scorer": "val_auc"}
 
 
@@ -80,6 +81,13 @@ def _probe(evaluation, max_length: int, count: int):
     lengths = np.array([len(history) for history in evaluation.histories])
     users = np.argsort(-np.minimum(lengths, max_length), kind="stable")[:count]
     return evaluation.padded(max_length)[users], users
+
+
+def _heatmap_history(evaluation, max_length: int) -> np.ndarray:
+    """A validation history of about `HEATMAP_ITEMS` items (readable labels), left-padded."""
+    lengths = np.minimum([len(history) for history in evaluation.histories], max_length)
+    user = int(np.argmin(np.abs(lengths - min(HEATMAP_ITEMS, max_length))))
+    return evaluation.padded(max_length)[user]
 
 
 def plot_attention(model, history: np.ndarray, labels, path: str | os.PathLike) -> None:
@@ -184,9 +192,13 @@ def run(args: argparse.Namespace) -> dict:
         batches, steps = recommender_data.scorer_batches(model, data, args.batch_size,
                                                          args.num_negatives, args.seed)
     with strategy.scope():
-        model.compile(optimizer=training.optimizer(
-            args.learning_rate, steps * args.epochs, args.warmup_steps, args.weight_decay,
-        ))
+        optimizer = training.optimizer(args.learning_rate, steps * args.epochs,
+                                       args.warmup_steps, args.weight_decay)
+        if policy == "mixed_float16":
+            # The task itself runs in float32, so Keras would not scale the loss:
+            # float16 gradients (of rare items' embeddings) would underflow.
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        model.compile(optimizer=optimizer)
     monitor = MONITORS[args.task]
     record = training.TrainingRecord(
         run_dir / "history.json", run_dir / "best.weights.h5", monitor=monitor, mode="max",
@@ -236,7 +248,7 @@ def run(args: argparse.Namespace) -> dict:
                                      f"{Path(args.data).name}",
                          metrics=headline)
     training.plot_training_curves(record.history, out / "training_curves.png", metrics=curves)
-    user = probe[0]
+    user = _heatmap_history(validation, args.max_length)
     real = user[user > 0]
     plot_attention(model, user, _display_labels(preprocessor, real),
                    out / "attention_heatmap.png")
@@ -256,6 +268,9 @@ def run(args: argparse.Namespace) -> dict:
         "best_epoch": record.best_epoch,
         "epochs_run": len(record.epochs),
         "epoch_seconds": record.epoch_seconds,
+        # Training alone: the epoch less its validation scoring.
+        "epoch_train_seconds": [round(epoch["seconds"] - epoch.get("val_seconds", 0.0), 1)
+                                for epoch in record.epochs],
         "history": record.history,
         "parameters": model.count_params(),
         "wall_seconds": round(clock.seconds, 1),

@@ -135,15 +135,18 @@ class MaskedConvolution(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="zoo")
 class SequenceTaggerBackbone(Backbone):
-    """Tokens to contextual features: characters and words → (BiLSTM) → Transformer blocks.
+    """Tokens to contextual features: characters and words → Transformer blocks.
 
     Per token, a word embedding (dropped as a whole in training at
     `word_dropout`) and the `CharacterEncoder` of its characters are
-    concatenated and projected to `hidden_dim`; an optional bidirectional
-    LSTM (`lstm_units` per direction, projected back to `hidden_dim`) gives
-    order and direction; then `num_layers` pre-norm `TransformerEncoderBlock`s
-    (with `position_encoding="sinusoidal"` and no LSTM, sinusoidal positions
-    are added first) and a final layer normalization.
+    concatenated, dropped out at `dropout`, and projected to `hidden_dim`
+    (through an optional BiLSTM, `lstm_units` per direction; off by default:
+    it does not convert to TFLite at a dynamic length). A `MaskedConvolution`
+    over `context_window` neighbours adds local order, sinusoidal positions
+    are added, and `num_layers` pre-norm `TransformerEncoderBlock`s and a
+    final layer normalization follow. On CoNLL-2003 the convolution and the
+    positions were worth about 2 F1 points early in training over attention
+    without either (see the model card).
 
     Args:
         vocabulary_size: number of word ids (0 is padding, 1 unknown).
@@ -158,7 +161,7 @@ class SequenceTaggerBackbone(Backbone):
         num_layers: Transformer blocks (0 for none).
         num_heads: attention heads per block.
         intermediate_dim: feed-forward width of the blocks.
-        dropout: dropout on the token vectors and in the blocks.
+        dropout: dropout on the token vectors (and after the BiLSTM).
         attention_dropout: dropout on the attention weights.
         word_dropout: rate at which a whole word embedding is zeroed in
             training (the characters stay), so that unknown words are learnt.
@@ -184,15 +187,15 @@ class SequenceTaggerBackbone(Backbone):
         character_dim: int = 32,
         character_filters: int = 64,
         hidden_dim: int = 256,
-        lstm_units: int = 128,
+        lstm_units: int = 0,
         num_layers: int = 2,
         num_heads: int = 4,
         intermediate_dim: int = 512,
         dropout: float = 0.5,
         attention_dropout: float = 0.1,
         word_dropout: float = 0.1,
-        position_encoding: str = "none",
-        context_window: int = 0,
+        position_encoding: str = "sinusoidal",
+        context_window: int = 3,
         block_dropout: float = 0.1,
         dtype=None,
         **kwargs,

@@ -50,7 +50,7 @@ class SequenceTaggerRecipe(registry.Recipe):
     name = MODEL_NAME
     package = "zoo.sequence_tagger"
     default_preset = "conll2003"
-    summary = "named-entity tagger (CoNLL-2003): characters + words, BiLSTM, Transformer, CRF"
+    summary = "named-entity tagger (CoNLL-2003): characters + words, Transformer blocks, CRF"
     description = __doc__
 
     # -- train ----------------------------------------------------------------
@@ -80,13 +80,14 @@ class SequenceTaggerRecipe(registry.Recipe):
         add("--character-filters", "character encoder width; 0 for no characters", type=int,
             default=64)
         add("--max-word-length", "characters kept per token", type=int, default=16)
-        add("--lstm-units", "BiLSTM units per direction; 0 for none", type=int, default=128)
+        add("--lstm-units", "BiLSTM units per direction; 0 for none (a BiLSTM does not "
+            "convert to TFLite at dynamic length)", type=int, default=0)
         add("--layers", "Transformer blocks", type=int, default=2)
         add("--hidden-dim", "model width", type=int, default=256)
         add("--heads", "attention heads", type=int, default=4)
         add("--intermediate-dim", "feed-forward width", type=int, default=512)
-        add("--position-encoding", "positions added before the blocks (with no BiLSTM)",
-            choices=("none", "sinusoidal"), default="none")
+        add("--position-encoding", "positions added before the blocks",
+            choices=("none", "sinusoidal"), default="sinusoidal")
         add("--context-window", "tokens a convolution before the blocks sees at once (local "
             "order); 0 for none", type=int, default=3)
         add("--dropout", "dropout on the token vectors", type=float, default=0.5)
@@ -94,13 +95,13 @@ class SequenceTaggerRecipe(registry.Recipe):
         add("--attention-dropout", "dropout on attention weights", type=float, default=0.1)
         add("--word-dropout", "rate at which whole word embeddings are zeroed", type=float,
             default=0.1)
-        add("--epochs", "maximum epochs", type=int, default=30)
+        add("--epochs", "maximum epochs", type=int, default=20)
         add("--batch-size", "sentences per batch", type=int, default=32)
         add("--learning-rate", "peak learning rate", type=float, default=2e-3)
         add("--warmup-steps", "linear warmup steps", type=int, default=300)
         add("--weight-decay", "AdamW weight decay", type=float, default=0.01)
         add("--patience", "early stopping: epochs without a better validation F1", type=int,
-            default=6)
+            default=8)
         add("--seed", "random seed", type=int, default=1)
         add("--precision", "dtype policy; auto: mixed_bfloat16 where the CPU has AMX-bf16, "
             "mixed_float16 on a GPU, float32 otherwise", choices=PRECISIONS, default="auto")

@@ -1,0 +1,163 @@
+"""Training throughput in mixed_bfloat16 ÷ float32, measured in one process.
+
+Two workloads, each trained on `--steps` batches per precision (after one
+untimed pass over them), the precisions alternated `--rounds` times
+(medians kept):
+
+- `tagger`: the sequence tagger's recipe model (`SequenceTagger` with its
+  default backbone and the CRF) on CoNLL-2003 training batches built by the
+  recipe's own pipeline (`--data`);
+- `blocks`: 4 Transformer encoder blocks, width 256, 4 heads, feed-forward
+  1024, length 64, batch 64, with our `TransformerEncoderBlock` and with the
+  same block written from `keras.layers.MultiHeadAttention` (the anchor),
+  on random tokens.
+
+It prints tokens per second per precision and the ratio bf16 ÷ float32,
+with the CPU's model and the flags that decide whether bfloat16 pays
+(`avx512_bf16`, `amx_bf16`). `zoo.training.dtype_policy("auto")` picks
+mixed_bfloat16 only where `amx_bf16` is present.
+
+    python benchmarks/precision.py --data ../shared/data/conll2003
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from zoo import console  # noqa: E402  (quiet TensorFlow before it loads)
+
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def tagger_workload(data: str, precision: str, steps: int):
+    """A function training the tagger `steps` steps; returns tokens trained on."""
+    import keras
+
+    from zoo import training
+    from zoo.sequence_tagger import data as tagger_data
+    from zoo.sequence_tagger.model import SequenceTagger
+    from zoo.sequence_tagger.model import SequenceTaggerBackbone
+    from zoo.sequence_tagger.preprocessor import SequenceTaggerPreprocessor
+    from zoo.sequence_tagger.preprocessor import learn_vocabularies
+
+    splits = tagger_data.read_splits(data)
+    words, characters = learn_vocabularies(splits.train.tokens)
+    preprocessor = SequenceTaggerPreprocessor(words, characters, splits.train.tag_names)
+    keras.utils.set_random_seed(1)
+    backbone = SequenceTaggerBackbone(len(words), len(characters), dtype=precision)
+    model = SequenceTagger(backbone, len(splits.train.tag_names), preprocessor=preprocessor)
+    model.compile(optimizer=training.optimizer(2e-3, 10_000, 300, 0.01, clipnorm=5.0))
+    batches, _ = tagger_data.training_batches(splits.train, preprocessor, 32, seed=1)
+    # The same batches for both precisions, taken once.
+    taken = list(batches.take(steps))
+    tokens = sum(int(features["padding_mask"].numpy().sum()) for features, _ in taken)
+
+    def train():
+        for features, tags in taken:
+            model.train_on_batch(features, tags)
+        return tokens
+
+    return train
+
+
+def blocks_workload(kind: str, precision: str, steps: int):
+    import keras
+    import numpy as np
+
+    from kerasattn import layers
+
+    width, heads, length, batch = 256, 4, 64, 64
+    keras.utils.set_random_seed(1)
+    tokens_in = keras.Input((length,), dtype="int32")
+    x = keras.layers.Embedding(8000, width, dtype=precision)(tokens_in)
+    for _ in range(4):
+        if kind == "ours":
+            x = layers.TransformerEncoderBlock(heads, 4 * width, norm_first=True,
+                                               dtype=precision)(x)
+        else:
+            norm = keras.layers.LayerNormalization(dtype=precision)(x)
+            x = x + keras.layers.MultiHeadAttention(heads, width // heads, dtype=precision)(
+                norm, norm)
+            norm = keras.layers.LayerNormalization(dtype=precision)(x)
+            hidden = keras.layers.Dense(4 * width, activation="relu", dtype=precision)(norm)
+            x = x + keras.layers.Dense(width, dtype=precision)(hidden)
+    logits = keras.layers.Dense(8000, dtype=precision)(x)
+    model = keras.Model(tokens_in, logits)
+    model.compile(keras.optimizers.AdamW(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 8000, (steps, batch, length)).astype("int32")
+
+    def train():
+        for ids in data:
+            model.train_on_batch(ids, ids)
+        return steps * batch * length
+
+    return train
+
+
+def measure(make, steps: int, rounds: int) -> dict[str, float]:
+    """Median tokens/s per precision, the precisions alternated each round.
+
+    Each model first runs its batches once untimed: that traces the train
+    step for every batch shape (the tagger's batches vary in length).
+    """
+    trainers = {precision: make(precision, steps) for precision in PRECISIONS}
+    for trainer in trainers.values():
+        trainer()
+    speeds = {precision: [] for precision in PRECISIONS}
+    for _ in range(rounds):
+        for precision in PRECISIONS:
+            start = time.perf_counter()
+            tokens = trainers[precision]()
+            speeds[precision].append(tokens / (time.perf_counter() - start))
+    return {precision: statistics.median(values) for precision, values in speeds.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="CoNLL-2003 folder for the tagger workload")
+    parser.add_argument("--workloads", default="tagger,blocks")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    console.quiet()
+    from benchmarks.tagger_speed import cpu_name
+    from zoo.training import cpu_flags
+    from zoo.training import dtype_policy
+
+    flags = cpu_flags()
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; avx512_bf16: "
+          f"{'avx512_bf16' in flags}, amx_bf16: {'amx_bf16' in flags}; "
+          f"--precision auto picks {dtype_policy('auto')}")
+    print(f"{args.steps} steps per precision and round, {args.rounds} rounds, medians")
+    print("| workload | float32 tokens/s | mixed_bfloat16 tokens/s | bf16 ÷ float32 |")
+    print("|---|---|---|---|")
+    workloads = [name.strip() for name in args.workloads.split(",")]
+    cases = []
+    if "tagger" in workloads:
+        if not args.data:
+            parser.error("the tagger workload needs --data")
+        cases.append(("sequence tagger (recipe model, CRF)",
+                      lambda precision, steps: tagger_workload(args.data, precision, steps)))
+    if "blocks" in workloads:
+        for kind in ("ours", "keras"):
+            cases.append((f"4 blocks × 256, {kind}",
+                          lambda precision, steps, kind=kind: blocks_workload(
+                              kind, precision, steps)))
+    for name, make in cases:
+        speeds = measure(make, args.steps, args.rounds)
+        print(f"| {name} | {speeds['float32']:,.0f} | {speeds['mixed_bfloat16']:,.0f} | "
+              f"{speeds['mixed_bfloat16'] / speeds['float32']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
