@@ -76,8 +76,8 @@ def main() -> int:
             predicted, start = [None] * len(texts), time.perf_counter()
             for indices, features in batches:
                 tags = runtime.run(features)["tags"]
-                rows = model.preprocessor.tag_names_of(tags, features["padding_mask"])
-                for index, row in zip(indices, rows):
+                names = model.preprocessor.tag_names_of(tags, features["padding_mask"])
+                for index, row in zip(indices, names):
                     predicted[index] = row
             seconds = time.perf_counter() - start
             scores = tagger_data.entity_scores(sentences.tags, predicted, sentences.scheme)

@@ -60,7 +60,9 @@ def spacy_pipeline(labels, training_sentences):
     from spacy.training import Example
 
     config = init_config(lang="en", pipeline=["ner"], optimize="accuracy", gpu=False)
+    # No static vectors: no en_core_web_lg here, and the spaCy run had none.
     config["components"]["tok2vec"]["model"]["embed"]["include_static_vectors"] = False
+    config["initialize"]["vectors"] = None
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
     for label in labels:
         nlp.get_pipe("ner").add_label(label)

@@ -607,8 +607,9 @@ class RecipeTest(tf.test.TestCase):
         )
         self.assertEqual(2, result.returncode)
         self.assertLen(result.stderr.splitlines(), 1)
-        self.assertRegex(result.stderr, r"^zoo train: argument MODEL: invalid choice: 'bert' "
-                                        r"\(choose from 'attention-transformer', .*'sequence-tagger'")
+        self.assertRegex(
+            result.stderr, r"^zoo train: argument MODEL: invalid choice: 'bert' "
+                           r"\(choose from 'attention-transformer', .*'sequence-tagger'")
 
 
 class CommandLineTest(tf.test.TestCase):

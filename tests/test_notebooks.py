@@ -9,6 +9,8 @@ under CI (`CI=true`), where it fails.
 
 - `attention_transformer.ipynb`: SST-2 (`../shared/data/sst2`).
 - `sequence_tagger.ipynb`: CoNLL-2003 (`../shared/data/conll2003`).
+- `recommender.ipynb`: Amazon Video Games in SASRec's format
+  (`../shared/data/sasrec/Video.txt`, a file: the notebook's `DATA_FILE`).
 """
 
 import json
@@ -234,3 +236,117 @@ class SequenceTaggerNotebookTest(NotebookTestCase):
             self.assertAllClose(f1, keras_f1, atol=1e-4)
             self.assertEqual(keras_f1, float32_f1)  # float32 TFLite tags as Keras does
             self.assertBetween(int8_f1, 0.0, 1.0)
+
+
+class RecommenderNotebookTest(NotebookTestCase):
+    NOTEBOOK = COLAB / "recommender.ipynb"
+    # A file, not a folder: the notebook's DATA_FILE is the SASRec-format log itself.
+    DATA = DATA / "sasrec" / "Video.txt"
+    USERS = 2000
+    PARAMETERS = {
+        "KERASATTN_NOTEBOOK_USERS": str(USERS),
+        "KERASATTN_NOTEBOOK_EPOCHS": "1",
+        "KERASATTN_NOTEBOOK_RECIPE_OPTIONS": (
+            "--hidden-dim 16 --layers 1 --max-length 20 --batch-size 128 --warmup-steps 0 "
+            "--precision float32 --verbose 2"
+        ),
+        "KERASATTN_NOTEBOOK_TENSORBOARD": "0",
+    }
+    MAX_LENGTH = 20
+    METRICS = (r"sampled HR@10 (\d\.\d{4}), NDCG@10 (\d\.\d{4}); full ranking HR@10 (\d\.\d{4}), "
+               r"NDCG@10 (\d\.\d{4}) on ([\d,]+) users")
+
+    def run_notebook(self, work_dir: Path) -> str:
+        # DATA is a file, which the base class's check of DATA_FILES in a folder cannot name.
+        if not self.DATA.is_file():
+            message = f"{self.DATA}: expected a SASRec-format file, received: no such file"
+            if os.environ.get("CI") == "true":
+                self.fail(message)
+            self.skipTest(message)
+        return super().run_notebook(work_dir)
+
+    def test_committed_without_outputs(self):
+        self.check_committed_without_outputs()
+
+    def test_runs_top_to_bottom_on_video_games(self):
+        with tempfile.TemporaryDirectory() as folder:
+            work_dir = Path(folder) / "work"
+            printed = self.run_notebook(work_dir)
+
+            # The parameter made the data tiny: every line of the first 2,000 users.
+            data = re.search(rf"Video_first_{self.USERS}_users\.txt: {self.USERS:,} users, "
+                             r"([\d,]+) items, ([\d,]+) interactions", printed)
+            self.assertIsNotNone(data, printed)
+            num_items = int(data.group(1).replace(",", ""))
+
+            # Both protocols on validation and test, from metrics.json.
+            scores = {}
+            for split in ("valid", "test"):
+                found = re.search(rf"^{split}: {self.METRICS}$", printed, re.MULTILINE)
+                self.assertIsNotNone(found, printed)
+                sampled_hr, sampled_ndcg, full_hr, full_ndcg = (
+                    float(value) for value in found.groups()[:4])
+                for value in (sampled_hr, sampled_ndcg, full_hr, full_ndcg):
+                    self.assertBetween(value, 0.0, 1.0)
+                self.assertLessEqual(sampled_ndcg, sampled_hr)
+                self.assertLessEqual(full_ndcg, full_hr)
+                self.assertLessEqual(full_hr, sampled_hr)  # 100 negatives rank easier than all
+                self.assertBetween(int(found.group(5).replace(",", "")), 1, self.USERS)
+                scores[split] = found.groups()
+            self.assertIn(f"{self.USERS:,} users, {num_items:,} items", printed)
+            self.assertIn("after 1 epoch(s) (best epoch 1)", printed)
+            # The saved preset ranks validation as the trained model did.
+            reloaded = re.search(rf"valid of the reloaded preset: {self.METRICS}", printed)
+            self.assertIsNotNone(reloaded, printed)
+            self.assertAllClose([float(v) for v in scores["valid"][:4]],
+                                [float(v) for v in reloaded.groups()[:4]], atol=1e-4)
+            self.assertEqual(scores["valid"][4], reloaded.group(5))
+
+            # Three histories, each followed by its top 10, best first, none of its items.
+            blocks = re.findall(
+                r"^user (\S+): history of (\d+) items(?: \(the latest of \d+\))?, oldest first: "
+                r"([^\n]*)\n((?:  +\d+\. \S+ +score +-?\d+\.\d{4}\n)+)", printed, re.MULTILINE)
+            self.assertGreaterEqual(len(blocks), 3, printed)
+            self.assertNotIn("(the latest of", printed)  # whole histories: all of each excluded
+            for user, size, history, ranked in blocks[:3]:
+                history = history.split()
+                self.assertLen(history, int(size))
+                self.assertBetween(len(history), 1, self.MAX_LENGTH)
+                rows = re.findall(r"(\d+)\. (\S+) +score +(-?\d+\.\d{4})", ranked)
+                self.assertEqual([str(rank) for rank in range(1, 11)], [r[0] for r in rows])
+                items = [r[1] for r in rows]
+                self.assertLen(set(items), 10)
+                self.assertEmpty(set(items) & set(history), f"user {user}")
+                values = [float(r[2]) for r in rows]
+                self.assertEqual(sorted(values, reverse=True), values)
+            self.assertIn("items of the history among the recommendations: 0 with "
+                          "exclude_seen=True", printed)
+            self.assertIn("recommend's scores equal score_all's at its items: True", printed)
+            if "video-games" not in preset.shipped("zoo.recommender"):
+                self.assertIn("This installation has no shipped video-games preset.", printed)
+
+            # The export: a SavedModel, the TFLite and ONNX candidate scorer, the item map.
+            export_dir = work_dir / "export"
+            manifest = json.loads((export_dir / "manifest.json").read_text(encoding="utf-8"))
+            self.assertEqual(num_items, manifest["num_items"])
+            self.assertCountEqual(
+                ["saved_model", "candidate_scorer_tflite_float32", "candidate_scorer_onnx"],
+                manifest["artifacts"])
+            self.assertTrue((export_dir / "saved_model" / "saved_model.pb").is_file())
+            tflite_path = export_dir / "candidate_scorer" / "model_float32.tflite"
+            self.assertEqual(b"TFL3", tflite_path.read_bytes()[4:8])  # a TFLite flatbuffer
+            self.assertTrue((export_dir / "candidate_scorer" / "model.onnx").is_file())
+            items = (export_dir / "items.txt").read_text(encoding="utf-8").splitlines()
+            self.assertLen(items, num_items)
+            self.assertIn("SavedModel recommend: the same top 10 as Keras on 3 of 3 histories",
+                          printed)
+            self.assertIn("padded like the preprocessor: True", printed)
+            tflite = re.search(
+                r"TFLite candidate scores (equal|DIFFER FROM) Keras's on 3 histories x 100 "
+                r"candidates: max \|difference\| (\S+) \(tolerance (\S+)\); its top 10 equal "
+                r"Keras's recommend on (\d) of 3 histories", printed)
+            self.assertIsNotNone(tflite, printed)
+            self.assertEqual("equal", tflite.group(1))
+            self.assertLessEqual(float(tflite.group(2)), float(tflite.group(3)))
+            self.assertEqual("3", tflite.group(4))
+            self.assertIn(f"TFLite model: {tflite_path}", printed)

@@ -327,3 +327,26 @@ class RecipeTest(tf.test.TestCase):
                                         os.path.join(folder, "out"), "--heads", "3"])
             self.assertEqual(2, code)
             self.assertIn("--hidden-dim divisible by --heads", printed)
+
+
+class PresetTest(tf.test.TestCase):
+    def test_video_games_preset_reproduces_its_card(self):
+        from pathlib import Path
+
+        from zoo import preset
+
+        video = Path(__file__).resolve().parents[2] / "shared" / "data" / "sasrec" / "Video.txt"
+        metric = preset.read_metadata(preset.find("video-games", "zoo.recommender"))["metrics"]
+        self.assertEqual("hr@10", metric["name"])
+        if not video.is_file():
+            if os.environ.get("CI") == "true":
+                self.fail(f"{video}: the CI needs the SASRec Video Games file")
+            self.skipTest(f"{video} is not here (outside CI)")
+        code, stdout, stderr = run_cli(["evaluate", "recommender", "--data", str(video), "--json"])
+        self.assertEqual(0, code, stderr)
+        scores = json.loads(stdout)
+        self.assertEqual(30901, scores["users"])
+        self.assertAllClose(metric["value"], scores["valid"]["sampled"]["hr@10"], atol=1e-6)
+        # The card's test row (scored once, at the end of training).
+        self.assertAllClose([0.7395, 0.5453], [scores["test"]["sampled"]["hr@10"],
+                                               scores["test"]["sampled"]["ndcg@10"]], atol=1e-4)

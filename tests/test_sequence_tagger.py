@@ -339,3 +339,26 @@ class ExportTest(tf.test.TestCase):
             mask = model.preprocessor(sentences)["padding_mask"]
             self.assertEqual([row["tags"] for row in expected],
                              model.preprocessor.tag_names_of(outputs["tags"], mask))
+
+
+class PresetTest(tf.test.TestCase):
+    def test_conll2003_preset_reaches_the_card_f1(self):
+        from pathlib import Path
+
+        from zoo import preset
+
+        valid = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003" / "valid.txt"
+        metadata = preset.read_metadata(
+            preset.find("conll2003", "zoo.sequence_tagger"))["metrics"]
+        self.assertEqual("entity_f1", metadata["name"])
+        if not valid.is_file():
+            if os.environ.get("CI") == "true":
+                self.fail(f"{valid}: the CI needs CoNLL-2003's valid.txt")
+            self.skipTest(f"{valid} is not here (outside CI)")
+        code, stdout, stderr = run_cli(
+            ["evaluate", "sequence-tagger", "--data", str(valid), "--json"])
+        self.assertEqual(0, code, stderr)
+        scores = json.loads(stdout)
+        self.assertAllClose(metadata["value"], scores["overall"]["f1"], atol=1e-6)
+        self.assertEqual(3250, scores["sentences"])
+        self.assertGreater(scores["overall"]["f1"], 0.89)

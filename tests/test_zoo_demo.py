@@ -29,6 +29,12 @@ class ZooDemoTest(tf.test.TestCase):
             summary = printed.getvalue()
             self.assertIn("a gorgeous, witty, seductive movie.", summary)
             self.assertIn("tensorboard --logdir", summary)
+            # The tagger's preset on its built-in sentences: entity spans with confidence.
+            self.assertIn("the sequence tagger (preset conll2003)", summary)
+            self.assertRegex(summary, r"PER 'Peter Blackburn' [01]\.\d\d")
+            self.assertIn("the recommender (preset video-games)", summary)
+            self.assertRegex(summary, r"history 12,55,301 -> \d+ \(-?\d+\.\d\d\)(, \d+ "
+                                      r"\(-?\d+\.\d\d\)){4}")
             for artifact in manifest["artifacts"]:
                 self.assertIn(artifact, summary)
 

@@ -7,8 +7,10 @@ for this project) with TensorBoard logs and attention maps, saves the
 model, exports it to every format with parity checks (SavedModel taking raw
 strings, TFLite float32 / float16 / dynamic int8 / full int8, ONNX), and
 prints one summary table; then the sequence tagger's `conll2003` preset
-tags a few raw sentences (entity spans with their confidence). No data
-folder is needed.
+tags a few raw sentences (entity spans with their confidence), and the
+recommender's `video-games` preset recommends the next items for a few
+purchase histories (items already bought left out). No data folder is
+needed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ SENTENCES = (
     "i would rather watch paint dry.",
 )
 TOP_TOKENS = 3
+# Purchase histories of item ids of the Video Games preset (its items are the SASRec file's ids).
+HISTORIES = ("12,55,301", "1000,1001,1002,1003")
+TOP_ITEMS = 5
 TAGGER_SENTENCES = (
     "EU rejects German call to boycott British lamb.",
     "Peter Blackburn flew from Brussels to New York on Monday.",
@@ -90,8 +95,10 @@ def run(out_dir: str, steps: int, seed: int) -> int:
             overwrite=True,
         )
     tagged = _tag_sentences()
+    recommended = _recommend()
     return _print_summary(before, accuracy_before, accuracy_after, steps, model_path,
-                          export_dir, manifest, log_dir, tagged, time.perf_counter() - started)
+                          export_dir, manifest, log_dir, tagged, recommended,
+                          time.perf_counter() - started)
 
 
 def _tag_sentences() -> list[dict]:
@@ -101,8 +108,15 @@ def _tag_sentences() -> list[dict]:
     return tagger_recipe.describe(SequenceTagger.from_preset("conll2003"), TAGGER_SENTENCES)
 
 
+def _recommend() -> list[dict]:
+    from zoo.recommender import recipe as recommender_recipe
+
+    model = recommender_recipe.RecommenderRecipe().load("video-games", None)
+    return [recommender_recipe.recommend(model, history, TOP_ITEMS) for history in HISTORIES]
+
+
 def _print_summary(before, accuracy_before, accuracy_after, steps, model_path, export_dir,
-                   manifest, log_dir, tagged, seconds) -> int:
+                   manifest, log_dir, tagged, recommended, seconds) -> int:
     print("\nkerasattn demo: the Attention-Based Transformer (preset sst2)")
     print("\n  sentence                                              label     p     most attended")
     for row in before:
@@ -125,5 +139,9 @@ def _print_summary(before, accuracy_before, accuracy_after, steps, model_path, e
         entities = "; ".join(f"{e['type']} {e['text']!r} {e['confidence']:.2f}"
                              for e in row["entities"]) or "(none)"
         print(f"  {row['text']}\n    {entities}")
+    print("\nkerasattn demo: the recommender (preset video-games), next items for a history")
+    for result in recommended:
+        items = ", ".join(f"{entry['item']} ({entry['score']:.2f})" for entry in result["items"])
+        print(f"  history {','.join(result['history'])} -> {items}")
     print(f"  wall time: {seconds:.0f} s")
     return 0

@@ -93,14 +93,14 @@ class RecommenderRecipe(registry.Recipe):
         add("--dropout", "dropout on the embeddings and in the blocks (SASRec: 0.5 on "
             "Amazon data)", type=float, default=0.5)
         add("--attention-dropout", "dropout on attention weights", type=float, default=0.0)
-        add("--epochs", "maximum epochs", type=int, default=200)
+        add("--epochs", "maximum epochs", type=int, default=40)
         add("--batch-size", "users (retrieval) or examples (scorer) per batch", type=int,
             default=128)
         add("--learning-rate", "peak learning rate", type=float, default=1e-3)
         add("--warmup-steps", "linear warmup steps", type=int, default=100)
         add("--weight-decay", "AdamW weight decay", type=float, default=0.0)
         add("--patience", "early stopping: epochs without a better validation metric",
-            type=int, default=20)
+            type=int, default=8)
         add("--eval-batch-size", "users per scoring batch in evaluation", type=int,
             default=1024)
         add("--seed", "random seed", type=int, default=1)

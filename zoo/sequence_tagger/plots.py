@@ -34,14 +34,20 @@ def plot_attention(model, text: str, path: str | os.PathLike) -> None:
     panels = [("mean over heads", scores.mean(axis=0))] + [
         (f"head {h + 1}", scores[h]) for h in range(heads)
     ]
-    size = max(3.0, 0.32 * length)
-    figure, axes_list = pyplot.subplots(1, len(panels), figsize=(size * len(panels), size + 1.2),
-                                        squeeze=False)
-    for index, (axes, (title, values)) in enumerate(zip(axes_list[0], panels)):
+    size = max(3.0, 0.25 * length)
+    columns = 3
+    rows = -(-len(panels) // columns)
+    figure, axes_grid = pyplot.subplots(
+        rows, columns, figsize=(size * columns, (size + 1.0) * rows), squeeze=False)
+    for index, axes in enumerate(axes_grid.flat):
+        if index >= len(panels):
+            axes.axis("off")
+            continue
+        title, values = panels[index]
         axes.imshow(values[:length, :length], cmap="viridis", vmin=0)
         axes.set_title(title, fontsize=9)
         axes.set_xticks(range(length), labels, rotation=90, fontsize=7)
-        axes.set_yticks(range(length), labels if index == 0 else [""] * length, fontsize=7)
+        axes.set_yticks(range(length), labels, fontsize=7)
     figure.suptitle("last block's self-attention: each row a token, each column what it attends "
                     "to (predicted entity tags in brackets)", fontsize=10)
     figure.tight_layout()

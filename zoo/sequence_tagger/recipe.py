@@ -141,8 +141,8 @@ class SequenceTaggerRecipe(registry.Recipe):
             if not result["entities"]:
                 print("  (no entities)")
             for entity in result["entities"]:
-                print(f"  {entity['type']:<6} {entity['text']!r} (tokens {entity['start']}–"
-                      f"{entity['end']}) {entity['confidence']:.3f}")
+                print(f"  {entity['type']:<6} {entity['text']!r} (tokens {entity['start']} to "
+                      f"{entity['end'] - 1}) {entity['confidence']:.3f}")
 
     # -- evaluate -------------------------------------------------------------
 

@@ -23,7 +23,7 @@ OPTIONS_FILE = "options.json"
 VOCABULARIES_FILE = "vocabularies.json"
 WALL_TIME_FILE = "wall_time.json"
 PROBE_SENTENCES = 3  # validation sentences whose attention maps TensorBoard shows
-HEATMAP_SENTENCE = 1  # the validation sentence of attention_heatmap.png
+HEATMAP_LENGTHS = (12, 24)  # attention_heatmap.png: the first validation sentence this long
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -83,6 +83,15 @@ def _check_recorded_options(path: Path, options: dict) -> None:
             )
     else:
         write_json(path, options)
+
+
+def _heatmap_sentence(sentences) -> str:
+    """The first sentence with an entity and `HEATMAP_LENGTHS` tokens (else the longest)."""
+    low, high = HEATMAP_LENGTHS
+    for tokens, tags in zip(sentences.tokens, sentences.tags):
+        if low <= len(tokens) <= high and any(tag != "O" for tag in tags):
+            return " ".join(tokens)
+    return " ".join(max(sentences.tokens, key=len))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -168,15 +177,15 @@ def run(args: argparse.Namespace) -> dict:
     write_atomically(out / "model.keras", model.save, suffix=".keras")
     model.save_to_preset(
         out / "preset",
-        description=f"{MODEL_NAME} trained by the recipe on {args.data}",
+        description=f"{MODEL_NAME} trained by the recipe on {Path(args.data).name} "
+                    f"(train.txt), selected on valid.txt; seed {args.seed}",
         metrics={"name": "entity_f1", "value": validation["overall"]["f1"],
                  "data": f"{Path(args.data).name} valid.txt (seqeval, strict IOB2)"},
     )
     training.plot_training_curves(record.history, out / "training_curves.png",
                                   metrics=("loss", "f1"), validation_name="validation")
     if args.layers:
-        plot_attention(model, splits.validation.texts()[HEATMAP_SENTENCE],
-                       out / "attention_heatmap.png")
+        plot_attention(model, _heatmap_sentence(splits.validation), out / "attention_heatmap.png")
     clock.save()
     tokens = sum(len(tokens) for tokens in splits.train.tokens)
     metrics = {
