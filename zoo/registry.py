@@ -84,6 +84,28 @@ def add_model_source_arguments(parser: argparse.ArgumentParser, default_preset: 
                         help="a saved model, such as OUT/model.keras")
 
 
+def load_task_file(model_path: str, classes: tuple):
+    """A task saved as a `.keras` file, checked to be one of `classes` with a preprocessor.
+
+    `predict` and `evaluate` of every model load `--model FILE.keras` this way.
+
+    Raises:
+        ValueError: naming the file if it is missing, not a `.keras` file, or
+            another model.
+    """
+    import keras
+
+    path = Path(model_path)
+    if not path.is_file() or path.suffix != ".keras":
+        raise ValueError(f"{path}: expected a .keras model file, received: no such file")
+    model = keras.saving.load_model(path)
+    if not isinstance(model, classes) or getattr(model, "preprocessor", None) is None:
+        names = " or ".join(cls.__name__ for cls in classes)
+        raise ValueError(f"{path}: expected a {names} with a preprocessor, "
+                         f"received: a {type(model).__name__}")
+    return model
+
+
 def register(recipe: Recipe) -> Recipe:
     """Registers a model's recipe under `recipe.name`; returns it.
 

@@ -95,6 +95,27 @@ def distribution_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
+def check_recorded_options(path: str | os.PathLike, options: dict) -> None:
+    """Records a run's options in `path`, or checks that a resumed run has the same.
+
+    Raises:
+        ValueError: naming the file and the options that differ (the output
+            folder holds a run made with other options).
+    """
+    path = Path(path)
+    if path.is_file():
+        recorded = read_json(path)
+        if recorded != options:
+            differing = sorted(key for key in set(options) | set(recorded)
+                               if options.get(key) != recorded.get(key))
+            raise ValueError(
+                f"{path}: expected a run with the options given, received: a run that differs "
+                f"in {', '.join(differing)}; use another --out folder"
+            )
+    else:
+        write_json(path, options)
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (`/proc/cpuinfo`; empty where it cannot be read)."""
     try:

@@ -19,7 +19,6 @@ from zoo.attention_transformer import data as recipe_data
 from zoo.attention_transformer import fine_tuning
 from zoo.attention_transformer import pretraining
 from zoo.attention_transformer.plots import plot_attention
-from zoo.files import read_json
 from zoo.files import write_json
 
 VOCABULARY_FILE = "vocabulary.txt"
@@ -90,21 +89,6 @@ def _vocabulary(args: argparse.Namespace, out: Path, texts) -> list[str]:
     vocabulary = ktext.learn_wordpiece_vocabulary(texts, args.vocabulary_size)
     ktext.save_vocabulary(vocabulary, out / VOCABULARY_FILE)
     return vocabulary
-
-
-def _check_fine_tuning_options(path: Path, options: dict) -> None:
-    """Records the fine-tuning's options beside its runs, or checks them on a rerun."""
-    if path.is_file():
-        recorded = read_json(path)
-        if recorded != options:
-            differing = sorted(key for key in set(options) | set(recorded)
-                               if options.get(key) != recorded.get(key))
-            raise ValueError(
-                f"{path}: expected fine-tuning runs with the options given, received: runs "
-                f"that differ in {', '.join(differing)}; use another --out folder"
-            )
-    else:
-        write_json(path, options)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -184,7 +168,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     runs_dir = out / fine_tuning.RUNS_DIR
     runs_dir.mkdir(exist_ok=True)
-    _check_fine_tuning_options(runs_dir / FINE_TUNING_OPTIONS_FILE, {
+    training.check_recorded_options(runs_dir / FINE_TUNING_OPTIONS_FILE, {
         **{key: value for key, value in options._asdict().items() if key != "verbose"},
         **dropout, "head_dropout": args.head_dropout, "init_seed": args.seed,
         "architecture": architecture, "validation": splits.validation_source,

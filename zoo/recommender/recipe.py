@@ -172,19 +172,7 @@ class RecommenderRecipe(registry.Recipe):
             task = preset_format.component_class(folder / preset_format.TASK_CONFIG_FILE)
             cls = CandidateScorer if task == "CandidateScorer" else NextItemRetriever
             return cls.from_preset(folder)
-        import keras
-
-        path = Path(model_path)
-        if not path.is_file() or path.suffix != ".keras":
-            raise ValueError(f"{path}: expected a .keras model file, received: no such file")
-        model = keras.saving.load_model(path)
-        if not isinstance(model, (NextItemRetriever, CandidateScorer)) or (
-                model.preprocessor is None):
-            raise ValueError(
-                f"{path}: expected a NextItemRetriever or CandidateScorer with a preprocessor, "
-                f"received: a {type(model).__name__}"
-            )
-        return model
+        return registry.load_task_file(model_path, (NextItemRetriever, CandidateScorer))
 
     def evaluate(self, model, data: Path, args: argparse.Namespace) -> dict:
         from zoo.recommender import data as recommender_data

@@ -18,7 +18,6 @@ import numpy as np
 
 from kerasattn._files import write_atomically
 from zoo import training
-from zoo.files import read_json
 from zoo.files import save_figure
 from zoo.files import write_json
 
@@ -59,21 +58,6 @@ def check_options(args: argparse.Namespace) -> None:
     if not data.exists():
         raise ValueError(f"{data}: expected a SASRec-format file or a MovieLens folder, "
                          "received: no such file or folder")
-
-
-def _check_recorded_options(path: Path, options: dict) -> None:
-    """Records the run's options, or checks that a resumed run has the same."""
-    if path.is_file():
-        recorded = read_json(path)
-        if recorded != options:
-            differing = sorted(key for key in set(options) | set(recorded)
-                               if options.get(key) != recorded.get(key))
-            raise ValueError(
-                f"{path}: expected a run with the options given, received: a run that differs "
-                f"in {', '.join(differing)}; use another --out folder"
-            )
-    else:
-        write_json(path, options)
 
 
 def _probe(evaluation, max_length: int, count: int):
@@ -158,7 +142,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     run_dir = out / RUN_DIR
     run_dir.mkdir(exist_ok=True)
-    _check_recorded_options(run_dir / OPTIONS_FILE, {
+    training.check_recorded_options(run_dir / OPTIONS_FILE, {
         "architecture": architecture, "task": args.task, "loss": args.loss,
         "side_features": side_features, "precision": policy, "seed": args.seed,
         "data": str(Path(args.data).resolve()), "interactions": data.interactions.num_interactions,

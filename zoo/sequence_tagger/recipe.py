@@ -159,18 +159,7 @@ class SequenceTaggerRecipe(registry.Recipe):
 
         if model_path is None:
             return SequenceTagger.from_preset(preset or self.default_preset)
-        import keras
-
-        path = Path(model_path)
-        if not path.is_file() or path.suffix != ".keras":
-            raise ValueError(f"{path}: expected a .keras model file, received: no such file")
-        model = keras.saving.load_model(path)
-        if not isinstance(model, SequenceTagger) or model.preprocessor is None:
-            raise ValueError(
-                f"{path}: expected a SequenceTagger with a preprocessor, "
-                f"received: a {type(model).__name__}"
-            )
-        return model
+        return registry.load_task_file(model_path, (SequenceTagger,))
 
     def evaluate(self, model, data: Path, args: argparse.Namespace) -> dict:
         from kerasattn import data as kdata

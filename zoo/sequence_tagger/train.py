@@ -70,21 +70,6 @@ def _vocabularies(out: Path, sentences) -> tuple[list[str], list[str]]:
     return words, characters
 
 
-def _check_recorded_options(path: Path, options: dict) -> None:
-    """Records the run's options, or checks that a resumed run has the same."""
-    if path.is_file():
-        recorded = read_json(path)
-        if recorded != options:
-            differing = sorted(key for key in set(options) | set(recorded)
-                               if options.get(key) != recorded.get(key))
-            raise ValueError(
-                f"{path}: expected a run with the options given, received: a run that differs "
-                f"in {', '.join(differing)}; use another --out folder"
-            )
-    else:
-        write_json(path, options)
-
-
 def _heatmap_sentence(sentences) -> str:
     """The first sentence with an entity and `HEATMAP_LENGTHS` tokens (else the longest)."""
     low, high = HEATMAP_LENGTHS
@@ -131,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     run_dir = out / RUN_DIR
     run_dir.mkdir(exist_ok=True)
-    _check_recorded_options(run_dir / OPTIONS_FILE, {
+    training.check_recorded_options(run_dir / OPTIONS_FILE, {
         "architecture": architecture, "head": args.head, "tag_scheme": args.tag_scheme,
         "tag_names": tag_names, "precision": policy, "seed": args.seed,
         **{name: getattr(args, name) for name in (
