@@ -13,22 +13,22 @@ from kerasattn.data import conll
 
 CONLL2003 = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"
 
-# CoNLL-2003's layout (token POS chunk NER), with a document opening and no
-# blank line after the last sentence.
+# CoNLL-2003's layout (token POS chunk NER) with invented sentences, a document
+# opening and no blank line after the last sentence.
 CONLL2003_STYLE = """\
 -DOCSTART- -X- -X- O
 
-EU NNP B-NP B-ORG
-rejects VBZ B-VP O
-German JJ B-NP B-MISC
+Acme NNP B-NP B-ORG
+hires VBZ B-VP O
+Danish JJ B-NP B-MISC
 
-Peter NNP B-NP B-PER
-Blackburn NNP I-NP I-PER
+Ines NNP B-NP B-PER
+Ferreira NNP I-NP I-PER
 
 -DOCSTART- -X- -X- O
 
-BRUSSELS NNP B-NP B-LOC
-1996-08-22 CD I-NP O"""
+OSLO NNP B-NP B-LOC
+2031-04-09 CD I-NP O"""
 
 # One sentence's entities, (PER 0-2, PER 2-3, LOC 4-5, ORG 5-8), in every scheme.
 SAME_ENTITIES = {
@@ -71,13 +71,13 @@ def test_reads_space_separated_conll2003_layout(tmp_path):
     assert isinstance(result, data.TaggedSentences)
     assert len(result) == 3
     assert result.tokens == [
-        ["EU", "rejects", "German"], ["Peter", "Blackburn"], ["BRUSSELS", "1996-08-22"]
+        ["Acme", "hires", "Danish"], ["Ines", "Ferreira"], ["OSLO", "2031-04-09"]
     ]
     assert result.tags == [["B-ORG", "O", "B-MISC"], ["B-PER", "I-PER"], ["B-LOC", "O"]]
     assert result.lines == [3, 7, 12]
     assert result.path == str(path)
     assert (result.scheme, result.source_scheme) == ("IOB2", "IOB2")
-    assert result.texts() == ["EU rejects German", "Peter Blackburn", "BRUSSELS 1996-08-22"]
+    assert result.texts() == ["Acme hires Danish", "Ines Ferreira", "OSLO 2031-04-09"]
     assert result.tag_names == ["O", "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-PER"]
     assert result.entity_types == ["LOC", "MISC", "ORG", "PER"]
 
@@ -444,8 +444,8 @@ def test_write_and_read_back(tmp_path):
     path = tmp_path / "out.txt"
     data.write_conll(path, original)
     assert path.read_text(encoding="utf-8") == (
-        "EU B-ORG\nrejects O\nGerman B-MISC\n\nPeter B-PER\nBlackburn I-PER\n\n"
-        "BRUSSELS B-LOC\n1996-08-22 O\n\n"
+        "Acme B-ORG\nhires O\nDanish B-MISC\n\nInes B-PER\nFerreira I-PER\n\n"
+        "OSLO B-LOC\n2031-04-09 O\n\n"
     )
     again = data.read_conll(path)
     assert (again.tokens, again.tags) == (original.tokens, original.tags)
@@ -455,10 +455,10 @@ def test_write_and_read_back(tmp_path):
 
 def test_write_with_predictions(tmp_path):
     path = tmp_path / "predictions.txt"
-    tokens = [["Peter", "Blackburn"], ["Bonn"]]
+    tokens = [["Ines", "Ferreira"], ["Bonn"]]
     tags = [["B-PER", "I-PER"], ["B-LOC"]]
     data.write_conll(path, (tokens, tags), predicted=[["B-PER", "O"], ["B-ORG"]])
-    assert path.read_text() == "Peter B-PER B-PER\nBlackburn I-PER O\n\nBonn B-LOC B-ORG\n\n"
+    assert path.read_text() == "Ines B-PER B-PER\nFerreira I-PER O\n\nBonn B-LOC B-ORG\n\n"
     assert data.read_conll(path, tag_column=1).tags == [["B-PER", "I-PER"], ["B-LOC"]]
     assert data.read_conll(path).tags == [["B-PER", "O"], ["B-ORG"]]
 
