@@ -72,6 +72,21 @@ class Recipe:
         return "\n".join(f"{key}: {value}" for key, value in metrics.items())
 
 
+def option_adder(parser: argparse.ArgumentParser):
+    """`add(flag, help, **kwargs)`: `parser.add_argument` that shows a set default in the help.
+
+    Every recipe's `add_train_arguments` adds its options with it, so `--help`
+    reads "(default: ...)" after each option that has one.
+    """
+
+    def add(flag: str, help: str, **kwargs) -> None:
+        if kwargs.get("default") is not None:
+            help += " (default: %(default)s)"
+        parser.add_argument(flag, help=help, **kwargs)
+
+    return add
+
+
 def add_model_source_arguments(parser: argparse.ArgumentParser, default_preset: str) -> None:
     """Adds `--preset NAME|DIR` or `--model FILE.keras` (one of them) to `parser`.
 

@@ -95,6 +95,27 @@ def distribution_strategy(name: str):
     return tf.distribute.get_strategy()
 
 
+def check_option_ranges(args, positive: Sequence[str] = (), non_negative: Sequence[str] = (),
+                        rates: Sequence[str] = ()) -> None:
+    """Raises a one-line `ValueError` naming the flag of the first option out of its range.
+
+    Args:
+        args: the parsed command line.
+        positive: options that must be > 0 (`None`, an option left unset, passes).
+        non_negative: options that must be >= 0.
+        rates: options that must be in [0, 1).
+    """
+    checks = ((positive, lambda value: value > 0, "> 0"),
+              (non_negative, lambda value: value >= 0, ">= 0"),
+              (rates, lambda value: 0 <= value < 1, "in [0, 1)"))
+    for names, valid, expected in checks:
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not valid(value):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"expected {flag} {expected}, received: {value}")
+
+
 def check_recorded_options(path: str | os.PathLike, options: dict) -> None:
     """Records a run's options in `path`, or checks that a resumed run has the same.
 

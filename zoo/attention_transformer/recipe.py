@@ -76,11 +76,7 @@ class AttentionTransformerRecipe(registry.Recipe):
     def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Adds the recipe's options; the defaults are the `sst2` preset's."""
 
-        def add(flag, help, **kwargs):
-            if "default" in kwargs and kwargs["default"] is not None:
-                help += " (default: %(default)s)"
-            parser.add_argument(flag, help=help, **kwargs)
-
+        add = registry.option_adder(parser)
         add("--data", "folder with train.tsv and dev.tsv (sentence<TAB>label)", required=True)
         add("--out", "output folder; running again with the same folder resumes", required=True)
         add("--label-names", "comma-separated class names in label order "

@@ -28,31 +28,21 @@ WALL_TIME_FILE = "wall_time.json"
 
 def check_options(args: argparse.Namespace) -> None:
     """Raises a one-line `ValueError` naming the flag of a bad option or the missing file."""
-    positive = ("vocabulary_size", "sequence_length", "layers", "hidden_dim", "heads",
-                "intermediate_dim", "epochs", "batch_size", "patience")
-    for name in positive:
-        if getattr(args, name) <= 0:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"expected {flag} > 0, received: {getattr(args, name)}")
-    non_negative = ("full_weight_length", "pretrain_epochs", "attention_window",
-                    "validation_sentences", "warmup_steps", "weight_decay")
-    for name in non_negative:
-        if getattr(args, name) < 0:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"expected {flag} >= 0, received: {getattr(args, name)}")
+    training.check_option_ranges(
+        args,
+        positive=("vocabulary_size", "sequence_length", "layers", "hidden_dim", "heads",
+                  "intermediate_dim", "epochs", "batch_size", "patience"),
+        non_negative=("full_weight_length", "pretrain_epochs", "attention_window",
+                      "validation_sentences", "warmup_steps", "weight_decay"),
+    )
     if not 0 < args.mask_rate < 1:
         raise ValueError(f"expected --mask-rate in (0, 1), received: {args.mask_rate}")
-    for name in ("learning_rate", "pretrain_learning_rate"):
-        if getattr(args, name) <= 0:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"expected {flag} > 0, received: {getattr(args, name)}")
-    if args.pooling_units is not None and args.pooling_units <= 0:
-        raise ValueError(f"expected --pooling-units > 0, received: {args.pooling_units}")
-    rates = ("dropout", "attention_dropout", "token_dropout", "head_dropout", "label_smoothing")
-    for name in rates:
-        if not 0 <= getattr(args, name) < 1:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"expected {flag} in [0, 1), received: {getattr(args, name)}")
+    training.check_option_ranges(
+        args,
+        positive=("learning_rate", "pretrain_learning_rate", "pooling_units"),
+        rates=("dropout", "attention_dropout", "token_dropout", "head_dropout",
+               "label_smoothing"),
+    )
     data = Path(args.data)
     if not data.is_dir():
         raise ValueError(

@@ -61,11 +61,7 @@ class RecommenderRecipe(registry.Recipe):
     def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
         from zoo.training import PRECISIONS
 
-        def add(flag, help, **kwargs):
-            if "default" in kwargs and kwargs["default"] is not None:
-                help += " (default: %(default)s)"
-            parser.add_argument(flag, help=help, **kwargs)
-
+        add = registry.option_adder(parser)
         add("--data", "a SASRec-format file (user item per line, in time order) or a "
             "MovieLens folder with u.data", required=True)
         add("--out", "output folder; running again with the same folder resumes", required=True)

@@ -29,31 +29,20 @@ HEATMAP_ITEMS = 15  # items of the history drawn in attention_heatmap.png
 MONITORS = {"retrieval": "val_sampled_ndcg_at_10", "scorer": "val_auc"}
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def check_options(args: argparse.Namespace) -> None:
     """Raises a one-line `ValueError` naming the flag of a bad option or the missing data."""
-    for name in ("max_length", "hidden_dim", "layers", "heads", "epochs", "batch_size",
-                 "patience", "num_negatives", "eval_batch_size"):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"expected {flag(name)} > 0, received: {getattr(args, name)}")
-    for name in ("warmup_steps", "weight_decay"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"expected {flag(name)} >= 0, received: {getattr(args, name)}")
-    if args.intermediate_dim is not None and args.intermediate_dim <= 0:
-        raise ValueError(f"expected --intermediate-dim > 0, received: {args.intermediate_dim}")
-    if args.learning_rate <= 0:
-        raise ValueError(f"expected --learning-rate > 0, received: {args.learning_rate}")
-    for name in ("dropout", "attention_dropout"):
-        if not 0 <= getattr(args, name) < 1:
-            raise ValueError(f"expected {flag(name)} in [0, 1), received: {getattr(args, name)}")
+    training.check_option_ranges(
+        args,
+        positive=("max_length", "hidden_dim", "layers", "heads", "epochs", "batch_size",
+                  "patience", "num_negatives", "eval_batch_size", "intermediate_dim",
+                  "learning_rate"),
+        non_negative=("warmup_steps", "weight_decay"),
+        rates=("dropout", "attention_dropout"),
+    )
     if args.hidden_dim % args.heads:
         raise ValueError(f"expected --hidden-dim divisible by --heads, received: "
                          f"{args.hidden_dim} and {args.heads}")
-    if args.min_count is not None and args.min_count <= 0:
-        raise ValueError(f"expected --min-count > 0, received: {args.min_count}")
+    training.check_option_ranges(args, positive=("min_count",))
     data = Path(args.data)
     if not data.exists():
         raise ValueError(f"{data}: expected a SASRec-format file or a MovieLens folder, "

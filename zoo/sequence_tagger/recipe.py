@@ -59,11 +59,7 @@ class SequenceTaggerRecipe(registry.Recipe):
         """Adds the recipe's options; the defaults are the `conll2003` preset's."""
         from zoo.training import PRECISIONS
 
-        def add(flag, help, **kwargs):
-            if "default" in kwargs and kwargs["default"] is not None:
-                help += " (default: %(default)s)"
-            parser.add_argument(flag, help=help, **kwargs)
-
+        add = registry.option_adder(parser)
         add("--data", "folder with train.txt, valid.txt and optionally test.txt (CoNLL columns)",
             required=True)
         add("--out", "output folder; running again with the same folder resumes", required=True)

@@ -28,23 +28,14 @@ HEATMAP_LENGTHS = (12, 24)  # attention_heatmap.png: the first validation senten
 
 def check_options(args: argparse.Namespace) -> None:
     """Raises a one-line `ValueError` naming the flag of a bad option or the missing file."""
-
-    def flag(name: str) -> str:
-        return "--" + name.replace("_", "-")
-
-    for name in ("word_dim", "max_word_length", "hidden_dim", "heads", "intermediate_dim",
-                 "epochs", "batch_size", "patience"):
-        if getattr(args, name) <= 0:
-            raise ValueError(f"expected {flag(name)} > 0, received: {getattr(args, name)}")
-    for name in ("character_filters", "lstm_units", "layers", "context_window", "warmup_steps",
-                 "weight_decay"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"expected {flag(name)} >= 0, received: {getattr(args, name)}")
-    if args.learning_rate <= 0:
-        raise ValueError(f"expected --learning-rate > 0, received: {args.learning_rate}")
-    for name in ("dropout", "block_dropout", "attention_dropout", "word_dropout"):
-        if not 0 <= getattr(args, name) < 1:
-            raise ValueError(f"expected {flag(name)} in [0, 1), received: {getattr(args, name)}")
+    training.check_option_ranges(
+        args,
+        positive=("word_dim", "max_word_length", "hidden_dim", "heads", "intermediate_dim",
+                  "epochs", "batch_size", "patience", "learning_rate"),
+        non_negative=("character_filters", "lstm_units", "layers", "context_window",
+                      "warmup_steps", "weight_decay"),
+        rates=("dropout", "block_dropout", "attention_dropout", "word_dropout"),
+    )
     if args.layers and args.hidden_dim % args.heads:
         raise ValueError(f"expected --hidden-dim divisible by --heads, received: "
                          f"{args.hidden_dim} and {args.heads}")
