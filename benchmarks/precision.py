@@ -129,8 +129,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     console.quiet()
-    from benchmarks.tagger_speed import cpu_name
     from zoo.training import cpu_flags
+    from zoo.training import cpu_name
     from zoo.training import dtype_policy
 
     flags = cpu_flags()

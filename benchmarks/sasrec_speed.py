@@ -74,17 +74,6 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16"
 OUR_LOSSES = ("bce", "full_softmax")
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def usable_users(train) -> int:
     return sum(1 for sequence in train if len(sequence) >= 2)
 
@@ -276,7 +265,7 @@ def machine() -> str:
 
     flags = training.cpu_flags()
     present = [flag for flag in FLAGS if flag in flags] or ["none of " + "/".join(FLAGS)]
-    return f"CPU: {cpu_name()}, {os.cpu_count()} cores; flags: {' '.join(present)}"
+    return f"CPU: {training.cpu_name()}, {os.cpu_count()} cores; flags: {' '.join(present)}"
 
 
 def load() -> str:

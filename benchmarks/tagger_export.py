@@ -42,8 +42,8 @@ def main() -> int:
     from kerasattn.export import export
     from kerasattn.export._runtimes import LiteRTRuntime
     from kerasattn.export._runtimes import OnnxRuntime
-    from benchmarks.tagger_speed import cpu_name
     from zoo.sequence_tagger import data as tagger_data
+    from zoo.training import cpu_name
     from zoo.sequence_tagger.recipe import SequenceTaggerRecipe
 
     model = SequenceTaggerRecipe().load(None if args.model else args.preset, args.model)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,14 +30,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from zoo import console  # noqa: E402  (quiet TensorFlow before it loads)
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def time_ours(model, texts, batch_size: int, repeats: int) -> float:
@@ -111,6 +102,8 @@ def main() -> int:
 
     import spacy
     import tensorflow as tf
+
+    from zoo.training import cpu_name
 
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; tensorflow {tf.__version__}, "
           f"spaCy {spacy.__version__}")

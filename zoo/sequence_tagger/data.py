@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
@@ -38,7 +39,8 @@ def read_splits(folder: str | Path, token_column: int = 0, tag_column: int = -1,
                 output_scheme=tag_scheme)
     train = kdata.read_conll(folder / "train.txt", **read)
     tag_names = complete_tag_names(train.entity_types, tag_scheme)
-    train = kdata.read_conll(folder / "train.txt", **read, tag_names=tag_names)
+    # A superset of the training file's own tags: nothing there to check again.
+    train = dataclasses.replace(train, known_tag_names=tag_names)
     validation = kdata.read_conll(folder / "valid.txt", **read, tag_names=tag_names)
     test = None
     if (folder / "test.txt").is_file():
