@@ -31,6 +31,7 @@ from typing import Sequence
 
 from kerasattn._files import write_atomically
 from kerasattn.data.errors import DataError
+from kerasattn.data.errors import read_text
 
 SCHEMES = ("IOB1", "IOB2", "IOBES")
 
@@ -309,19 +310,6 @@ def _check_tag_names(tag_names, scheme: str) -> list[str]:
     return names
 
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise DataError(path, None, "expected a file, received: no such file")
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise DataError(
-            path, line, f"expected UTF-8 text, received: byte {data[error.start]:#04x}"
-        ) from None
-
-
 def _column(path: Path, line: int, which: str, column: int, width: int) -> int:
     if not -width <= column < width:
         raise DataError(
@@ -404,7 +392,7 @@ def read_conll(
     _check_scheme("output_scheme", output_scheme, SCHEMES)
     known = None if tag_names is None else _check_tag_names(tag_names, output_scheme)
     path = Path(path)
-    content = _read_text(path)
+    content = read_text(path)
 
     prefixes = "BIES" if scheme == "auto" else _PREFIXES[scheme]
     tokens, parsed_tags, lines = [], [], []

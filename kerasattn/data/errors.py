@@ -27,3 +27,19 @@ class DataError(ValueError):
 
     def __reduce__(self):
         return type(self), (self.path, self.line, self.problem)
+
+
+def read_text(path: str | os.PathLike, encoding: str = "utf-8-sig") -> str:
+    """A data file's text, or a `DataError`: no such file, or a byte that does
+    not decode (with its line). `"utf-8-sig"` drops an opening byte-order mark."""
+    if not os.path.isfile(path):
+        raise DataError(path, None, "expected a file, received: no such file")
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DataError(
+            path, line, f"expected UTF-8 text, received: byte {data[error.start]:#04x}"
+        ) from None

@@ -35,6 +35,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from kerasattn.data.errors import DataError
+from kerasattn.data.errors import read_text
 
 FORMATS = ("pairs", "movielens", "per_user")
 
@@ -113,16 +114,7 @@ def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     is an error. Lines are yielded, not kept, so the file is not held as
     one list per line (which is slow to build: the garbage collector keeps
     scanning them)."""
-    if not path.is_file():
-        raise DataError(path, None, "expected a file, received: no such file")
-    data = path.read_bytes()
-    try:
-        content = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise DataError(
-            path, line, f"expected UTF-8 text, received: byte {data[error.start]:#04x}"
-        ) from None
+    content = read_text(path, encoding="utf-8")
     blank_line = None
     empty = True
     for number, text in enumerate(content.splitlines(), start=1):

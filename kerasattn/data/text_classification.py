@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasattn.data.errors import DataError
+from kerasattn.data.errors import read_text
 
 _DELIMITERS = {".tsv": "\t", ".csv": ","}
 _DELIMITER_NAMES = {"\t": "tabs", ",": "commas"}
@@ -224,17 +225,7 @@ def read_text_classification(
                 f"received: {which}={column!r}"
             )
     allowed = None if labels is None else _check_label_names(labels)
-    if not path.is_file():
-        raise DataError(path, None, "expected a file, received: no such file")
-
-    data = path.read_bytes()
-    try:
-        content = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise DataError(
-            path, line, f"expected UTF-8 text, received: byte {data[error.start]:#04x}"
-        ) from None
+    content = read_text(path)
     if not content.strip():
         raise DataError(path, None, "expected rows of text and label, received: an empty file")
 
