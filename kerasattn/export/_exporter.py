@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
@@ -232,6 +233,26 @@ def _entry(
     }
 
 
+@contextlib.contextmanager
+def staged(out_dir: str, overwrite: bool) -> Iterator[str]:
+    """A staging folder beside `out_dir` to write an export into.
+
+    When the block ends, the folder is renamed to `out_dir` (replacing it if
+    `overwrite`); when the block raises, it is deleted, so a failed export
+    leaves nothing behind.
+    """
+    parent, name = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+    os.mkdir(staging)
+    try:
+        yield staging
+        _move_into_place(staging, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _move_into_place(staging: str, out_dir: str, overwrite: bool) -> None:
     """Renames the finished staging folder to `out_dir`, replacing it if allowed."""
     if not os.path.lexists(out_dir):
@@ -426,11 +447,7 @@ def export(
             _latency_inputs(feed, latency_batch_size),
         )
 
-    parent, name = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-    os.mkdir(staging)
-    try:
+    with staged(out_dir, overwrite) as staging:
         if preprocessor is not None:
             vocabulary = _preprocessing.write_vocabulary(preprocessor, staging)
         artifacts, custom_ops = _write_artifacts(
@@ -466,10 +483,6 @@ def export(
             )
         with open(os.path.join(staging, MANIFEST), "w") as file:
             json.dump(manifest, file, indent=2)
-        _move_into_place(staging, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -72,8 +72,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from typing import Any, Dict, Sequence, Union
 
 import keras
@@ -85,7 +83,7 @@ from kerasattn.export import ExportError
 from kerasattn.export import export
 from kerasattn.export._exporter import MANIFEST
 from kerasattn.export._exporter import _check_out_dir
-from kerasattn.export._exporter import _move_into_place
+from kerasattn.export._exporter import staged
 from kerasattn.export._exporter import _size_bytes
 from kerasattn.export._runtimes import SavedModelRuntime
 from zoo.recommender.model import NextItemRetriever
@@ -385,11 +383,7 @@ def export_retriever(
     samples = {"item_ids": histories, "candidate_ids": candidates}
     scorer = candidate_scoring_model(model)
 
-    parent, name = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-    os.mkdir(staging)
-    try:
+    with staged(out_dir, overwrite) as staging:
         saved_model = os.path.join(staging, SAVED_MODEL)
         _write_saved_model(model, scorer, saved_model, top_k, exclude_seen)
         recommend_runtime = SavedModelRuntime(saved_model, RECOMMEND)
@@ -468,10 +462,6 @@ def export_retriever(
         }
         with open(os.path.join(staging, MANIFEST), "w") as file:
             json.dump(manifest, file, indent=2)
-        _move_into_place(staging, out_dir, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 
