@@ -111,6 +111,17 @@ class TargetAttentionTest(harness.LayerTestCase, parameterized.TestCase):
         self.assertAllClose([[1.0, 2.0, 0.0]], weights)
         self.assertAllClose([[1.0, 2.0]], output)
 
+    def test_lora_first_layer_takes_the_concatenated_path(self):
+        # The first Dense runs factored (never building [q, k, q - k, q * k]);
+        # with LoRA it runs as a plain Dense on the concatenation. LoRA starts
+        # at zero, so both paths must agree.
+        layer = TargetAttention(hidden_units=(8, 4))
+        factored = layer(QUERIES, VALUES, KEYS, value_mask=PARTIAL_MASK)
+        layer._mlp[0].enable_lora(2)
+        self.assertAllClose(
+            factored, layer(QUERIES, VALUES, KEYS, value_mask=PARTIAL_MASK), atol=1e-6
+        )
+
     def test_hand_computed_scaled(self):
         # d = 4, so the scale is 1/2. q = [2, 0, 0, 0]; k_1 = 0 -> s_1 = 0;
         # k_2 = [ln 3, 0, 0, 0] -> s_2 = 2 ln 3 / 2 = ln 3; k_3 is masked.

@@ -205,15 +205,38 @@ class TargetAttention(keras.layers.Layer):
             )
         q = ops.expand_dims(query, 2)  # (B, Tq, 1, d)
         k = ops.expand_dims(key, 1)  # (B, 1, T, d)
-        diff = q - k
-        shape = ops.shape(diff)
-        features = ops.concatenate(
-            [ops.broadcast_to(q, shape), ops.broadcast_to(k, shape), diff, q * k],
-            axis=-1,
-        )
-        for dense in self._mlp:
+        first, rest = self._mlp[0], self._mlp[1:]
+        if getattr(first, "quantization_mode", None) or getattr(first, "lora_enabled", False):
+            diff = q - k
+            shape = ops.shape(diff)
+            features = first(ops.concatenate(
+                [ops.broadcast_to(q, shape), ops.broadcast_to(k, shape), diff, q * k],
+                axis=-1,
+            ))
+        else:
+            features = first.activation(self._first_layer(first, query, key))
+        for dense in rest:
             features = dense(features)
         return ops.cast(ops.squeeze(features, -1), "float32")
+
+    def _first_layer(self, dense, query, key):
+        """The first `Dense` on `[q, k, q - k, q * k]` without building that tensor.
+
+        With the kernel split as `[W_q; W_k; W_d; W_p]` the pre-activation is
+        `q (W_q + W_d) + k (W_k - W_d) + (q * k) W_p + b`: the first two terms
+        are computed once per candidate and once per history item, so only
+        `(q * k) W_p` runs over all `(candidate, item)` pairs — a quarter of
+        the concatenated features' work, with the same weights.
+        """
+        kernel = ops.cast(dense.kernel, self.compute_dtype)
+        w_q, w_k, w_d, w_p = ops.split(kernel, 4, axis=0)
+        per_query = ops.matmul(query, w_q + w_d)  # (B, Tq, h)
+        per_key = ops.matmul(key, w_k - w_d)  # (B, T, h)
+        pairs = ops.matmul(ops.expand_dims(query, 2) * ops.expand_dims(key, 1), w_p)
+        outputs = pairs + ops.expand_dims(per_query, 2) + ops.expand_dims(per_key, 1)
+        if dense.use_bias:
+            outputs = outputs + ops.cast(dense.bias, self.compute_dtype)
+        return outputs
 
     def call(
         self,

@@ -44,6 +44,8 @@ from typing import Optional
 from zoo import registry
 
 MODEL_NAME = "recommender"
+# --num-negatives by task.
+NEGATIVES = {"retrieval": 256, "scorer": 8}
 
 
 class RecommenderRecipe(registry.Recipe):
@@ -70,8 +72,10 @@ class RecommenderRecipe(registry.Recipe):
             default="retrieval")
         add("--loss", "retrieval loss", choices=("full_softmax", "sampled_softmax", "bce"),
             default="full_softmax")
-        add("--num-negatives", "negatives per batch (sampled softmax) or per example (scorer)",
-            type=int, default=256)
+        add("--num-negatives", "negatives per batch of the sampled softmax (default: "
+            f"{NEGATIVES['retrieval']}) or per example of the scorer (default: "
+            f"{NEGATIVES['scorer']}: its attention MLP runs over every candidate-item pair)",
+            type=int, default=None)
         add("--negative-sampling", "sampled-softmax negatives: uniform, or by training "
             "popularity with the logQ correction", choices=("uniform", "popularity"),
             default="uniform")

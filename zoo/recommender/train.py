@@ -31,6 +31,10 @@ MONITORS = {"retrieval": "val_sampled_ndcg_at_10", "scorer": "val_auc"}
 
 def check_options(args: argparse.Namespace) -> None:
     """Raises a one-line `ValueError` naming the flag of a bad option or the missing data."""
+    from zoo.recommender.recipe import NEGATIVES
+
+    if args.num_negatives is None:
+        args.num_negatives = NEGATIVES[args.task]
     training.check_option_ranges(
         args,
         positive=("max_length", "hidden_dim", "layers", "heads", "epochs", "batch_size",
