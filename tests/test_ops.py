@@ -63,6 +63,17 @@ class MaskingTest(tf.test.TestCase):
         band = ka_ops.sliding_window_mask(4, 4, 2).numpy()
         self.assertAllEqual(np.abs(np.subtract.outer(range(4), range(4))) < 2, band)
 
+    def test_masks_between_tensors_match_the_masks_of_their_lengths(self):
+        # Positions count along axis 1 of any rank, whatever the batch.
+        self.assertAllEqual([[0, 1, 2]], ka_ops.sequence_positions(np.zeros((2, 3, 5))))
+        self.assertAllEqual([[0, 1]], ka_ops.sequence_positions(np.zeros((1, 4, 2, 7)), 2))
+        self.assertEqual((0, 3), tuple(ka_ops.sequence_positions(np.zeros((0, 3, 5))).shape))
+        query, key = np.zeros((2, 3, 5), "float32"), np.zeros((2, 4, 5), "float32")
+        causal = ka_ops.causal_mask_between(query, key)
+        self.assertAllEqual(harness.numpy_causal_mask(3, 4)[None], causal)
+        band = ka_ops.sliding_window_mask_between(key, key, 2)
+        self.assertAllEqual((np.abs(np.subtract.outer(range(4), range(4))) < 2)[None], band)
+
     def test_padding_attention_mask_and_merge(self):
         q_mask = np.array([[1, 1, 0]], bool)
         k_mask = np.array([[1, 0]], bool)

@@ -148,6 +148,20 @@ class ModelTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, "top_k"):
             model.recommend(ids, top_k=NUM_ITEMS + 1)
 
+    def test_predict_leaves_out_every_seen_item_of_a_history_longer_than_l(self):
+        from zoo.recommender.recipe import recommend
+
+        model = tiny_retriever()
+        history = [f"i{n}" for n in range(1, 2 * LENGTH + 1)]  # the first L fall outside
+        top = NUM_ITEMS - len(history)
+        result = recommend(model, ",".join(history), top=top)
+        returned = [entry["item"] for entry in result["items"]]
+        self.assertLen(returned, top)
+        self.assertFalse(set(history) & set(returned))
+        # Without exclusion, every item can come back.
+        everything = recommend(model, ",".join(history), top=NUM_ITEMS, exclude_seen=False)
+        self.assertCountEqual(labels(), [entry["item"] for entry in everything["items"]])
+
     def test_each_loss_trains_and_matches_the_loss_function(self):
         ids = histories(1, 8)
         positives = np.concatenate([ids[:, 1:], np.full((8, 1), 7, "int32")], axis=1)

@@ -515,6 +515,13 @@ def _write_artifacts(
         serve_strings,
         trackables=[] if preprocessor is None else [preprocessor],
     )
+    bounded_dir = None
+    if "full_int8" in tflite_modes:
+        bounded_dir = os.path.join(staging, ".saved_model_bounded")
+        _converters.export_saved_model(
+            model, bounded_dir, specs, serve_strings,
+            trackables=[] if preprocessor is None else [preprocessor], bounded=True,
+        )
     common = dict(staging=staging, latency_inputs=latency_inputs, latency_runs=latency_runs)
     custom_ops = None
     if "saved_model" in formats:
@@ -544,7 +551,8 @@ def _write_artifacts(
 
         def write_and_check(fixed_length: Optional[int]) -> Dict[str, Any]:
             content = _converters.convert_tflite(
-                saved_model_dir, mode, model, specs, representative, fixed_length, id_signature
+                bounded_dir if mode == "full_int8" else saved_model_dir, mode, model, specs,
+                representative, fixed_length, id_signature,
             )
             with open(os.path.join(staging, path), "wb") as file:
                 file.write(content)
@@ -585,4 +593,6 @@ def _write_artifacts(
         )
     if saved_model != "saved_model":
         shutil.rmtree(saved_model_dir)
+    if bounded_dir is not None:
+        shutil.rmtree(bounded_dir)
     return artifacts, custom_ops

@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from kerasattn.layers import _validation
-from kerasattn.ops import causal_mask
+from kerasattn.ops.masking import causal_mask_between
 from kerasattn.ops import check_broadcastable
 from kerasattn.ops import masked_softmax
 from kerasattn.ops import merge_attention_masks
@@ -73,7 +73,7 @@ def collect_attention_mask(
     check_masks(query.shape, key.shape, query_mask, value_mask, key_mask, attention_mask)
     causal = None
     if use_causal_mask:
-        causal = causal_mask(ops.shape(query)[1], ops.shape(key)[1])
+        causal = causal_mask_between(query, key)
     return merge_attention_masks(query_mask, value_mask, key_mask, attention_mask, causal)
 
 

@@ -220,19 +220,22 @@ class CrossLayerAttention(keras.layers.Layer):
             keys = keys + ops.cast(self.layer_embedding, keys.dtype)
         keys = ops.cast(keys, "float32")
         scale = float(keys.shape[-1]) ** -0.5
+        # Products and sums rather than einsums: with L of a few layers the
+        # einsums become (B*T) tiny batched matmuls behind dynamic reshapes,
+        # which cost LiteRT as much as a whole attention layer.
         if self.query == "last":
             query = ops.cast(self._query_dense(inputs[-1]), "float32")
-            scores = ops.einsum("btu,btlu->btl", query * scale, keys)
+            scores = ops.sum(ops.expand_dims(query * scale, 2) * keys, axis=-1)
         else:
             query = ops.cast(self.query_vector, "float32")
-            scores = ops.einsum("u,btlu->btl", query * scale, keys)
+            scores = ops.sum((query * scale) * keys, axis=-1)
         weights = masked_softmax(
             scores, None if mask is None else ops.expand_dims(mask, -1)
         )
         weights = ops.cast(weights, self.compute_dtype)
         applied = self._dropout_layer(weights, training=training)
         values = self._value_dense(stacked) if self.use_value_projection else stacked
-        output = ops.einsum("btl,btld->btd", applied, values)
+        output = ops.sum(ops.expand_dims(applied, -1) * values, axis=2)
         if return_attention_scores:
             return output, weights
         return output

@@ -17,10 +17,12 @@ from kerasattn.ops.attention import IMPLEMENTATIONS
 from kerasattn.ops.attention import dot_product_attention
 from kerasattn.ops.masking import as_bool_mask
 from kerasattn.ops.masking import causal_mask
+from kerasattn.ops.masking import causal_mask_between
 from kerasattn.ops.masking import check_broadcastable
 from kerasattn.ops.masking import masked_softmax
 from kerasattn.ops.masking import merge_masks
 from kerasattn.ops.masking import sliding_window_mask
+from kerasattn.ops.masking import sliding_window_mask_between
 
 
 def _projection_equation(free_dims: int, bound_dims: int, output_dims: int):
@@ -511,7 +513,14 @@ class MultiHeadAttention(keras.layers.Layer):
             laid_out(key_mask, value, num_axes),
         )
         structure = None
-        if self._sliding_window is not None or use_causal_mask:
+        if num_axes == 1 and (self._sliding_window is not None or use_causal_mask):
+            if self._sliding_window is not None:
+                structure = sliding_window_mask_between(
+                    query, value, self._sliding_window, axes[0]
+                )
+            if use_causal_mask:
+                structure = merge_masks(structure, causal_mask_between(query, value, axes[0]))
+        elif self._sliding_window is not None or use_causal_mask:
             query_dims = tuple(ops.shape(query)[axis] for axis in axes)
             key_dims = tuple(ops.shape(value)[axis] for axis in axes)
             query_length, key_length = _product(query_dims), _product(key_dims)

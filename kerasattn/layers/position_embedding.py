@@ -93,11 +93,11 @@ class PositionEmbedding(keras.layers.Layer):
         self._check_inputs(inputs.shape, start_index)
         width = self.embeddings.shape[-1]
         _validation.last_dim("inputs", inputs.shape, width)
-        shape = ops.shape(inputs)
         table = ops.cast(self.embeddings, self.compute_dtype)
-        # ops.slice (not Python slicing) so that T and start_index may be tensors.
-        rows = ops.slice(table, (start_index, 0), (shape[1], width))
-        return ops.broadcast_to(rows[None], (shape[0], shape[1], width))
+        # Rows gathered by positions counted over the inputs' own shape (not a
+        # slice of computed length), so LiteRT knows every shape before it runs.
+        positions = ops.cumsum(ops.ones_like(inputs[..., 0], dtype="int32"), axis=1) - 1
+        return ops.take(table, positions + ops.cast(start_index, "int32"), axis=0)
 
     def compute_output_shape(self, inputs_shape):
         return tuple(inputs_shape)

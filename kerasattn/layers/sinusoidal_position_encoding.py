@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from kerasattn.layers import _validation
+from kerasattn.ops.masking import sequence_positions
 
 
 @keras.saving.register_keras_serializable(package="kerasattn")
@@ -61,15 +62,20 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
         _validation.rank("inputs", inputs.shape, 3)
         shape = ops.shape(inputs)
         width = shape[2]
-        positions = ops.cast(ops.arange(shape[1]), "float32") + ops.cast(start_index, "float32")
+        # (1, T): counted over the inputs' shape (static in LiteRT; see sequence_positions).
+        positions = ops.cast(sequence_positions(inputs), "float32") + ops.cast(
+            start_index, "float32"
+        )
         features = ops.arange(width)
         # Feature 2i and 2i + 1 share the frequency max_wavelength ** (-2i / d).
         exponents = ops.cast(2 * (features // 2), "float32") / ops.cast(width, "float32")
         frequencies = ops.exp(-math.log(self.max_wavelength) * exponents)
-        angles = positions[:, None] * frequencies[None, :]
+        angles = ops.expand_dims(positions, -1) * frequencies
         encoding = ops.where(features % 2 == 0, ops.sin(angles), ops.cos(angles))
         encoding = ops.cast(encoding, self.compute_dtype)
-        return ops.broadcast_to(encoding[None], shape)
+        # Broadcast by an addition: a broadcast_to a computed shape is another
+        # op whose output shape LiteRT learns only when it runs.
+        return encoding + ops.zeros_like(inputs, dtype=self.compute_dtype)
 
     def compute_output_shape(self, inputs_shape):
         return tuple(inputs_shape)

@@ -16,7 +16,7 @@ from kerasattn.ops.masking import MASKED_LOGIT
 from kerasattn.ops.masking import as_bool_mask
 from kerasattn.ops.masking import bounded_masked_softmax
 from kerasattn.ops.masking import bounded_masking_enabled
-from kerasattn.ops.masking import causal_mask as make_causal_mask
+from kerasattn.ops.masking import causal_mask_between
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked")
 
@@ -223,9 +223,9 @@ def _dense_attention(
     q = ops.cast(query, "float32") * scale
     logits = _logits(q, ops.cast(key, "float32"), num_groups)
     if causal:
-        causal = make_causal_mask(ops.shape(query)[1], ops.shape(key)[1])
+        causal = causal_mask_between(query, key)[:, None]  # (1, 1, Tq, Tk)
         mask = (
-            causal[None, None]
+            causal
             if mask is None
             else ops.logical_and(mask, causal)
         )

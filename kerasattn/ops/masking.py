@@ -143,6 +143,47 @@ def sliding_window_mask(query_length, key_length, window: int):
     return ops.less(ops.abs(rows - cols), window)
 
 
+def sequence_positions(x, axis: int = 1):
+    """int32 positions `0 .. T-1` along `axis` of `x`, shaped `(1, T)`.
+
+    (`(0, T)` for an empty batch.) They are counted by a cumulative sum over
+    ones shaped like `x` rather than by `arange(T)`: LiteRT gives `RANGE` (and
+    a `SLICE` of computed size) an output shape known only when it runs,
+    which keeps every later op out of its XNNPACK delegate — a Transformer
+    block after such an op runs about twice as slowly.
+    """
+    axis = axis % len(x.shape)
+    if axis == 0:
+        raise ValueError("Expected a sequence axis after the batch axis, received: axis=0")
+    index = tuple(
+        slice(0, 1) if i == 0 else slice(None) if i == axis else 0 for i in range(len(x.shape))
+    )
+    return ops.cumsum(ops.ones_like(x[index], dtype="int32"), axis=1) - 1
+
+
+def _position_grid(query, key, axis: int):
+    positions = sequence_positions(query, axis)
+    rows = ops.expand_dims(positions, -1)  # (1, Tq, 1)
+    if key is not query:  # self-attention counts once
+        positions = sequence_positions(key, axis)
+    cols = ops.expand_dims(positions, -2)  # (1, 1, Tk)
+    return rows, cols
+
+
+def causal_mask_between(query, key, axis: int = 1):
+    """`(1, Tq, Tk)` causal mask of `query` and `key` along `axis`: query i sees
+    key j <= i (`causal_mask` of their lengths, with static shapes in LiteRT)."""
+    rows, cols = _position_grid(query, key, axis)
+    return ops.greater_equal(rows, cols)
+
+
+def sliding_window_mask_between(query, key, window: int, axis: int = 1):
+    """`(1, Tq, Tk)` band mask of `query` and `key` along `axis`: query i sees
+    key j when |i - j| < window (`sliding_window_mask`, static in LiteRT)."""
+    rows, cols = _position_grid(query, key, axis)
+    return ops.less(ops.abs(rows - cols), window)
+
+
 def padding_attention_mask(query_mask=None, key_mask=None):
     """Turns `(B, Tq)` and `(B, Tk)` padding masks into a `(B, Tq, Tk)` mask.
 

@@ -236,9 +236,16 @@ def recommend(model, history: str, top: int = 10, exclude_seen: bool = True,
         if candidates is not None:
             raise ValueError("expected --candidates with a candidate scorer, received: a "
                              "retriever (it ranks the whole catalogue)")
-        items, scores = model.recommend(histories, top_k=min(top, model.num_items),
-                                        exclude_seen=exclude_seen)
-        items, scores = items[0], scores[0]
+        # The model sees (and leaves out) the last L items; earlier ones of a
+        # longer history are left out here, from a list long enough to spare them.
+        earlier = set(ids[:-histories.shape[1]].tolist()) - set(histories[0].tolist()) - {0}
+        if not exclude_seen:
+            earlier = set()
+        items, scores = model.recommend(
+            histories, top_k=min(top + len(earlier), model.num_items), exclude_seen=exclude_seen
+        )
+        kept = [i for i, item in enumerate(items[0]) if int(item) not in earlier][:top]
+        items, scores = items[0][kept], scores[0][kept]
     else:
         if candidates is None:
             raise ValueError("expected --candidates (comma-separated items) with a candidate "
