@@ -35,7 +35,7 @@ TINY_OPTIONS = [
     "--intermediate-dim", "16", "--pretrain-epochs", "0",
     "--epochs", "1", "--batch-size", "16", "--warmup-steps", "2", "--verbose", "0",
     "--label-names", "negative,positive", "--fine-tune-seeds", "2",
-    "--validation-sentences", "0",
+    "--validation-sentences", "0", "--precision", "float32",
 ]
 # The sst2 preset's logits for these sentences, recorded from the recipe's own model
 # (OUT/model.keras of the run that made the preset), so the preset reloads to it.
@@ -502,6 +502,7 @@ class RecipeTest(tf.test.TestCase):
             options = pretraining_record["options"]
             self.assertEqual(2, options["epochs"])
             self.assertEqual(1, options["seed"])  # --seed, the default
+            self.assertEqual("float32", options["precision"])
             self.assertEqual(2, options["architecture"]["num_layers"])
             self.assertLen(pretraining_record["masked_token_accuracy"], 2)
             self.assertFalse(os.path.exists(os.path.join(out, "pretraining_backup")))
@@ -520,12 +521,27 @@ class RecipeTest(tf.test.TestCase):
             # Other options that shape the backbone, in the same folder: an error naming them.
             for change, field in ((["--pretrain-epochs", "3"], "epochs"),
                                   (["--seed", "5", "--pretrain-epochs", "2"], "seed"),
-                                  (["--layers", "3", "--pretrain-epochs", "2"], "architecture")):
+                                  (["--layers", "3", "--pretrain-epochs", "2"], "architecture"),
+                                  (["--precision", "mixed_bfloat16", "--pretrain-epochs", "2"],
+                                   "precision")):
                 code, _, stderr = run_cli(argv[:-2] + change)
                 self.assertEqual(2, code, change)
                 self.assertIn("pretraining.json: expected a pre-training with the options given",
                               stderr)
                 self.assertIn(field, stderr)
+
+    def test_train_in_mixed_bfloat16(self):
+        with tempfile.TemporaryDirectory() as folder:
+            write_fixture(folder)
+            out = os.path.join(folder, "out")
+            code, _, stderr = run_cli(["train", "attention-transformer", "--data", folder,
+                                       "--out", out] + TINY_OPTIONS[:-2]
+                                      + ["--precision", "mixed_bfloat16"])
+            self.assertEqual(0, code, stderr)
+            with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
+                self.assertEqual("mixed_bfloat16", json.load(file)["precision"])
+            model = AttentionTransformerClassifier.from_preset(os.path.join(out, "preset"))
+            self.assertEqual("mixed_bfloat16", model.backbone.dtype_policy.name)
 
     def test_pretraining_needs_a_mask_token(self):
         with tempfile.TemporaryDirectory() as folder:

@@ -87,6 +87,16 @@ def option_adder(parser: argparse.ArgumentParser):
     return add
 
 
+def add_device_arguments(add) -> None:
+    """`--precision` and `--strategy`, the same in every recipe (`add` from `option_adder`)."""
+    from zoo.training import PRECISIONS
+
+    add("--precision", "dtype policy; auto: mixed_bfloat16 where the CPU has AMX-bf16, "
+        "mixed_float16 on a GPU, float32 otherwise", choices=PRECISIONS, default="auto")
+    add("--strategy", "tf.distribute strategy: one device, or mirrored over the local "
+        "devices", choices=("default", "mirrored"), default="default")
+
+
 def add_model_source_arguments(parser: argparse.ArgumentParser, default_preset: str) -> None:
     """Adds `--preset NAME|DIR` or `--model FILE.keras` (one of them) to `parser`.
 

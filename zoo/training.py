@@ -48,7 +48,8 @@ def optimizer(
     weight_decay: float,
     clipnorm: float = 1.0,
     final_fraction: float = 0.05,
-) -> keras.optimizers.AdamW:
+    precision: str = "float32",
+) -> keras.optimizers.Optimizer:
     """AdamW with linear warmup then cosine decay.
 
     Args:
@@ -59,6 +60,10 @@ def optimizer(
             variables named as in `NO_WEIGHT_DECAY`.
         clipnorm: gradient clipping by norm.
         final_fraction: the learning rate at the end, as a fraction of the peak.
+        precision: the model's dtype policy; with `"mixed_float16"` the AdamW
+            is wrapped in a `LossScaleOptimizer` (a task whose loss runs in
+            float32 would not get one from Keras, and float16 gradients of rare
+            embeddings would underflow).
 
     Returns:
         The optimizer.
@@ -72,6 +77,8 @@ def optimizer(
     )
     adamw = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, clipnorm=clipnorm)
     adamw.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
+    if precision == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(adamw)
     return adamw
 
 

@@ -27,6 +27,7 @@ class FineTuningOptions(NamedTuple):
     full_weight_length: int
     patience: int
     verbose: int
+    precision: str = "float32"
 
 
 class SeedRun(NamedTuple):
@@ -52,7 +53,7 @@ def build(
         model.compile(
             optimizer=training.optimizer(
                 options.learning_rate, steps * options.epochs, options.warmup_steps,
-                options.weight_decay,
+                options.weight_decay, precision=options.precision,
             ),
             label_smoothing=options.label_smoothing,
         )

@@ -35,7 +35,8 @@ def digest(lines: Sequence[str]) -> str:
 
 def pretraining_options(architecture: dict, vocabulary: Sequence[str], texts: Sequence[str],
                         epochs: int, learning_rate: float, mask_rate: float,
-                        warmup_steps: int, batch_size: int, seed: int) -> dict:
+                        warmup_steps: int, batch_size: int, seed: int,
+                        precision: str = "float32") -> dict:
     """Every option that shapes the pre-trained backbone, as `pretraining.json` records them."""
     return {
         "epochs": epochs,
@@ -44,6 +45,7 @@ def pretraining_options(architecture: dict, vocabulary: Sequence[str], texts: Se
         "warmup_steps": warmup_steps,
         "batch_size": batch_size,
         "seed": seed,
+        "precision": precision,
         "weight_decay": PRETRAINING_WEIGHT_DECAY,
         "architecture": {**architecture, **PRETRAINING_DROPOUT},
         "vocabulary_sha256": digest(vocabulary),
@@ -104,14 +106,14 @@ def pretrain(out: Path, options: dict, vocabulary: Sequence[str], texts: Sequenc
         texts, None, preprocessor, options["batch_size"], options["seed"]
     )
     with strategy.scope():
-        backbone = AttentionTransformerBackbone(**architecture)
+        backbone = AttentionTransformerBackbone(**architecture, dtype=options["precision"])
         # The pooling is not used by masked-token prediction.
         backbone.get_layer("attention_pooling").trainable = False
         masked_lm = AttentionTransformerMaskedLM(backbone, preprocessor=preprocessor)
         masked_lm.compile(
             optimizer=training.optimizer(
                 options["learning_rate"], steps * options["epochs"], options["warmup_steps"],
-                PRETRAINING_WEIGHT_DECAY,
+                PRETRAINING_WEIGHT_DECAY, precision=options["precision"],
             )
         )
     epochs = training.TrainingRecord(out / HISTORY_FILE)

@@ -133,8 +133,7 @@ class AttentionTransformerRecipe(registry.Recipe):
             "'weights' the element-wise mean of every seed's best weights (with one seed, "
             "that seed's model)",
             choices=("none", "weights"), default=DEFAULT_AVERAGE)
-        add("--strategy", "tf.distribute strategy: one device, or mirrored over the local "
-            "devices", choices=("default", "mirrored"), default="default")
+        registry.add_device_arguments(add)
         add("--verbose", "Keras fit verbosity", type=int, choices=(0, 1, 2), default=1)
 
     def train(self, args: argparse.Namespace) -> str:

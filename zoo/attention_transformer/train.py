@@ -124,13 +124,14 @@ def run(args: argparse.Namespace) -> dict:
         attention_window=args.attention_window or None,
     )
     strategy = training.distribution_strategy(args.strategy)
+    policy = training.dtype_policy(args.precision)
 
     pretrained = None
     if args.pretrain_epochs:
         options = pretraining.pretraining_options(
             architecture, vocabulary, splits.train.texts, args.pretrain_epochs,
             args.pretrain_learning_rate, args.mask_rate, args.warmup_steps, args.batch_size,
-            args.seed,
+            args.seed, policy,
         )
         pretrained = pretraining.pretrain(out, options, vocabulary, splits.train.texts,
                                           strategy, args.verbose)
@@ -141,10 +142,10 @@ def run(args: argparse.Namespace) -> dict:
     def build_classifier() -> AttentionTransformerClassifier:
         if pretrained:
             backbone = AttentionTransformerBackbone.from_preset(
-                out / pretraining.PRETRAINED_BACKBONE, **dropout
+                out / pretraining.PRETRAINED_BACKBONE, **dropout, dtype=policy
             )
         else:
-            backbone = AttentionTransformerBackbone(**dropout, **architecture)
+            backbone = AttentionTransformerBackbone(**dropout, **architecture, dtype=policy)
         return AttentionTransformerClassifier(
             backbone, num_classes=len(label_names), preprocessor=preprocessor,
             dropout=args.head_dropout, label_names=label_names,
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> dict:
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, full_weight_length=args.full_weight_length,
-        patience=args.patience, verbose=args.verbose,
+        patience=args.patience, verbose=args.verbose, precision=policy,
     )
     runs_dir = out / fine_tuning.RUNS_DIR
     runs_dir.mkdir(exist_ok=True)
@@ -239,6 +240,7 @@ def run(args: argparse.Namespace) -> dict:
         "runs": clock.runs,
         "parameters": int(model.count_params()),
         "devices": strategy.num_replicas_in_sync,
+        "precision": policy,
         "pretraining": pretrained,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }

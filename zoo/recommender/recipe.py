@@ -61,8 +61,6 @@ class RecommenderRecipe(registry.Recipe):
     # -- train ----------------------------------------------------------------
 
     def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from zoo.training import PRECISIONS
-
         add = registry.option_adder(parser)
         add("--data", "a SASRec-format file (user item per line, in time order) or a "
             "MovieLens folder with u.data", required=True)
@@ -104,10 +102,7 @@ class RecommenderRecipe(registry.Recipe):
         add("--eval-batch-size", "users per scoring batch in evaluation", type=int,
             default=1024)
         add("--seed", "random seed", type=int, default=1)
-        add("--precision", "dtype policy; auto: mixed_bfloat16 where the CPU has AMX-bf16, "
-            "mixed_float16 on a GPU, float32 otherwise", choices=PRECISIONS, default="auto")
-        add("--strategy", "tf.distribute strategy: one device, or mirrored over the local "
-            "devices", choices=("default", "mirrored"), default="default")
+        registry.add_device_arguments(add)
         add("--verbose", "Keras fit verbosity", type=int, choices=(0, 1, 2), default=2)
 
     def train(self, args: argparse.Namespace) -> str:

@@ -169,13 +169,10 @@ def run(args: argparse.Namespace) -> dict:
         batches, steps = recommender_data.scorer_batches(model, data, args.batch_size,
                                                          args.num_negatives, args.seed)
     with strategy.scope():
-        optimizer = training.optimizer(args.learning_rate, steps * args.epochs,
-                                       args.warmup_steps, args.weight_decay)
-        if policy == "mixed_float16":
-            # The task itself runs in float32, so Keras would not scale the loss:
-            # float16 gradients (of rare items' embeddings) would underflow.
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        model.compile(optimizer=optimizer)
+        model.compile(optimizer=training.optimizer(
+            args.learning_rate, steps * args.epochs, args.warmup_steps, args.weight_decay,
+            precision=policy,
+        ))
     monitor = MONITORS[args.task]
     record = training.TrainingRecord(
         run_dir / "history.json", run_dir / "best.weights.h5", monitor=monitor, mode="max",

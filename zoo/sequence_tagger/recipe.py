@@ -57,8 +57,6 @@ class SequenceTaggerRecipe(registry.Recipe):
 
     def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Adds the recipe's options; the defaults are the `conll2003` preset's."""
-        from zoo.training import PRECISIONS
-
         add = registry.option_adder(parser)
         add("--data", "folder with train.txt, valid.txt and optionally test.txt (CoNLL columns)",
             required=True)
@@ -99,10 +97,7 @@ class SequenceTaggerRecipe(registry.Recipe):
         add("--patience", "early stopping: epochs without a better validation F1", type=int,
             default=8)
         add("--seed", "random seed", type=int, default=1)
-        add("--precision", "dtype policy; auto: mixed_bfloat16 where the CPU has AMX-bf16, "
-            "mixed_float16 on a GPU, float32 otherwise", choices=PRECISIONS, default="auto")
-        add("--strategy", "tf.distribute strategy: one device, or mirrored over the local "
-            "devices", choices=("default", "mirrored"), default="default")
+        registry.add_device_arguments(add)
         add("--verbose", "Keras fit verbosity", type=int, choices=(0, 1, 2), default=1)
 
     def train(self, args: argparse.Namespace) -> str:

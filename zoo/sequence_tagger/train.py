@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> dict:
                                head=args.head, scheme=args.tag_scheme)
         model.compile(optimizer=training.optimizer(
             args.learning_rate, steps * args.epochs, args.warmup_steps, args.weight_decay,
-            clipnorm=5.0,
+            clipnorm=5.0, precision=policy,
         ))
     record = training.TrainingRecord(
         run_dir / "history.json", run_dir / "best.weights.h5", monitor="val_f1", mode="max",
