@@ -213,6 +213,23 @@ def tflite_ops(path):
     return [op["op_name"] for op in interpreter._get_ops_details()]
 
 
+class GraphWorkTest(tf.test.TestCase):
+    def test_flops_count_the_matrix_products_of_the_batch_1_example(self):
+        # Dense(4 -> 3) then Dense(3 -> 2): 2 * (4 * 3 + 3 * 2) = 36 FLOPs per example;
+        # the batch-1 latency's example is one row.
+        inputs = keras.Input(shape=(4,), name="x")
+        outputs = keras.layers.Dense(2)(keras.layers.Dense(3, activation="relu")(inputs))
+        out = os.path.join(self.get_temp_dir(), "dense")
+        manifest = export(keras.Model(inputs, outputs), out, formats=("tflite", "onnx"),
+                          quantize=("float32",), sample_inputs=np.ones((3, 4), "float32"),
+                          latency_runs=3)
+        tflite = manifest["artifacts"]["tflite_float32"]
+        self.assertEqual(36, tflite["flops_per_example"])
+        self.assertEqual(2, tflite["ops"])
+        self.assertGreater(tflite["gflops_per_second_batch_1"], 0)
+        self.assertNotIn("flops_per_example", manifest["artifacts"]["onnx"])
+
+
 class LeanGraphTest(tf.test.TestCase):
     """What keeps a dynamic-length float32 graph inside LiteRT's XNNPACK delegate."""
 

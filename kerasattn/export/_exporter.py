@@ -218,6 +218,18 @@ def _entry(
         if fixed_length is not None:
             inputs = _inputs.with_length(inputs, verifier.specs, fixed_length)
         latency[f"batch_{batch_size}"] = runtime.latency_ms(inputs, latency_runs)
+    work = {}
+    if hasattr(runtime, "graph"):
+        # The work behind the batch-1 latency, and the rate it was done at.
+        inputs = latency_inputs[1]
+        if fixed_length is not None:
+            inputs = _inputs.with_length(inputs, verifier.specs, fixed_length)
+        graph = runtime.graph(inputs)
+        work = {
+            "ops": graph["ops"],
+            "flops_per_example": graph["flops"],
+            "gflops_per_second_batch_1": round(graph["flops"] / latency["batch_1"] / 1e6, 2),
+        }
     return {
         "path": relative_path,
         "format": file_format,
@@ -230,6 +242,7 @@ def _entry(
         "latency_ms": latency,
         "latency_threads": runtime.threads,
         "latency_runs": latency_runs,
+        **work,
     }
 
 

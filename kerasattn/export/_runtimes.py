@@ -8,6 +8,7 @@ are the same in the SavedModel, the TFLite models and the ONNX model.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import signal
 import statistics
 import subprocess
@@ -19,6 +20,9 @@ import numpy as np
 
 from kerasattn.export._errors import ExportError
 from kerasattn.export._inputs import Inputs
+
+# The ops whose multiply-adds `LiteRTRuntime.graph` counts.
+_MATMUL_OPS = ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 SIGNATURE = "serving_default"
 # With a preprocessor, the SavedModel's `serving_default` takes strings under
@@ -159,6 +163,7 @@ class LiteRTRuntime:
     def __init__(self, path: str, num_threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
+        self.path = path
         self._interpreter = Interpreter(model_path=path, num_threads=num_threads)
         runner = self._interpreter.get_signature_runner(SIGNATURE)
         self._inputs = runner.get_input_details()
@@ -210,6 +215,51 @@ class LiteRTRuntime:
     def latency_ms(self, inputs: Inputs, runs: int) -> float:
         feed = self._prepare(inputs)
         return median_latency_ms(lambda: self._invoke(feed), runs)
+
+    def graph(self, inputs: Inputs) -> Dict[str, int]:
+        """`{"ops", "flops"}` of the file's graph at these inputs' shapes.
+
+        FLOPs count its matrix products (`FULLY_CONNECTED`, `BATCH_MATMUL`,
+        `CONV_2D`, `DEPTHWISE_CONV_2D`), two per multiply-add, for the whole
+        batch. A second interpreter without the default delegate lists every
+        op as converted; it runs once, since shapes computed in the graph are
+        known only then.
+        """
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import OpResolverType
+
+        interpreter = Interpreter(
+            model_path=self.path,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        details = interpreter.get_signature_runner(SIGNATURE).get_input_details()
+        for name, array in inputs.items():
+            interpreter.resize_tensor_input(details[name]["index"], list(array.shape))
+        interpreter.allocate_tensors()
+        for name, array in inputs.items():
+            interpreter.set_tensor(details[name]["index"], array.astype(details[name]["dtype"]))
+        interpreter.invoke()
+        shapes = {t["index"]: tuple(int(d) for d in t["shape"])
+                  for t in interpreter.get_tensor_details()}
+        ops = interpreter._get_ops_details()
+        flops = 0
+        for op in ops:
+            name = op["op_name"]
+            if name not in _MATMUL_OPS:
+                continue
+            out = shapes[op["outputs"][0]]
+            first, second = shapes[op["inputs"][0]], shapes[op["inputs"][1]]
+            if name == "FULLY_CONNECTED":
+                depth = first[-1]
+            elif name == "BATCH_MATMUL":
+                # (..., M, K) x (..., K, N) -> (..., M, N), either side maybe adjoint.
+                depth = math.prod(first) * out[-1] // max(1, math.prod(out))
+            elif name == "CONV_2D":
+                depth = math.prod(second[1:])  # filter (Cout, kh, kw, Cin)
+            else:
+                depth = second[1] * second[2]  # filter (1, kh, kw, C)
+            flops += 2 * math.prod(out) * depth
+        return {"ops": len(ops), "flops": int(flops)}
 
 
 class OnnxRuntime:
