@@ -10,7 +10,8 @@ at batch 1 — the median of `--runs` calls, the files of one preset interleaved
   int8 (calibrated on 200 training sentences), beside the anchor the issue names: a
   plain Keras Transformer of the same shape (vocabulary, width 64, 4 heads,
   feed-forward 128, 3 layers; `keras.layers.MultiHeadAttention`, mean pooling) converted
-  by the plain `TFLiteConverter.from_keras_model`, float32 and dynamic int8. Quality:
+  by the plain `TFLiteConverter.from_keras_model`, float32 and dynamic int8, and the
+  same anchor masking the padding (in attention and pooling) as ours does. Quality:
   SST-2 dev accuracy of every file (`--data`);
 - `conll2003` (the tagger), a 32-token sentence: float32 and dynamic int8 (their F1:
   `benchmarks/tagger_export.py`);
@@ -96,18 +97,24 @@ def table(title: str, files: list[Timed], reference: str, quality: dict, anchor=
 # -- the presets ------------------------------------------------------------------------
 
 
-def plain_keras_classifier(vocabulary_size: int, length: int):
-    """The anchor: a Keras Transformer of the sst2 preset's shape (post-norm, mean pooling)."""
+def plain_keras_classifier(vocabulary_size: int, length: int, masked: bool = False):
+    """The anchor: a Keras Transformer of the sst2 preset's shape (post-norm, mean pooling);
+    with `masked`, padding (id 0) masked in attention and pooling, as ours does."""
     import keras
+    from keras import ops
 
     tokens = keras.Input((length,), dtype="int32", name="token_ids")
     x = keras.layers.Embedding(vocabulary_size, 64)(tokens)
+    padding = ops.greater(tokens, 0)
+    mask = ops.logical_and(ops.expand_dims(padding, 1), ops.expand_dims(padding, 2))
     for _ in range(3):
-        x = keras.layers.LayerNormalization()(x + keras.layers.MultiHeadAttention(4, 16)(x, x))
+        attended = keras.layers.MultiHeadAttention(4, 16)(
+            x, x, attention_mask=mask if masked else None)
+        x = keras.layers.LayerNormalization()(x + attended)
         hidden = keras.layers.Dense(128, activation="gelu")(x)
         x = keras.layers.LayerNormalization()(x + keras.layers.Dense(64)(hidden))
-    logits = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(x))
-    return keras.Model(tokens, logits)
+    pooled = keras.layers.GlobalAveragePooling1D()(x, mask=padding if masked else None)
+    return keras.Model(tokens, keras.layers.Dense(2)(pooled))
 
 
 def convert_plain(model, path: str, dynamic_int8: bool) -> str:
@@ -154,6 +161,10 @@ def sst2(folder: str, data: str, args) -> None:
                                   mode == "dynamic_int8"),
                     {"token_ids": example["token_ids"]})
               for mode in ("float32", "dynamic_int8")]
+    masked = plain_keras_classifier(model.backbone.vocabulary_size, length, masked=True)
+    files.append(Timed("anchor with padding masks, float32",
+                       convert_plain(masked, os.path.join(folder, "masked.tflite"), False),
+                       {"token_ids": example["token_ids"]}))
     interleaved(files, args.rounds, args.runs)
     quality = {}
     for timed in files[:3]:
@@ -168,7 +179,8 @@ def sst2(folder: str, data: str, args) -> None:
           anchor={"ours, float32": "anchor, float32",
                   "ours, dynamic_int8": "anchor, dynamic_int8",
                   "anchor, float32": "anchor, float32",
-                  "anchor, dynamic_int8": "anchor, dynamic_int8"})
+                  "anchor, dynamic_int8": "anchor, dynamic_int8",
+                  "anchor with padding masks, float32": "anchor, float32"})
 
 
 def tagger(folder: str, args) -> None:
