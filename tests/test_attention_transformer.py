@@ -34,8 +34,8 @@ TINY_OPTIONS = [
     "--vocabulary-size", "120", "--layers", "2", "--hidden-dim", "8", "--heads", "2",
     "--intermediate-dim", "16", "--pretrain-epochs", "0",
     "--epochs", "1", "--batch-size", "16", "--warmup-steps", "2", "--verbose", "0",
-    "--label-names", "negative,positive", "--fine-tune-seeds", "2",
-    "--validation-sentences", "0", "--precision", "float32",
+    "--label-names", "negative,positive", "--fine-tune-seeds", "2", "--precision", "float32",
+    "--validation-sentences", "0",
 ]
 # The sst2 preset's logits for these sentences, recorded from the recipe's own model
 # (OUT/model.keras of the run that made the preset), so the preset reloads to it.
@@ -535,7 +535,7 @@ class RecipeTest(tf.test.TestCase):
             write_fixture(folder)
             out = os.path.join(folder, "out")
             code, _, stderr = run_cli(["train", "attention-transformer", "--data", folder,
-                                       "--out", out] + TINY_OPTIONS[:-2]
+                                       "--out", out] + TINY_OPTIONS
                                       + ["--precision", "mixed_bfloat16"])
             self.assertEqual(0, code, stderr)
             with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
