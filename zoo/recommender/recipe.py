@@ -91,7 +91,7 @@ class RecommenderRecipe(registry.Recipe):
         add("--dropout", "dropout on the embeddings and in the blocks (SASRec: 0.5 on "
             "Amazon data)", type=float, default=0.5)
         add("--attention-dropout", "dropout on attention weights", type=float, default=0.0)
-        add("--epochs", "maximum epochs", type=int, default=40)
+        add("--epochs", "maximum epochs (the cosine schedule's length)", type=int, default=80)
         add("--batch-size", "users (retrieval) or examples (scorer) per batch", type=int,
             default=128)
         add("--learning-rate", "peak learning rate", type=float, default=1e-3)
