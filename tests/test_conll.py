@@ -167,12 +167,12 @@ def test_given_tag_names_are_the_results(tmp_path):
 
 
 def test_wrong_number_of_columns(tmp_path):
-    path = write(tmp_path, "-DOCSTART- -X- O\n\nEU NNP B-ORG\nrejects VBZ O\n\nhello O\n")
+    path = write(tmp_path, "-DOCSTART- -X- O\n\nAcme NNP B-ORG\nhires VBZ O\n\nhello O\n")
     assert_data_error(path, 6, ["expected 3 columns (as on line 3)", "received: 2"])
 
 
 def test_column_out_of_range(tmp_path):
-    path = write(tmp_path, "\nEU B-ORG\n")
+    path = write(tmp_path, "\nAcme B-ORG\n")
     assert_data_error(path, 2, ["column 2 (`tag_column`)", "2 columns"], tag_column=2)
     assert_data_error(path, 2, ["column -3 (`token_column`)"], token_column=-3)
     assert_data_error(path, 2, "different token and tag columns", token_column=1)
