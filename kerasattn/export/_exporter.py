@@ -213,18 +213,19 @@ def _entry(
 ) -> Dict[str, Any]:
     """Verifies one artifact and describes it for the manifest."""
     checked = verifier.check(runtime, artifact, relative_path, tolerance)
-    latency = {}
-    for batch_size, inputs in latency_inputs.items():
-        if fixed_length is not None:
-            inputs = _inputs.with_length(inputs, verifier.specs, fixed_length)
-        latency[f"batch_{batch_size}"] = runtime.latency_ms(inputs, latency_runs)
+    if fixed_length is not None:
+        latency_inputs = {
+            batch_size: _inputs.with_length(inputs, verifier.specs, fixed_length)
+            for batch_size, inputs in latency_inputs.items()
+        }
+    latency = {
+        f"batch_{batch_size}": runtime.latency_ms(inputs, latency_runs)
+        for batch_size, inputs in latency_inputs.items()
+    }
     work = {}
     if hasattr(runtime, "graph"):
         # The work behind the batch-1 latency, and the rate it was done at.
-        inputs = latency_inputs[1]
-        if fixed_length is not None:
-            inputs = _inputs.with_length(inputs, verifier.specs, fixed_length)
-        graph = runtime.graph(inputs)
+        graph = runtime.graph(latency_inputs[1])
         work = {
             "ops": graph["ops"],
             "flops_per_example": graph["flops"],
@@ -521,19 +522,16 @@ def _write_artifacts(
     serve_strings = None
     if preprocessor is not None:
         serve_strings = _preprocessing.string_serving_function(model, preprocessor, specs)
+    trackables = [] if preprocessor is None else [preprocessor]
     id_signature = _converters.export_saved_model(
-        model,
-        saved_model_dir,
-        specs,
-        serve_strings,
-        trackables=[] if preprocessor is None else [preprocessor],
+        model, saved_model_dir, specs, serve_strings, trackables=trackables
     )
     bounded_dir = None
     if "full_int8" in tflite_modes:
+        # Full int8 alone is converted from a graph with the bounded masked softmax.
         bounded_dir = os.path.join(staging, ".saved_model_bounded")
         _converters.export_saved_model(
-            model, bounded_dir, specs, serve_strings,
-            trackables=[] if preprocessor is None else [preprocessor], bounded=True,
+            model, bounded_dir, specs, serve_strings, trackables=trackables, bounded=True
         )
     common = dict(staging=staging, latency_inputs=latency_inputs, latency_runs=latency_runs)
     custom_ops = None

@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from kerasattn.layers import _validation
-from kerasattn.ops.masking import causal_mask_between
+from kerasattn.ops import causal_mask_between
 from kerasattn.ops import check_broadcastable
 from kerasattn.ops import masked_softmax
 from kerasattn.ops import merge_attention_masks

@@ -513,22 +513,28 @@ class MultiHeadAttention(keras.layers.Layer):
             laid_out(key_mask, value, num_axes),
         )
         structure = None
-        if num_axes == 1 and (self._sliding_window is not None or use_causal_mask):
-            if self._sliding_window is not None:
-                structure = sliding_window_mask_between(
-                    query, value, self._sliding_window, axes[0]
-                )
-            if use_causal_mask:
-                structure = merge_masks(structure, causal_mask_between(query, value, axes[0]))
-        elif self._sliding_window is not None or use_causal_mask:
-            query_dims = tuple(ops.shape(query)[axis] for axis in axes)
-            key_dims = tuple(ops.shape(value)[axis] for axis in axes)
-            query_length, key_length = _product(query_dims), _product(key_dims)
-            if self._sliding_window is not None:
-                structure = sliding_window_mask(query_length, key_length, self._sliding_window)
-            if use_causal_mask:
-                structure = merge_masks(structure, causal_mask(query_length, key_length))
-            if num_axes > 1:
+        if self._sliding_window is not None or use_causal_mask:
+            if num_axes == 1:
+                # Masks of the tensors themselves: static-shaped in LiteRT.
+                if self._sliding_window is not None:
+                    structure = sliding_window_mask_between(
+                        query, value, self._sliding_window, axes[0]
+                    )
+                if use_causal_mask:
+                    structure = merge_masks(
+                        structure, causal_mask_between(query, value, axes[0])
+                    )
+            else:
+                # Several attention axes: masks over their flattened lengths.
+                query_dims = tuple(ops.shape(query)[axis] for axis in axes)
+                key_dims = tuple(ops.shape(value)[axis] for axis in axes)
+                query_length, key_length = _product(query_dims), _product(key_dims)
+                if self._sliding_window is not None:
+                    structure = sliding_window_mask(
+                        query_length, key_length, self._sliding_window
+                    )
+                if use_causal_mask:
+                    structure = merge_masks(structure, causal_mask(query_length, key_length))
                 structure = ops.reshape(structure, query_dims + key_dims)
         merged = merge_masks(padding, structure)
         if attention_mask is not None:

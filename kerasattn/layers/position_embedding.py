@@ -7,6 +7,7 @@ from keras import ops
 
 from kerasattn.layers import _validation
 from kerasattn.layers._initializers import clone_initializer
+from kerasattn.ops.masking import sequence_positions
 
 
 @keras.saving.register_keras_serializable(package="kerasattn")
@@ -94,10 +95,13 @@ class PositionEmbedding(keras.layers.Layer):
         width = self.embeddings.shape[-1]
         _validation.last_dim("inputs", inputs.shape, width)
         table = ops.cast(self.embeddings, self.compute_dtype)
-        # Rows gathered by positions counted over the inputs' own shape (not a
-        # slice of computed length), so LiteRT knows every shape before it runs.
-        positions = ops.cumsum(ops.ones_like(inputs[..., 0], dtype="int32"), axis=1) - 1
-        return ops.take(table, positions + ops.cast(start_index, "int32"), axis=0)
+        # Rows gathered by positions counted over the inputs' own shape and
+        # broadcast by an addition (not a slice of computed length and a
+        # broadcast_to): LiteRT then knows every shape before it runs.
+        positions = sequence_positions(inputs) + ops.cast(start_index, "int32")  # (1, T)
+        return ops.take(table, positions, axis=0) + ops.zeros_like(
+            inputs, dtype=self.compute_dtype
+        )
 
     def compute_output_shape(self, inputs_shape):
         return tuple(inputs_shape)

@@ -233,9 +233,8 @@ def recommend(model, history: str, top: int = 10, exclude_seen: bool = True,
                              "retriever (it ranks the whole catalogue)")
         # The model sees (and leaves out) the last L items; earlier ones of a
         # longer history are left out here, from a list long enough to spare them.
-        earlier = set(ids[:-histories.shape[1]].tolist()) - set(histories[0].tolist()) - {0}
-        if not exclude_seen:
-            earlier = set()
+        earlier = (set(ids[:-histories.shape[1]].tolist()) - set(histories[0].tolist()) - {0}
+                   if exclude_seen else set())
         items, scores = model.recommend(
             histories, top_k=min(top + len(earlier), model.num_items), exclude_seen=exclude_seen
         )
