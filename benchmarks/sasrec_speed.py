@@ -31,6 +31,10 @@ warm-up steps of each (not timed), then `--repeats` rounds, each timing
   with `loss="bce"` (the paper's loss: the like-for-like step) and
   `loss="full_softmax"` (the recipe's default); in float32 as PyTorch
   (`--precision auto` for the recipe's own choice: bfloat16 on AMX CPUs).
+  Each with the recipe's length-sorted batches (`sort_by_length`: users of
+  like history length batched together, each batch cut to its longest
+  history; the same per-user loss, as positions count from the end) and
+  with random batches at full length (as PyTorch's), `--batching`.
 
 PyTorch is needed for this benchmark only; it is not a dependency of the
 project: install its CPU build (a `torch-*+cpu` wheel) into the environment
@@ -72,6 +76,7 @@ from zoo import console  # noqa: E402  (quiet TensorFlow before it loads)
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
 OUR_LOSSES = ("bce", "full_softmax")
+BATCHING = ("sorted", "random")
 
 
 def usable_users(train) -> int:
@@ -214,7 +219,7 @@ def epoch_timer():
 class OurTrainer:
     """The recipe's retrieval task and batches (`zoo.recommender.train.run`), one loss."""
 
-    def __init__(self, data, loss: str, policy: str, args):
+    def __init__(self, data, loss: str, batching: str, policy: str, args):
         from zoo import training
         from zoo.recommender import data as recommender_data
         from zoo.recommender.model import NextItemRetriever
@@ -230,7 +235,8 @@ class OurTrainer:
         )
         self.model = NextItemRetriever(backbone, preprocessor, loss=loss, seed=args.seed)
         self.batches, self.steps = recommender_data.retrieval_batches(
-            data, args.max_length, args.batch_size, args.seed)
+            data, args.max_length, args.batch_size, args.seed,
+            sort_by_length=batching == "sorted")
         # The recipe's defaults: 200 epochs, 100 warmup steps, no weight decay.
         optimizer = training.optimizer(args.learning_rate, self.steps * 200, 100, 0.0)
         if policy == "mixed_float16":
@@ -291,19 +297,20 @@ def speed(args, data) -> None:
     steps = min(full_steps, args.steps) if args.steps else full_steps
     torch.manual_seed(args.seed)
     pytorch = TorchTrainer(data.split.train, data.num_items, args)
-    ours = {loss: OurTrainer(data, loss, policy, args) for loss in args.losses}
+    ours = {(loss, batching): OurTrainer(data, loss, batching, policy, args)
+            for loss in args.losses for batching in args.batching}
     # Warm-up: traces, first allocations, thread pools; not timed.
     pytorch.run(args.warmup)
     for trainer in ours.values():
         trainer.run(args.warmup)
-    times = {"pytorch": [], **{loss: [] for loss in ours}}
+    times = {"pytorch": [], **{key: [] for key in ours}}
     for _ in range(args.repeats):
         for _ in range(args.epochs_timed):
             start = time.perf_counter()
             pytorch.run(steps)
             times["pytorch"].append(time.perf_counter() - start)
-        for loss, trainer in ours.items():
-            times[loss].extend(trainer.run(steps, args.epochs_timed))
+        for key, trainer in ours.items():
+            times[key].extend(trainer.run(steps, args.epochs_timed))
 
     print(machine())
     print(versions() + f"; torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY="
@@ -322,8 +329,10 @@ def speed(args, data) -> None:
     print("|---|---|---|---|---|---|")
     reference = statistics.median(times["pytorch"])
     rows = [("PyTorch SASRec (paper), bce", "pytorch")]
-    rows += [(f"ours (NextItemRetriever), {loss}", loss) for loss in ours]
+    rows += [("ours (NextItemRetriever),", key) for key in ours]
     for name, key in rows:
+        if key != "pytorch":
+            name = f"{name} {key[0]}, {key[1]} batches"
         seconds = statistics.median(times[key])
         each = ", ".join(f"{value:.2f}" for value in times[key])
         ratio = "1" if key == "pytorch" else f"{seconds / reference:.2f}"
@@ -393,6 +402,9 @@ def main() -> int:
                         help="untimed warm-up steps of each (default: 10)")
     parser.add_argument("--losses", nargs="+", choices=OUR_LOSSES, default=list(OUR_LOSSES),
                         help="our losses to time (default: bce full_softmax)")
+    parser.add_argument("--batching", nargs="+", choices=BATCHING, default=list(BATCHING),
+                        help="our batches: length-sorted (the recipe's) and/or random at full "
+                             "length (default: both)")
     parser.add_argument("--precision", default="float32",
                         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
                         help="our dtype policy (default: float32, as PyTorch; the recipe's "

@@ -247,6 +247,56 @@ def test_training_sequences_shuffle_each_epoch_with_a_seed():
         training_sequences([np.array([1], np.int32)], max_length=2, batch_size=1)
 
 
+def test_training_sequences_sorted_by_length():
+    rng = np.random.default_rng(0)
+    sequences = [np.arange(1, n + 1, dtype=np.int32) + 100 * u
+                 for u, n in enumerate(rng.integers(2, 12, 37))]
+    full = training_sequences(sequences, max_length=6, batch_size=5, shuffle=False)
+    full_inputs = np.concatenate([x.numpy() for x, _ in full])
+    full_positives = np.concatenate([y.numpy() for _, y in full])
+    dataset = training_sequences(sequences, max_length=6, batch_size=5, seed=4,
+                                 sort_by_length=True)
+    lengths = np.count_nonzero(full_inputs, axis=1)
+    budget = 5 * lengths.mean()  # positions a batch: 5 users of average length
+    batches = int(dataset.cardinality())
+    assert batches == int(np.ceil(lengths.sum() / budget))
+
+    def epoch():
+        return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+    first, second = epoch(), epoch()
+    for batches in (first, second):
+        assert len(batches) == int(dataset.cardinality())
+        seen = []
+        for inputs, positives in batches:
+            lengths = np.count_nonzero(inputs, axis=1)
+            # Cut to the longest history: only left padding went.
+            assert inputs.shape[1] == lengths.max() == np.count_nonzero(positives, 1).max()
+            # About `budget` positions a batch: short users come in larger batches.
+            assert lengths.sum() < budget + 6
+            for row_inputs, row_positives in zip(inputs, positives):
+                user = (row_positives[-1] - 1) // 100
+                width = inputs.shape[1]
+                assert np.array_equal(full_inputs[user, -width:], row_inputs)
+                assert np.array_equal(full_positives[user, -width:], row_positives)
+                assert not full_inputs[user, :-width].any()
+                seen.append(user)
+        # Every user once an epoch.
+        assert sorted(seen) == list(range(37))
+    # Users of like lengths share a batch: no length lies strictly inside
+    # another batch's range, and the batches hold far less padding.
+    ranges = [(np.count_nonzero(x, 1).min(), np.count_nonzero(x, 1).max()) for x, _ in first]
+    for low, high in ranges:
+        assert not any(low < other_low < high or low < other_high < high
+                       for other_low, other_high in ranges)
+    total_width = sum(x.shape[1] * len(x) for x, _ in first)
+    assert total_width < full_inputs.size * 0.9
+    assert [x.tolist() for x, _ in first] != [x.tolist() for x, _ in second]
+    again = training_sequences(sequences, max_length=6, batch_size=5, seed=4,
+                               sort_by_length=True)
+    assert [x.numpy().tolist() for x, _ in again] == [x.tolist() for x, _ in first]
+
+
 # -- MovieLens side features ----------------------------------------------------
 
 

@@ -34,6 +34,8 @@ def masked_embeddings():
 def numpy_position_embedding(layer, inputs, start_index=0):
     table = np.asarray(layer.embeddings.numpy(), "float64")
     length = inputs.shape[1]
+    if layer.align == "end":
+        start_index = layer.sequence_length - length
     rows = table[start_index : start_index + length]
     return np.broadcast_to(rows, inputs.shape)
 
@@ -85,12 +87,32 @@ class PositionEmbeddingTest(harness.LayerTestCase):
         out = layer(np.zeros((2, 2, 2), "float32"), start_index=1)
         self.assertAllEqual([[[2, 3], [4, 5]]] * 2, out)
 
+    def test_hand_computed_aligned_to_the_end(self):
+        layer = PositionEmbedding(sequence_length=3, align="end")
+        layer.build((None, 2, 2))
+        layer.embeddings.assign(np.arange(6, dtype="float32").reshape(3, 2))
+        # The last step takes the last row (2) whatever the length.
+        self.assertAllEqual([[[2, 3], [4, 5]]], layer(np.zeros((1, 2, 2), "float32")))
+        self.assertAllEqual([[[4, 5]]], layer(np.zeros((1, 1, 2), "float32")))
+
     def test_matches_reference(self):
         layer = PositionEmbedding(sequence_length=6)
         self.assert_matches_reference(layer, self.inputs(), numpy_position_embedding)
         self.assert_matches_reference(
             layer, self.inputs(start_index=2), numpy_position_embedding
         )
+        self.assert_matches_reference(
+            PositionEmbedding(sequence_length=6, align="end"), self.inputs(),
+            numpy_position_embedding,
+        )
+
+    def test_aligned_to_the_end_a_cut_sequence_keeps_its_positions(self):
+        layer = PositionEmbedding(sequence_length=6, align="end")
+        inputs = keras.Input(shape=(None, 6))
+        model = keras.Model(inputs, layer(inputs))
+        full = model(random(2, 6, 6)).numpy()
+        for length in (1, 3, 6):
+            self.assertAllEqual(full[:, 6 - length:], model(random(2, length, 6)))
 
     def test_output_does_not_depend_on_input_values(self):
         layer = PositionEmbedding(sequence_length=6)
@@ -148,6 +170,9 @@ class PositionEmbeddingTest(harness.LayerTestCase):
             lambda: PositionEmbedding(sequence_length=6, initializer="random_normal"),
             self.inputs(),
         )
+        self.check_serialization(
+            lambda: PositionEmbedding(sequence_length=6, align="end"), self.inputs()
+        )
 
     def test_mixed_precision(self):
         self.check_mixed_precision(lambda: PositionEmbedding(sequence_length=6), self.inputs())
@@ -177,6 +202,14 @@ class PositionEmbeddingTest(harness.LayerTestCase):
             lambda: layer(random(2, 4, 6), start_index=3), "start_index=3"
         )
         self.assert_value_error(lambda: layer(random(2, 4, 6), start_index=-1), "start_index=-1")
+        self.assert_value_error(
+            lambda: PositionEmbedding(sequence_length=6, align="left"), "align='left'"
+        )
+        self.assert_value_error(
+            lambda: PositionEmbedding(sequence_length=6, align="end")(random(2, 4, 6),
+                                                                      start_index=1),
+            'align="end"', "start_index=1",
+        )
         self.assert_value_error(lambda: layer(random(2, 6)), "rank 3", "inputs.shape=(2, 6)")
         self.assert_value_error(
             lambda: layer(random(2, 4, 5)), "last dimension 6", "inputs.shape=(2, 4, 5)"

@@ -119,6 +119,26 @@ class ModelTest(tf.test.TestCase):
         self.assertAllClose(before[:, :-1], after[:, :-1], atol=1e-5)
         self.assertNotAllClose(before[:, -1], after[:, -1])
 
+    def test_a_history_cut_to_its_items_gives_the_same_states_and_loss(self):
+        # Positions count from the end: dropping left padding (as length-sorted
+        # batches do) changes no state of a real item, and no loss.
+        model = tiny_retriever()
+        ids = histories()
+        full = np.asarray(model.backbone({"item_ids": ids})["sequence_output"])
+        cut = np.asarray(model.backbone({"item_ids": ids[:, 2:]})["sequence_output"])
+        self.assertAllClose(full[:, 2:], cut, atol=1e-5)
+        # Longer than L: the last L items are encoded.
+        longer = np.concatenate([ids[:, :3] + 1, ids], axis=1)
+        self.assertAllClose(full, model.backbone({"item_ids": longer})["sequence_output"],
+                            atol=1e-5)
+        positives = np.concatenate([ids[:, 1:], np.full((4, 1), 7, "int32")], axis=1)
+        positives[ids == 0] = 0
+        losses_at = [
+            model.compute_loss({"item_ids": x}, y, model({"item_ids": x}))
+            for x, y in ((ids, positives), (ids[:, 2:], positives[:, 2:]))
+        ]
+        self.assertAllClose(losses_at[0], losses_at[1], atol=1e-5)
+
     def test_scores_and_seen_item_exclusion(self):
         model = tiny_retriever()
         ids = histories()

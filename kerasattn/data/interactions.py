@@ -386,6 +386,7 @@ def training_sequences(
     batch_size: int,
     seed: int | None = None,
     shuffle: bool = True,
+    sort_by_length: bool = False,
 ):
     """Next-item training examples, one per user, as a `tf.data.Dataset`.
 
@@ -396,6 +397,18 @@ def training_sequences(
     with fewer than 2 items have no example and are left out, as in SASRec;
     the last, smaller batch is kept.
 
+    With `sort_by_length`, each epoch puts the users in (shuffled) order of
+    history length and cuts that order into batches of as many training
+    positions as `batch_size` users of average length hold (so about
+    `batch_size` users a batch on average: more short users, fewer long
+    ones; every position weighs the same in a per-batch mean loss, as with
+    random batches). The batches come in random order, each cut to its
+    longest history: only left padding is dropped, so a model whose positions
+    count from the end (`PositionEmbedding(align="end")`) computes the same
+    per-position loss as at full length. In logs of short histories
+    (Amazon's average 6 items against a length of 50), that is most of the
+    work gone; what changes is which users share a batch.
+
     Args:
         sequences: one int32 array per user, such as `Split.train`.
         max_length: positive integer, the length L of each example.
@@ -404,10 +417,15 @@ def training_sequences(
             the same on every run.
         shuffle: shuffle all users, in a new order every epoch. Defaults to
             `True`.
+        sort_by_length: batch users of like history length, batches of
+            equal position counts, each cut to its longest history.
+            Defaults to `False`.
 
     Returns:
         A prefetched `tf.data.Dataset` of `(inputs, positives)` batches, both
-        int32 `(B, L)`; `positives != 0` marks the positions to train on.
+        int32 `(B, L)` (`(B, T)` with `T <= L` with `sort_by_length`);
+        `positives != 0` marks the positions to train on. Its cardinality is
+        the number of batches of an epoch.
 
     Raises:
         ValueError: for invalid arguments, or no user with 2 items.
@@ -423,10 +441,44 @@ def training_sequences(
         raise ValueError("Expected at least one sequence of 2 or more items, received: none")
     inputs = pad_histories([s[:-1] for s in usable], max_length)
     positives = pad_histories([s[1:] for s in usable], max_length)
+    if sort_by_length:
+        return _length_sorted_batches(inputs, positives, batch_size, seed, shuffle)
     dataset = tf.data.Dataset.from_tensor_slices((inputs, positives))
     if shuffle:
         dataset = dataset.shuffle(len(usable), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _length_sorted_batches(inputs: np.ndarray, positives: np.ndarray, batch_size: int,
+                           seed: int | None, shuffle: bool):
+    import tensorflow as tf
+
+    lengths = np.count_nonzero(inputs, axis=1)
+    # A batch holds as many positions as `batch_size` users of average length:
+    # every position then weighs the same in the loss's per-batch mean, as in
+    # random batches (with `batch_size` users a batch, a short user's positions
+    # would weigh up to L times a long user's).
+    budget = batch_size * lengths.mean()
+    ends = np.cumsum(np.sort(lengths))
+    bounds = np.searchsorted(ends, budget * np.arange(1, np.ceil(ends[-1] / budget)), "right")
+    bounds = np.unique(bounds[(bounds > 0) & (bounds < len(lengths))])
+    num_batches = len(bounds) + 1
+    # One generator across epochs: each pass over the dataset draws a new order.
+    generator = np.random.default_rng(seed)
+
+    def epoch():
+        order = generator.permutation(len(lengths)) if shuffle else np.arange(len(lengths))
+        batches = np.split(order[np.argsort(lengths[order], kind="stable")], bounds)
+        for index in generator.permutation(num_batches) if shuffle else range(num_batches):
+            rows = batches[index]
+            width = int(lengths[rows].max())
+            yield inputs[rows, -width:], positives[rows, -width:]
+
+    spec = tf.TensorSpec((None, None), tf.int32)
+    dataset = tf.data.Dataset.from_generator(epoch, output_signature=(spec, spec))
+    return dataset.apply(tf.data.experimental.assert_cardinality(num_batches)).prefetch(
+        tf.data.AUTOTUNE
+    )
 
 
 def _movielens_rows(path: Path, width: int) -> list[tuple[int, list[str]]]:

@@ -17,7 +17,13 @@ class PositionEmbedding(keras.layers.Layer):
     The layer holds a trainable table `E` of shape `(sequence_length, d)` and
     returns, for inputs of shape `(B, T, d)`,
 
-        output[b, t, :] = E[start_index + t, :]
+        output[b, t, :] = E[start_index + t, :]                # align="start"
+        output[b, t, :] = E[sequence_length - T + t, :]        # align="end"
+
+    `align="end"` is for left-padded sequences such as SASRec's item
+    histories, whose last step always holds the latest item: it takes the
+    table's last row whatever `T`, so a batch cut to its longest sequence
+    (its left padding dropped) gets the same positions as at full length.
 
     It adds nothing itself: add its output to the token embeddings (as in
     BERT). Only the shape of `inputs` is used, never its values. The Keras
@@ -29,6 +35,9 @@ class PositionEmbedding(keras.layers.Layer):
             longest sequence (plus `start_index`) the layer accepts.
         initializer: initializer of the table. Defaults to
             `"glorot_uniform"`.
+        align: `"start"` (position 0 is the first step) or `"end"` (the
+            last step is position `sequence_length - 1`). Defaults to
+            `"start"`.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -37,7 +46,8 @@ class PositionEmbedding(keras.layers.Layer):
         start_index: an integer or integer scalar tensor, the position of the
             first step (for step-by-step decoding with a cache). Defaults to
             0. `start_index + T` must not exceed `sequence_length`; this is
-            checked when both are Python integers.
+            checked when both are Python integers. Only with
+            `align="start"`.
 
     Returns:
         A `(B, T, d)` tensor in the layer's compute dtype: the rows
@@ -54,13 +64,22 @@ class PositionEmbedding(keras.layers.Layer):
     (None, None, 32)
     """
 
-    def __init__(self, sequence_length: int, initializer="glorot_uniform", **kwargs):
+    def __init__(self, sequence_length: int, initializer="glorot_uniform", align: str = "start",
+                 **kwargs):
         super().__init__(**kwargs)
         self.sequence_length = _validation.positive_int("sequence_length", sequence_length)
         self.initializer = keras.initializers.get(initializer)
+        if align not in ("start", "end"):
+            raise ValueError(f'Expected `align` to be "start" or "end", received: align={align!r}')
+        self.align = align
         self.supports_masking = True
 
     def _check_inputs(self, shape, start_index=0) -> None:
+        if self.align == "end" and not (isinstance(start_index, int) and start_index == 0):
+            raise ValueError(
+                'Expected no `start_index` with align="end", received: '
+                f"start_index={start_index}"
+            )
         _validation.rank("inputs", shape, 3)
         if shape[-1] is None:
             raise ValueError(
@@ -98,7 +117,11 @@ class PositionEmbedding(keras.layers.Layer):
         # Rows gathered by positions counted over the inputs' own shape and
         # broadcast by an addition (not a slice of computed length and a
         # broadcast_to): LiteRT then knows every shape before it runs.
-        positions = sequence_positions(inputs) + ops.cast(start_index, "int32")  # (1, T)
+        positions = sequence_positions(inputs)  # (1, T)
+        if self.align == "end":
+            positions = (self.sequence_length - 1) - ops.flip(positions, axis=1)
+        else:
+            positions = positions + ops.cast(start_index, "int32")
         return ops.take(table, positions, axis=0) + ops.zeros_like(
             inputs, dtype=self.compute_dtype
         )
@@ -110,5 +133,6 @@ class PositionEmbedding(keras.layers.Layer):
         config = {
             "sequence_length": self.sequence_length,
             "initializer": keras.initializers.serialize(self.initializer),
+            "align": self.align,
         }
         return {**super().get_config(), **config}

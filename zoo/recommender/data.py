@@ -150,16 +150,19 @@ def _renumber(interactions, side, item_labels):
 # -- the retriever --------------------------------------------------------------------
 
 
-def retrieval_batches(data: RecommenderData, max_length: int, batch_size: int, seed: int):
-    """`({"item_ids"}, positives)` batches of every training sequence, reshuffled each epoch.
+def retrieval_batches(data: RecommenderData, max_length: int, batch_size: int, seed: int,
+                      sort_by_length: bool = False):
+    """`({"item_ids"}, positives)` batches of every training sequence, reshuffled each epoch
+    (see `kerasattn.data.training_sequences` for `sort_by_length`).
 
     Returns:
         `(dataset, steps_per_epoch)`; the dataset repeats forever.
     """
-    dataset = kdata.training_sequences(data.split.train, max_length, batch_size, seed=seed)
-    users = sum(1 for sequence in data.split.train if len(sequence) >= 2)
+    dataset = kdata.training_sequences(data.split.train, max_length, batch_size, seed=seed,
+                                       sort_by_length=sort_by_length)
+    steps = int(dataset.cardinality())
     dataset = dataset.map(lambda inputs, positives: ({"item_ids": inputs}, positives))
-    return dataset.repeat(), int(np.ceil(users / batch_size))
+    return dataset.repeat(), steps
 
 
 @dataclasses.dataclass(eq=False)

@@ -33,8 +33,8 @@ LOSSES = ("bce", "sampled_softmax", "full_softmax")
 _SEEN_SCORE = -1e9
 
 
-def _history_input(max_sequence_length: int):
-    return keras.Input(shape=(max_sequence_length,), dtype="int32", name="item_ids")
+def _history_input(length: Optional[int] = None):
+    return keras.Input(shape=(length,), dtype="int32", name="item_ids")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -44,8 +44,12 @@ class SequentialRecommenderBackbone(Backbone):
     item embedding × `sqrt(hidden_dim)` + learned position embedding, zeroed
     at the padding → dropout → `num_layers` pre-norm `TransformerEncoderBlock`s
     with a causal mask and the padding mask → a final layer normalization.
-    Histories are left-padded to `max_sequence_length` (the last position
-    holds the latest item), so position embeddings count back from the end.
+    Histories are left-padded (the last position holds the latest item), so
+    position embeddings count back from the end (`align="end"`): a batch of
+    short histories cut to its longest one (as `kerasattn.data.
+    training_sequences(sort_by_length=True)` batches them) gives exactly the
+    states of the same histories padded to `max_sequence_length`, at a
+    fraction of the work.
 
     The item embedding layer, named `"item_embedding"` (`(num_items + 1,
     hidden_dim)`, row 0 the padding), is also the output embedding of the
@@ -53,7 +57,8 @@ class SequentialRecommenderBackbone(Backbone):
 
     Args:
         num_items: the catalogue size `N`; item ids run 1..N, 0 is padding.
-        max_sequence_length: history positions `L` (a fixed input length).
+        max_sequence_length: history positions `L`: the longest history
+            encoded (a longer one keeps its last `L` items).
         hidden_dim: width `d`.
         num_layers: Transformer blocks.
         num_heads: attention heads (dividing `hidden_dim`).
@@ -63,9 +68,10 @@ class SequentialRecommenderBackbone(Backbone):
         dtype: optional dtype policy of every layer.
         **kwargs: `keras.Model` arguments such as `name`.
 
-    Inputs: `{"item_ids": int32 (B, L)}`, left-padded with 0.
-    Outputs: `{"sequence_output": (B, L, d), "attention_scores": (B,
-    num_heads, L, L)}` (the last block's attention weights).
+    Inputs: `{"item_ids": int32 (B, T)}`, left-padded with 0, any `T`.
+    Outputs: `{"sequence_output": (B, T', d), "attention_scores": (B,
+    num_heads, T', T')}` (the last block's attention weights), `T' =
+    min(T, L)`.
     """
 
     def __init__(self, num_items: int, max_sequence_length: int = 50, hidden_dim: int = 50,
@@ -84,15 +90,16 @@ class SequentialRecommenderBackbone(Backbone):
         if hidden_dim % num_heads:
             raise ValueError("Expected `hidden_dim` divisible by `num_heads`, received: "
                              f"hidden_dim={hidden_dim}, num_heads={num_heads}")
-        item_ids = _history_input(max_sequence_length)
+        inputs = _history_input()
+        item_ids = inputs[:, -max_sequence_length:]
         padding_mask = ops.greater(item_ids, 0)
         x = keras.layers.Embedding(
             num_items + 1, hidden_dim, name="item_embedding", dtype=dtype,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=hidden_dim**-0.5),
         )(item_ids)
         x = keras.layers.Rescaling(hidden_dim**0.5, name="item_embedding_scale", dtype=dtype)(x)
-        positions = layers.PositionEmbedding(max_sequence_length, name="position_embedding",
-                                             dtype=dtype)(x)
+        positions = layers.PositionEmbedding(max_sequence_length, align="end",
+                                             name="position_embedding", dtype=dtype)(x)
         x = keras.layers.Add(name="embeddings", dtype=dtype)([x, positions])
         x = x * ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)
         x = keras.layers.Dropout(dropout, name="embeddings_dropout", dtype=dtype)(x)
@@ -111,7 +118,7 @@ class SequentialRecommenderBackbone(Backbone):
         x = keras.layers.LayerNormalization(epsilon=1e-6, name="output_layer_norm",
                                             dtype=dtype)(x)
         outputs = {"sequence_output": x, "attention_scores": scores}
-        super().__init__(inputs={"item_ids": item_ids}, outputs=outputs, dtype=dtype, **kwargs)
+        super().__init__(inputs={"item_ids": inputs}, outputs=outputs, dtype=dtype, **kwargs)
         self.num_items = num_items
         self.max_sequence_length = max_sequence_length
         self.hidden_dim = hidden_dim
@@ -219,7 +226,7 @@ class NextItemRetriever(Task):
                     f"Expected `item_counts` of {backbone.num_items + 1} counts >= 0 (index 0 "
                     f"the padding) and some positive, received: {len(item_counts)} counts"
                 )
-        inputs = {"item_ids": _history_input(backbone.max_sequence_length)}
+        inputs = {"item_ids": _history_input()}
         outputs = backbone(inputs)["sequence_output"]
         super().__init__(inputs=inputs, outputs=outputs, backbone=backbone,
                          preprocessor=preprocessor, **kwargs)

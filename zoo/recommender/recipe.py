@@ -77,6 +77,11 @@ class RecommenderRecipe(registry.Recipe):
         add("--negative-sampling", "sampled-softmax negatives: uniform, or by training "
             "popularity with the logQ correction", choices=("uniform", "popularity"),
             default="uniform")
+        parser.add_argument("--sort-by-length", action=argparse.BooleanOptionalAction,
+                            default=True, help="retrieval: batch users of like history "
+                            "length, each batch cut to its longest history (the same "
+                            "per-user loss, a fraction of the work on short histories; "
+                            "default: on)")
         parser.add_argument("--side-features", action=argparse.BooleanOptionalAction,
                             default=True, help="scorer: use MovieLens genres and user "
                             "age, gender, occupation when the data has them (default: on)")

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
         "data": str(Path(args.data).resolve()), "interactions": data.interactions.num_interactions,
         **{name: getattr(args, name) for name in (
             "epochs", "batch_size", "learning_rate", "warmup_steps", "weight_decay", "patience",
-            "num_negatives", "negative_sampling")},
+            "num_negatives", "negative_sampling", "sort_by_length")},
     })
     keras.utils.set_random_seed(args.seed)
     preprocessor = RecommenderPreprocessor(data.interactions.item_ids,
@@ -163,8 +163,8 @@ def run(args: argparse.Namespace) -> dict:
                 dropout=args.dropout,
             )
     if args.task == "retrieval":
-        batches, steps = recommender_data.retrieval_batches(data, args.max_length,
-                                                            args.batch_size, args.seed)
+        batches, steps = recommender_data.retrieval_batches(
+            data, args.max_length, args.batch_size, args.seed, args.sort_by_length)
     else:
         batches, steps = recommender_data.scorer_batches(model, data, args.batch_size,
                                                          args.num_negatives, args.seed)
