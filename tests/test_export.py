@@ -234,7 +234,7 @@ class LeanGraphTest(tf.test.TestCase):
     """What keeps a dynamic-length float32 graph inside LiteRT's XNNPACK delegate."""
 
     def test_no_op_of_runtime_shape_and_bounded_softmax_only_in_full_int8(self):
-        # Learned and sinusoidal positions, a causal and a sliding-window
+        # Learned, sinusoidal and rotary positions, a causal and a sliding-window
         # attention, cross-layer fusion: each once counted its positions with
         # RANGE or sliced by a computed size, ops whose output shape LiteRT
         # learns only when it runs (every later op then runs without XNNPACK).
@@ -242,6 +242,7 @@ class LeanGraphTest(tf.test.TestCase):
         tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
         x = keras.layers.Embedding(VOCABULARY, 32, mask_zero=True)(tokens)
         x = x + layers.PositionEmbedding(16)(x) + layers.SinusoidalPositionEncoding()(x)
+        x = layers.RotaryEmbedding()(x)
         first = layers.MultiHeadAttention(2, 16, name="causal")(x, x, use_causal_mask=True)
         second = layers.MultiHeadAttention(2, 16, sliding_window=2, name="window")(first, first)
         x = layers.CrossLayerAttention(name="fusion")([first, second])

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from kerasattn.layers import _validation
+from kerasattn.ops.masking import sequence_positions
 
 
 @keras.saving.register_keras_serializable(package="kerasattn")
@@ -115,7 +116,10 @@ class RotaryEmbedding(keras.layers.Layer):
         sequence_axis, feature_axis = self._axes(inputs.shape)
         rank = len(inputs.shape)
         width = inputs.shape[feature_axis]
-        positions = ops.cast(ops.arange(ops.shape(inputs)[sequence_axis]), "float32")
+        # Counted over the inputs' shape, not `arange` of their length: LiteRT
+        # then knows every shape before it runs (see `sequence_positions`).
+        positions = ops.cast(ops.reshape(sequence_positions(inputs, sequence_axis), (-1,)),
+                             "float32")
         positions = (positions + ops.cast(start_index, "float32")) / self.scaling_factor
         exponents = ops.arange(width // 2, dtype="float32") * (2.0 / width)
         frequencies = ops.exp(-math.log(self.max_wavelength) * exponents)

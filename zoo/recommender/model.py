@@ -176,7 +176,7 @@ def _as_histories(histories, length: int) -> np.ndarray:
 class NextItemRetriever(Task):
     """Next-item retrieval (SASRec): the user state against every item embedding.
 
-    The model maps `{"item_ids": (B, L)}` to the user states `(B, L, d)`;
+    The model maps `{"item_ids": (B, T)}` to the user states `(B, T, d)`;
     the score of item `i` after position `t` is `state_t · E_i`, with `E` the
     backbone's item embedding table. `compute_loss` trains every position on
     its next item (`fit` takes `(inputs, positives)` batches from
@@ -312,7 +312,9 @@ class NextItemRetriever(Task):
         scores = self._scores(item_ids)
         if exclude_seen:
             batch = ops.shape(item_ids)[0]
-            rows = ops.repeat(ops.arange(batch, dtype="int32"), self.backbone.max_sequence_length)
+            # Each history's row number at each of its positions (any length).
+            rows = ops.reshape(ops.zeros_like(item_ids) + ops.arange(batch, dtype="int32")[:, None],
+                               (-1,))
             indices = ops.stack([rows, ops.reshape(item_ids, (-1,))], axis=1)
             seen = ops.scatter(indices, ops.ones((ops.shape(indices)[0],), "float32"),
                                (batch, self.num_items + 1))
