@@ -253,11 +253,40 @@ class LeanGraphTest(tf.test.TestCase):
                sample_inputs=token_ids(rng, 4, 9),
                representative_data=[{"tokens": token_ids(rng, 2, 9)} for _ in range(8)])
         float32 = tflite_ops(os.path.join(out, "model_float32.tflite"))
-        for op in ("RANGE", "SLICE", "BROADCAST_TO", "REDUCE_MIN"):
+        # REDUCE_PROD: the run-time shape arithmetic of Keras's tensordot
+        # (the pooling and fusion projections), traced as einsums for export.
+        for op in ("RANGE", "SLICE", "BROADCAST_TO", "REDUCE_MIN", "REDUCE_PROD"):
             self.assertNotIn(op, float32)
         self.assertEqual(4, float32.count("SOFTMAX"))  # two attentions, fusion, pooling
         # The bounded masked softmax (no -1e9 in any tensor) is full int8's alone.
         self.assertIn("REDUCE_MIN", tflite_ops(os.path.join(out, "model_full_int8.tflite")))
+
+
+class ExportGraphFormTest(tf.test.TestCase):
+    def test_dense_projections_trace_an_einsum_with_the_same_values(self):
+        from kerasattn.layers._dense import Dense
+        from kerasattn.ops.tracing import export_graph
+
+        keras.utils.set_random_seed(3)
+        layer = Dense(5, activation="gelu")
+        anchor = keras.layers.Dense(5, activation="gelu")
+        x = np.random.default_rng(0).normal(size=(2, 3, 4, 6)).astype("float32")
+        anchor.build(x.shape)
+        layer.build(x.shape)
+        layer.set_weights(anchor.get_weights())
+
+        def ops_of(function):
+            graph = tf.function(function).get_concrete_function(
+                tf.TensorSpec((None, None, 4, 6))).graph
+            return {op.type for op in graph.get_operations()}
+
+        self.assertIn("Prod", ops_of(layer))  # Keras's tensordot, for training
+        with export_graph():
+            traced = ops_of(layer)
+            self.assertAllClose(anchor(x), layer(x), atol=1e-6)
+        self.assertIn("Einsum", traced)
+        self.assertNotIn("Prod", traced)
+        self.assertAllClose(anchor(x[0, 0]), layer(x[0, 0]))  # rank 2: Keras's matmul
 
 
 class MultiOutputTest(tf.test.TestCase):

@@ -80,9 +80,10 @@ def export_saved_model(
     uses such a SavedModel.
     """
     from kerasattn.ops import bounded_masking
+    from kerasattn.ops.tracing import export_graph
 
     try:
-        with bounded_masking() if bounded else contextlib.nullcontext():
+        with export_graph(), bounded_masking() if bounded else contextlib.nullcontext():
             if serve_strings is None:
                 model.export(path, format="tf_saved_model", verbose=False)
             else:

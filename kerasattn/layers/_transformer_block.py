@@ -11,6 +11,7 @@ from typing import Callable
 import keras
 
 from kerasattn.layers import _validation
+from kerasattn.layers._dense import Dense
 from kerasattn.layers._initializers import clone_initializer
 from kerasattn.layers.multi_head_attention import MultiHeadAttention
 
@@ -119,7 +120,7 @@ class TransformerBlockBase(keras.layers.Layer):
     def _build_feedforward(self, shape, seed_offset: int) -> None:
         width = shape[-1]
         self._feedforward_layer_norm = self._make_layer_norm("feedforward_layer_norm", shape)
-        self._feedforward_intermediate_dense = keras.layers.Dense(
+        self._feedforward_intermediate_dense = Dense(
             self.intermediate_dim,
             activation=self.activation,
             kernel_initializer=clone_initializer(self.kernel_initializer),
@@ -128,7 +129,7 @@ class TransformerBlockBase(keras.layers.Layer):
             name="feedforward_intermediate_dense",
         )
         self._feedforward_intermediate_dense.build(shape)
-        self._feedforward_output_dense = keras.layers.Dense(
+        self._feedforward_output_dense = Dense(
             width,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),

@@ -10,6 +10,7 @@ from keras import regularizers
 
 from kerasattn.layers import _single_head
 from kerasattn.layers import _validation
+from kerasattn.layers._dense import last_axis_product
 from kerasattn.layers._initializers import add_float32_kernel
 from kerasattn.layers._initializers import clone_initializer
 from kerasattn.ops import check_broadcastable
@@ -138,7 +139,7 @@ class AttentionPooling(keras.layers.Layer):
         if self.kernel is None:
             query = query * float(inputs.shape[-1]) ** -0.5
         else:
-            keys = ops.tanh(ops.matmul(keys, f32(self.kernel)) + f32(self.bias))
+            keys = ops.tanh(last_axis_product(keys, f32(self.kernel)) + f32(self.bias))
         scores = ops.einsum("btu,nu->bnt", keys, query)
         if mask is not None:
             mask = ops.expand_dims(mask, -2)  # (B, 1, T): the same for every query

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from kerasattn.layers import _validation
+from kerasattn.layers._dense import Dense
 from kerasattn.layers._initializers import clone_initializer
 from kerasattn.ops import check_broadcastable
 from kerasattn.ops import masked_softmax
@@ -121,8 +122,8 @@ class CrossLayerAttention(keras.layers.Layer):
         )
         self.num_layers = None
 
-    def _dense(self, units: int, name: str) -> keras.layers.Dense:
-        return keras.layers.Dense(
+    def _dense(self, units: int, name: str) -> Dense:
+        return Dense(
             units,
             use_bias=self.use_bias,
             kernel_initializer=clone_initializer(self.kernel_initializer),

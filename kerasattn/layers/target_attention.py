@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from kerasattn.layers import _validation
+from kerasattn.layers._dense import Dense
 from kerasattn.layers._initializers import clone_initializer
 from kerasattn.ops import as_bool_mask
 from kerasattn.ops import check_broadcastable
@@ -178,7 +179,7 @@ class TargetAttention(keras.layers.Layer):
             widths = self.hidden_units + (1,)
             for i, units in enumerate(widths):
                 last = i == len(widths) - 1
-                dense = keras.layers.Dense(
+                dense = Dense(
                     units,
                     activation=None if last else self.activation,
                     use_bias=self.use_bias,

@@ -86,6 +86,7 @@ from kerasattn.export._exporter import _check_out_dir
 from kerasattn.export._exporter import staged
 from kerasattn.export._exporter import _size_bytes
 from kerasattn.export._runtimes import SavedModelRuntime
+from kerasattn.ops.tracing import export_graph
 from zoo.recommender.model import NextItemRetriever
 from zoo.recommender.model import SequentialRecommenderBackbone
 from zoo.recommender.model import _SEEN_SCORE
@@ -283,11 +284,12 @@ def _write_saved_model(model: NextItemRetriever, scorer: keras.Model, path: str,
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(scorer)
-    # The first endpoint is also `serving_default`.
-    archive.add_endpoint(RECOMMEND, recommend, [histories])
-    archive.add_endpoint(SCORE_CANDIDATES, score_candidates, [histories, candidates])
     try:
-        archive.write_out(path, verbose=False)
+        with export_graph():
+            # The first endpoint is also `serving_default`.
+            archive.add_endpoint(RECOMMEND, recommend, [histories])
+            archive.add_endpoint(SCORE_CANDIDATES, score_candidates, [histories, candidates])
+            archive.write_out(path, verbose=False)
     except Exception as error:
         raise ExportError(f"saved_model: could not write the SavedModel: {error}",
                           "conversion") from error
