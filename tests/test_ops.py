@@ -35,6 +35,17 @@ class MaskingTest(tf.test.TestCase):
         got = ka_ops.masked_softmax(scores, mask).numpy()
         self.assertAllClose([[0.25, 0.75, 0.0], [0.0, 0.0, 0.0]], got)
 
+    def test_one_key_is_valid_input_without_warnings(self):
+        # Keras's softmax warns about an axis of length 1; a one-token
+        # sequence is ordinary input to attention.
+        import warnings
+
+        x = np.ones((2, 1, 2, 4), "float32")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            self.assertAllClose([[1.0]], ka_ops.masked_softmax(np.ones((1, 1), "float32")))
+            self.assertAllClose(x, ka_ops.dot_product_attention(x, x, x))
+
     def test_masked_softmax_low_precision_has_no_nan(self):
         for dtype in ("float16", "bfloat16"):
             scores = tf.constant([[60000.0, -60000.0], [1.0, 2.0]], dtype)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 from typing import Iterator, Sequence
 
 import keras
@@ -222,6 +223,14 @@ def merge_attention_masks(
     )
 
 
+def softmax(x, axis: int = -1):
+    """`keras.ops.softmax`, without its warning for an axis of length 1: a
+    one-token sequence (or a single key) is valid input to attention."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "You are using a softmax over axis", UserWarning)
+        return ops.softmax(x, axis=axis)
+
+
 def masked_softmax(scores, mask=None, axis: int = -1):
     """Softmax over `axis` that ignores masked positions, computed in float32.
 
@@ -249,12 +258,12 @@ def masked_softmax(scores, mask=None, axis: int = -1):
     """
     scores = ops.cast(scores, "float32")
     if mask is None:
-        return ops.softmax(scores, axis=axis)
+        return softmax(scores, axis=axis)
     if bounded_masking_enabled():
         return bounded_masked_softmax(scores, mask, axis)
     mask = as_bool_mask(mask)
     scores = ops.where(mask, scores, MASKED_LOGIT)
-    weights = ops.softmax(scores, axis=axis)
+    weights = softmax(scores, axis=axis)
     # A fully masked slice has a uniform softmax; multiplying by the mask
     # turns it into zeros (and leaves partially masked slices unchanged,
     # their masked weights being exp(-huge) == 0 already).
