@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import warnings
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import keras
 from keras import ops
+
+from kerasattn.ops.tracing import flag_set
 
 # Logits of masked positions are replaced by this value before the softmax.
 # Softmax always runs in float32, so the value only has to be safe there; it
@@ -22,8 +24,7 @@ MASKED_LOGIT = -0.7 * 3.38953e38
 _BOUNDED_MASKING = contextvars.ContextVar("kerasattn_bounded_masking", default=False)
 
 
-@contextlib.contextmanager
-def bounded_masking() -> Iterator[None]:
+def bounded_masking() -> contextlib.AbstractContextManager:
     """Traces masked softmaxes whose intermediates stay in the logits' range.
 
     Full-integer (int8) quantization calibrates one range per tensor; a
@@ -36,11 +37,7 @@ def bounded_masking() -> Iterator[None]:
     costs more elementwise passes than the fused softmax, so training and
     ordinary inference keep the default.
     """
-    token = _BOUNDED_MASKING.set(True)
-    try:
-        yield
-    finally:
-        _BOUNDED_MASKING.reset(token)
+    return flag_set(_BOUNDED_MASKING)
 
 
 def bounded_masking_enabled() -> bool:

@@ -10,7 +10,16 @@ _EXPORT_GRAPH = contextvars.ContextVar("kerasattn_export_graph", default=False)
 
 
 @contextlib.contextmanager
-def export_graph() -> Iterator[None]:
+def flag_set(flag: contextvars.ContextVar) -> Iterator[None]:
+    """Sets the boolean context variable `flag` for the duration of the context."""
+    token = flag.set(True)
+    try:
+        yield
+    finally:
+        flag.reset(token)
+
+
+def export_graph() -> contextlib.AbstractContextManager:
     """Traces layers in the form their exported inference graphs run fastest.
 
     Where two forms compute the same values but train and export
@@ -22,11 +31,7 @@ def export_graph() -> Iterator[None]:
     the XNNPACK delegate at dynamic lengths (and whose gradient TensorFlow
     computes faster, so training keeps it).
     """
-    token = _EXPORT_GRAPH.set(True)
-    try:
-        yield
-    finally:
-        _EXPORT_GRAPH.reset(token)
+    return flag_set(_EXPORT_GRAPH)
 
 
 def export_graph_enabled() -> bool:
