@@ -17,6 +17,7 @@ from kerasattn.ops.masking import as_bool_mask
 from kerasattn.ops.masking import bounded_masked_softmax
 from kerasattn.ops.masking import bounded_masking_enabled
 from kerasattn.ops.masking import causal_mask_between
+from kerasattn.ops.masking import masking_bias
 from kerasattn.ops.masking import softmax
 
 IMPLEMENTATIONS = ("auto", "dense", "chunked")
@@ -237,7 +238,7 @@ def _dense_attention(
         mask = None
     else:
         if mask is not None:
-            logits = ops.where(mask, logits, MASKED_LOGIT)
+            logits = logits + masking_bias(mask)
         weights = softmax(logits, axis=-1)
     applied = weights if dropout is None else dropout(weights)
     output = _combine(ops.cast(applied, out_dtype), value, num_groups, "btnh")

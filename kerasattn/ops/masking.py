@@ -220,6 +220,17 @@ def merge_attention_masks(
     )
 
 
+def masking_bias(mask):
+    """float32 0 where `mask` may attend, `MASKED_LOGIT` elsewhere, in the mask's
+    own (broadcastable) shape: added to the logits, it masks them as a
+    `where` over the logits would, to the same weights (`exp` of a masked
+    logit is 0 either way), but the large tensor sees an addition, which
+    LiteRT's XNNPACK delegate runs (its `SELECT_V2` it does not) and which
+    broadcasts a `(B, 1, 1, T)` padding mask over heads and queries for free.
+    """
+    return ops.where(as_bool_mask(mask), 0.0, MASKED_LOGIT)
+
+
 def softmax(x, axis: int = -1):
     """`keras.ops.softmax`, without its warning for an axis of length 1: a
     one-token sequence (or a single key) is valid input to attention."""
@@ -259,8 +270,7 @@ def masked_softmax(scores, mask=None, axis: int = -1):
     if bounded_masking_enabled():
         return bounded_masked_softmax(scores, mask, axis)
     mask = as_bool_mask(mask)
-    scores = ops.where(mask, scores, MASKED_LOGIT)
-    weights = softmax(scores, axis=axis)
+    weights = softmax(scores + masking_bias(mask), axis=axis)
     # A fully masked slice has a uniform softmax; multiplying by the mask
     # turns it into zeros (and leaves partially masked slices unchanged,
     # their masked weights being exp(-huge) == 0 already).
