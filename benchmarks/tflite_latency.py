@@ -188,13 +188,14 @@ def tagger(folder: str, args) -> None:
     from zoo.sequence_tagger.recipe import SequenceTaggerRecipe
 
     model = SequenceTaggerRecipe().load("conll2003", None)
-    sentence = ("The European Commission said on Thursday it disagreed with German advice "
-                "to consumers to shun British lamb until scientists determine whether mad "
-                "cow disease can be transmitted to sheep .")
+    # An invented sentence of 30 tokens, the length of a long CoNLL-2003 sentence.
+    sentence = ("The Danish shipping group Maersk said on Tuesday that its chief executive "
+                "Anna Holm would travel to Singapore and Rotterdam next month to meet port "
+                "officials from both cities .")
     out = os.path.join(folder, "conll2003")
     with console.native_logging_silenced():
         export(model, out, formats=("tflite",), quantize=("float32", "dynamic_int8"),
-               sample_inputs=[sentence, "Peter Blackburn"], preprocessor=model.preprocessor,
+               sample_inputs=[sentence, "Anna Holm"], preprocessor=model.preprocessor,
                tolerances={"dynamic_int8": 1.0})
     import numpy as np
 

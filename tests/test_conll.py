@@ -103,11 +103,11 @@ def test_a_token_may_hold_a_no_break_space(tmp_path):
 
 
 def test_chosen_columns(tmp_path):
-    path = write(tmp_path, "1 EU B-NP B-ORG\n2 rejects B-VP O\n")
-    assert data.read_conll(path, token_column=1).tokens == [["EU", "rejects"]]
+    path = write(tmp_path, "1 Acme B-NP B-ORG\n2 hires B-VP O\n")
+    assert data.read_conll(path, token_column=1).tokens == [["Acme", "hires"]]
     assert data.read_conll(path, token_column=1).tags == [["B-ORG", "O"]]
     chunks = data.read_conll(path, token_column=-3, tag_column=2)
-    assert chunks.tokens == [["EU", "rejects"]]
+    assert chunks.tokens == [["Acme", "hires"]]
     assert chunks.tags == [["B-NP", "B-VP"]]
     assert chunks.entity_types == ["NP", "VP"]
 

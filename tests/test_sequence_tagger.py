@@ -83,10 +83,10 @@ def tiny_tagger(head="crf", tag_names=TAGS, **backbone_args):
 class PreprocessorTest(tf.test.TestCase):
     def test_vocabularies_are_normalised_and_deterministic(self):
         words, characters = learn_vocabularies(
-            [["EU", "rejects", "German", "call"], ["Germany", "1996", "eu", "2001"]]
+            [["Acme", "hires", "Estonian", "staff"], ["Estonia", "1996", "acme", "2001"]]
         )
-        self.assertEqual(["[PAD]", "[UNK]", "0000", "eu", "call", "german", "germany",
-                          "rejects"], words)
+        self.assertEqual(["[PAD]", "[UNK]", "0000", "acme", "estonia", "estonian", "hires",
+                          "staff"], words)
         self.assertEqual(["[PAD]", "[UNK]"], characters[:2])
         self.assertIn("E", characters)
         self.assertIn("e", characters)  # case kept for characters
@@ -146,9 +146,9 @@ class PreprocessorTest(tf.test.TestCase):
         self.assertAllEqual([3, 0, 1, 0, 0, 0, 0], tags[0])
 
     def test_raw_text_is_split_into_conll_tokens(self):
-        self.assertEqual("EU rejects German call , says U.S. official ( Reuters ) .",
-                         tokenize("EU rejects German call, says U.S. official (Reuters)."))
-        self.assertEqual("Peter Blackburn 's lamb", tokenize("Peter Blackburn's lamb"))
+        self.assertEqual("Acme hires Estonian staff , says U.S. official ( Reuters ) .",
+                         tokenize("Acme hires Estonian staff, says U.S. official (Reuters)."))
+        self.assertEqual("Anna Holm 's lamb", tokenize("Anna Holm's lamb"))
 
 
 class ModelTest(tf.test.TestCase):
