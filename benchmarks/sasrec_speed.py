@@ -33,7 +33,7 @@ warm-up steps of each (not timed), then `--repeats` rounds, each timing
   (`--precision auto` for the recipe's own choice: bfloat16 on AMX CPUs).
   Each with the recipe's length-sorted batches (`sort_by_length`: users of
   like history length batched together, each batch cut to its longest
-  history; the same per-user loss, as positions count from the end) and
+  history; the same per-position loss, as positions count from the end) and
   with random batches at full length (as PyTorch's), `--batching`.
 
 PyTorch is needed for this benchmark only; it is not a dependency of the
@@ -329,10 +329,9 @@ def speed(args, data) -> None:
     print("|---|---|---|---|---|---|")
     reference = statistics.median(times["pytorch"])
     rows = [("PyTorch SASRec (paper), bce", "pytorch")]
-    rows += [("ours (NextItemRetriever),", key) for key in ours]
+    rows += [(f"ours (NextItemRetriever), {loss}, {batching} batches", (loss, batching))
+             for loss, batching in ours]
     for name, key in rows:
-        if key != "pytorch":
-            name = f"{name} {key[0]}, {key[1]} batches"
         seconds = statistics.median(times[key])
         each = ", ".join(f"{value:.2f}" for value in times[key])
         ratio = "1" if key == "pytorch" else f"{seconds / reference:.2f}"

@@ -234,6 +234,8 @@ def masking_bias(mask):
 def softmax(x, axis: int = -1):
     """`keras.ops.softmax`, without its warning for an axis of length 1: a
     one-token sequence (or a single key) is valid input to attention."""
+    if x.shape[axis] != 1:  # Keras warns only about a static length of 1
+        return ops.softmax(x, axis=axis)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "You are using a softmax over axis", UserWarning)
         return ops.softmax(x, axis=axis)

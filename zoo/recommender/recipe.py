@@ -80,7 +80,7 @@ class RecommenderRecipe(registry.Recipe):
         parser.add_argument("--sort-by-length", action=argparse.BooleanOptionalAction,
                             default=True, help="retrieval: batch users of like history "
                             "length, each batch cut to its longest history (the same "
-                            "per-user loss, a fraction of the work on short histories; "
+                            "per-position loss, a fraction of the work on short histories; "
                             "default: on)")
         parser.add_argument("--side-features", action=argparse.BooleanOptionalAction,
                             default=True, help="scorer: use MovieLens genres and user "
