@@ -6,7 +6,8 @@ default) and for the forward pass and forward + backward (a plain eager
 
 - time: medians of interleaved runs of Keras's layer and ours (our default
   `implementation="auto"`, and `"chunked"`), all in one process with the
-  same weights and inputs, and the ratio ours ÷ Keras;
+  same weights and inputs, and the ratio ours ÷ Keras (at least `--repeats`
+  runs, and as many as fill `--min-seconds` for short steps);
 - peak memory: each (layer, pass, length) measured alone in a fresh
   subprocess (one step, no warm-up), so that cases do not contaminate each
   other: the peak bytes held in TensorFlow tensors during the step
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -136,11 +138,15 @@ def child_time(args) -> None:
     times = {}
     for mode in MODES:
         steps = {n: _step(layers[n], mode, args.causal) for n in names}
+        slowest = 0.0
         if args.warm_up:
             for step in steps.values():  # warm-up (traces, allocations)
-                step(x)
+                slowest = max(slowest, _timed(lambda: step(x)))
+        # Short steps are repeated for at least --min-seconds a layer: their
+        # eager times scatter by several percent from call to call.
+        repeats = max(args.repeats, math.ceil(args.min_seconds / max(slowest, 1e-6)))
         samples = {n: [] for n in names}
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             for n, step in steps.items():
                 started = time.perf_counter()
                 step(x)
@@ -219,7 +225,8 @@ def run_child(kind: str, args, **extra) -> dict:
     command = [sys.executable, os.path.abspath(__file__), f"--child-{kind}"]
     options = dict(
         length=args.length_now, batch=args.batch, heads=args.heads, key_dim=args.key_dim,
-        block_size=args.block_size, repeats=args.repeats_now, **extra,
+        block_size=args.block_size, repeats=args.repeats_now,
+        min_seconds=args.min_seconds, **extra,
     )
     for key, value in options.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
@@ -243,6 +250,8 @@ def main() -> None:
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed runs per layer up to 2,048 tokens (fewer beyond)")
+    parser.add_argument("--min-seconds", type=float, default=2.0,
+                        help="time each layer's short steps for at least this long")
     parser.add_argument("--memory-fraction", type=float, default=0.6,
                         help="skip Keras where its score tensors would exceed this share of "
                         "free memory")

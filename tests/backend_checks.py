@@ -183,6 +183,15 @@ def _first(outputs):
     return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
+def _loss(outputs):
+    """A weighted sum of the main output: weights that vary along the last
+    axis, because a plain sum after a layer normalisation has a zero gradient
+    (only rounding noise would reach the inputs)."""
+    main = keras.ops.cast(_first(outputs), "float32")
+    weights = keras.ops.cos(keras.ops.arange(main.shape[-1], dtype="float32"))
+    return keras.ops.sum(main * weights)
+
+
 def _tensors(args):
     return tree.map_structure(keras.ops.convert_to_tensor, args)
 
@@ -265,8 +274,9 @@ def check_masks(case: Case) -> None:
 
 
 def _gradients(layer, args, static, wrt):
-    """Gradients of the main output's sum w.r.t. `args[wrt]` (each tensor of a
-    list) and the trainable weights, with the current backend's autodiff."""
+    """Gradients of the main output's weighted sum (`_loss`) w.r.t.
+    `args[wrt]` (each tensor of a list) and the trainable weights, with the
+    current backend's autodiff."""
     backend = keras.backend.backend()
     tensors = _tensors(args)
     layer(**tensors, **static)  # builds the layer
@@ -280,7 +290,7 @@ def _gradients(layer, args, static, wrt):
             outputs, _ = layer.stateless_call(
                 trainable, non_trainable, **{**tensors, wrt: watched}, **static
             )
-            return keras.ops.sum(keras.ops.cast(_first(outputs), "float32"))
+            return _loss(outputs)
 
         weight_grads, input_grads = jax.grad(loss, argnums=(0, 1))(trainable, tensors[wrt])
         return tree.flatten(input_grads), list(weight_grads)
@@ -291,7 +301,7 @@ def _gradients(layer, args, static, wrt):
         with tf.GradientTape() as tape:
             tape.watch(watched)
             outputs = layer(**tensors, **static)
-            loss = tf.reduce_sum(tf.cast(_first(outputs), "float32"))
+            loss = _loss(outputs)
         grads = tape.gradient(loss, watched + [v.value for v in layer.trainable_variables])
         return grads[: len(watched)], grads[len(watched) :]
     if backend == "torch":
@@ -300,7 +310,7 @@ def _gradients(layer, args, static, wrt):
         watched = [t.detach().requires_grad_(True) for t in tree.flatten(tensors[wrt])]
         packed = tree.pack_sequence_as(tensors[wrt], watched)
         outputs = layer(**{**tensors, wrt: packed}, **static)
-        loss = torch.sum(_first(outputs).float())
+        loss = _loss(outputs)
         variables = [v.value for v in layer.trainable_variables]
         grads = torch.autograd.grad(loss, watched + variables, allow_unused=True)
         return list(grads[: len(watched)]), list(grads[len(watched) :])

@@ -2,6 +2,7 @@
 
 import functools
 import warnings
+from unittest import mock
 
 import keras
 import numpy as np
@@ -209,6 +210,52 @@ class MultiHeadAttentionTest(harness.LayerTestCase):
                     self.assert_matches_reference(
                         layer, (args, kwargs), numpy_mha, return_attention_scores=True
                     )
+
+    def test_self_attention_projects_in_one_product(self):
+        # Self-attention (one tensor as query, key and value) multiplies by
+        # the three kernels joined: the same values as the sub-layers' own
+        # calls, which a copy of the tensor (another object) still takes.
+        x = tf.constant(normal(2, 4, 8))
+        copy = tf.identity(x)
+        mask = dict(query_mask=self.query_mask, value_mask=self.query_mask)
+        cases = {
+            "heads": (dict(num_heads=2, key_dim=4), x, {}),
+            "grouped": (dict(num_heads=4, key_dim=4, num_key_value_heads=2), x, mask),
+            "no_bias": (dict(num_heads=2, key_dim=4, use_bias=False), x, {}),
+            "attention_axes": (
+                dict(num_heads=2, key_dim=4, attention_axes=(1, 2)),
+                tf.constant(normal(2, 3, 4, 8)),
+                {},
+            ),
+        }
+        for name, (config, inputs, kwargs) in cases.items():
+            with self.subTest(name):
+                layer = MultiHeadAttention(**config)
+                layer(inputs, inputs)
+                spy = mock.patch.object(
+                    layer.query_dense, "call", wraps=layer.query_dense.call
+                )
+                with spy as query_call:
+                    fused = layer(inputs, inputs, **kwargs)
+                    self.assertEqual(0, query_call.call_count)
+                    apart = layer(inputs, tf.identity(inputs), **kwargs)
+                    self.assertEqual(1, query_call.call_count)
+                self.assertAllClose(apart, fused, atol=1e-6)
+                if len(inputs.shape) == 3:
+                    want = numpy_mha(layer, inputs, inputs, **kwargs)
+                    self.assertAllClose(want, fused, atol=1e-5)
+        # Where a sub-layer's own call does more than its product, each
+        # sub-layer is called: a quantized kernel, an activity regularizer.
+        quantized = MultiHeadAttention(num_heads=2, key_dim=4)
+        quantized(x, x)
+        quantized.value_dense.quantize("int8")
+        dense = quantized.value_dense
+        with mock.patch.object(dense, "quantized_call", wraps=dense.quantized_call) as call:
+            self.assertAllClose(quantized(x, copy), quantized(x, x), atol=1e-6)
+            self.assertEqual(2, call.call_count)
+        regularized = MultiHeadAttention(num_heads=2, key_dim=4, activity_regularizer="l2")
+        regularized(x, x)
+        self.assertLen(regularized.losses, 4)
 
     def test_grouped_query_matches_keras_gqa(self):
         reference = keras.layers.GroupQueryAttention(
