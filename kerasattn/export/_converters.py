@@ -73,11 +73,10 @@ def export_saved_model(
     `serving_ids` signature takes `specs`.
 
     With `bounded`, masked softmaxes are traced under
-    `kerasattn.ops.bounded_masking`: intermediates within the logits' range,
-    which full-int8 calibration needs, at the cost of about ten elementwise
-    ops per softmax that LiteRT's XNNPACK delegate does not take (4x the
-    float32 latency of a small Transformer). Only the full-int8 conversion
-    uses such a SavedModel.
+    `kerasattn.ops.bounded_masking`: intermediates within about twice the
+    logits' range, which full-int8 calibration needs, for a row minimum, a
+    row maximum and three elementwise ops more per softmax. Only the
+    full-int8 conversion uses such a SavedModel.
     """
     from kerasattn.ops import bounded_masking
     from kerasattn.ops.tracing import export_graph

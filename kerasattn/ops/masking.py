@@ -32,10 +32,10 @@ def bounded_masking() -> contextlib.AbstractContextManager:
     that every logit rounds to the same int8 value and attention turns
     uniform. Inside this context, layers traced (for example by
     `kerasattn.export` writing a SavedModel) compute the same weights, to
-    float rounding, without that constant: the row maximum is taken over
-    unmasked logits only, and masked positions are zeroed after `exp`. It
-    costs more elementwise passes than the fused softmax, so training and
-    ordinary inference keep the default.
+    float rounding, without that constant (`bounded_masked_softmax`: masked
+    logits shifted below the row's minimum, zeroed after the softmax). It
+    costs a few more passes over the logits than the default, so training
+    and ordinary inference keep the default.
     """
     return flag_set(_BOUNDED_MASKING)
 
@@ -46,18 +46,21 @@ def bounded_masking_enabled() -> bool:
 
 def bounded_masked_softmax(scores, mask, axis: int = -1):
     """`masked_softmax` on float32 `scores` whose every intermediate tensor
-    lies within the range of the logits (see `bounded_masking`)."""
-    mask = ops.broadcast_to(as_bool_mask(mask), ops.shape(scores))
+    lies within about twice the range of the logits (see `bounded_masking`).
+
+    Masked logits are pushed below the row's minimum by the row's range
+    plus 16, so that their share of the softmax is below e⁻¹⁶ of the largest
+    valid one; multiplying by the mask then makes them exactly 0, and a row
+    without a valid key (shifted uniformly, so uniform) all 0. One fused
+    softmax, with no division or sum of its own: the integer kernels of a
+    full-int8 graph run it (and its lookup-table `exp`) far faster.
+    """
+    mask = as_bool_mask(mask)
     row_min = ops.min(scores, axis=axis, keepdims=True)
-    row_max = ops.max(ops.where(mask, scores, row_min), axis=axis, keepdims=True)
-    # min(·, 0) only touches masked positions (valid ones are <= row_max),
-    # where it stops exp from overflowing before they are zeroed.
-    exps = ops.exp(ops.minimum(scores - row_max, 0.0)) * ops.cast(mask, "float32")
-    # A row with a valid key sums to >= 1 (its maximum contributes exp(0));
-    # one without sums to 0. Flooring at 1 is exact for the first and gives
-    # zeros for the second, and 1, unlike a tiny floor, survives float16.
-    total = ops.sum(exps, axis=axis, keepdims=True)
-    return exps / ops.maximum(total, 1.0)
+    row_max = ops.max(scores, axis=axis, keepdims=True)
+    masked = ops.cast(ops.logical_not(mask), "float32")
+    weights = softmax(scores - (row_max - row_min + 16.0) * masked, axis=axis)
+    return weights * ops.cast(mask, "float32")
 
 
 def _static_shape(x) -> tuple:
