@@ -268,6 +268,20 @@ class LeanGraphTest(tf.test.TestCase):
             self.assertNotIn(op, full_int8)
 
 
+    def test_self_attention_is_one_product_with_the_scale_inside(self):
+        # Query, key and value by one FULLY_CONNECTED over the joined kernels,
+        # the queries' 1/sqrt(key_dim) folded into its constant weights.
+        keras.utils.set_random_seed(5)
+        x = keras.Input((None, 8))
+        model = keras.Model(x, layers.MultiHeadAttention(2, 4)(x, x))
+        out = os.path.join(self.get_temp_dir(), "self_attention")
+        export(model, out, formats=("tflite",), quantize=("float32",),
+               sample_inputs=np.random.default_rng(2).normal(size=(2, 5, 8)).astype("float32"))
+        ops = tflite_ops(os.path.join(out, "model_float32.tflite"))
+        self.assertEqual(2, ops.count("FULLY_CONNECTED"))  # the heads' projection, the output
+        self.assertNotIn("MUL", ops)
+
+
 class ExportGraphFormTest(tf.test.TestCase):
     def test_dense_projections_trace_an_einsum_with_the_same_values(self):
         from kerasattn.layers._dense import Dense

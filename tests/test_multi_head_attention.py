@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasattn.layers.multi_head_attention import MultiHeadAttention
+from kerasattn.ops.tracing import export_graph
 from tests import harness
 
 RNG = np.random.default_rng(0)
@@ -241,6 +242,9 @@ class MultiHeadAttentionTest(harness.LayerTestCase):
                     apart = layer(inputs, tf.identity(inputs), **kwargs)
                     self.assertEqual(1, query_call.call_count)
                 self.assertAllClose(apart, fused, atol=1e-6)
+                # Traced for export, the queries' scale is in the joined kernel.
+                with export_graph():
+                    self.assertAllClose(fused, layer(inputs, inputs, **kwargs), atol=1e-6)
                 if len(inputs.shape) == 3:
                     want = numpy_mha(layer, inputs, inputs, **kwargs)
                     self.assertAllClose(want, fused, atol=1e-5)

@@ -23,6 +23,7 @@ from kerasattn.ops.masking import masked_softmax
 from kerasattn.ops.masking import merge_masks
 from kerasattn.ops.masking import sliding_window_mask
 from kerasattn.ops.masking import sliding_window_mask_between
+from kerasattn.ops.tracing import export_graph_enabled
 
 
 def _projection_equation(free_dims: int, bound_dims: int, output_dims: int):
@@ -487,20 +488,26 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         )
 
-    def _project_together(self, x):
-        """Query, key and value heads of one input by one einsum.
+    def _project_together(self, x, scale_query: bool = False):
+        """Query, key and value heads of one input by one matrix product.
 
         The kernels `(D, N, H)`, `(D, K, H)`, `(D, K, H)` are joined along the
         heads axis: one wider matrix product runs faster than three (forward
-        and backward, eager and traced, and as one `FULLY_CONNECTED` in
-        LiteRT, where the joined kernel is a constant) and gives the same
-        values.
+        and backward, eager and traced) and gives the same values. With
+        `scale_query` the query's part of the kernel and bias is multiplied
+        by `1 / sqrt(key_dim)`, so the attention need not scale the queries
+        (`call` does so in exported graphs, where the weights are constants).
         """
         projections = (self._query_dense, self._key_dense, self._value_dense)
-        kernel = ops.concatenate([layer.kernel for layer in projections], axis=-2)
-        heads = ops.einsum(self._query_dense.equation, x, kernel)
-        if self._use_bias:
-            heads = heads + ops.concatenate([layer.bias for layer in projections], axis=0)
+        kernels = [layer.kernel for layer in projections]
+        biases = [layer.bias for layer in projections] if self._use_bias else None
+        if scale_query:
+            kernels[0] = kernels[0] * self._inverse_sqrt_key_dim
+            if biases:
+                biases[0] = biases[0] * self._inverse_sqrt_key_dim
+        heads = ops.einsum(self._query_dense.equation, x, ops.concatenate(kernels, axis=-2))
+        if biases:
+            heads = heads + ops.concatenate(biases, axis=0)
         num_heads, kv_heads = self._num_heads, self.num_key_value_heads
         if kv_heads == num_heads:
             # Equal sections: one split op (split points run as several
@@ -611,6 +618,7 @@ class MultiHeadAttention(keras.layers.Layer):
         training=None,
         return_attention_scores: bool = False,
         use_causal_mask: bool = False,
+        query_scaled: bool = False,
     ):
         """Attention of the projected heads, the override point Keras has.
 
@@ -630,6 +638,9 @@ class MultiHeadAttention(keras.layers.Layer):
                 flattened order of the attention axes). `call` passes it only
                 to this method, not to overrides, whose masks already hold
                 the causal mask.
+            query_scaled: the queries are already multiplied by
+                `1 / sqrt(key_dim)` (as `call` does in exported graphs).
+                Passed only to this method, like `use_causal_mask`.
 
         Returns:
             `(attention_output, attention_scores)`: the output
@@ -665,7 +676,7 @@ class MultiHeadAttention(keras.layers.Layer):
             value,
             attention_mask,
             causal=use_causal_mask,
-            scale=self._inverse_sqrt_key_dim,
+            scale=1.0 if query_scaled else self._inverse_sqrt_key_dim,
             dropout=dropout,
             return_weights=return_attention_scores,
             implementation=self._implementation,
@@ -702,11 +713,11 @@ class MultiHeadAttention(keras.layers.Layer):
         if key is None:
             key = value
         # Our own `_compute_attention` takes the causal mask as a flag (the
-        # chunked path never builds it); an override gets it inside the mask,
-        # and no flag it may not know about.
-        causal_flag = use_causal_mask and (
-            type(self)._compute_attention is MultiHeadAttention._compute_attention
-        )
+        # chunked path never builds it) and may take pre-scaled queries; an
+        # override gets the causal mask inside the mask, and no flag it may
+        # not know about.
+        own_attention = type(self)._compute_attention is MultiHeadAttention._compute_attention
+        causal_flag = use_causal_mask and own_attention
         mask = self._compute_attention_mask(
             query,
             value,
@@ -717,13 +728,21 @@ class MultiHeadAttention(keras.layers.Layer):
             use_causal_mask=use_causal_mask and not causal_flag,
         )
         gate = self._gate_dense(query) if self._use_gate else None
+        query_scaled = False
         if query is value and key is value and self._projections_fuse():
-            query_heads, key_heads, value_heads = self._project_together(query)
+            # An exported graph scales the queries inside the projection's
+            # (constant) weights: one elementwise op fewer per layer.
+            query_scaled = own_attention and export_graph_enabled()
+            query_heads, key_heads, value_heads = self._project_together(
+                query, scale_query=query_scaled
+            )
         else:
             query_heads = self._query_dense(query)  # (B, Tq, N, H)
             key_heads = self._key_dense(key)  # (B, Tk, K, H)
             value_heads = self._value_dense(value)  # (B, Tk, K, Hv)
         extra = {"use_causal_mask": True} if causal_flag else {}
+        if query_scaled:
+            extra["query_scaled"] = True
         attended, scores = self._compute_attention(
             query_heads,
             key_heads,

@@ -222,7 +222,9 @@ def _dense_attention(
     query, key, value, mask, causal, scale, num_groups, dropout, return_weights
 ):
     out_dtype = value.dtype
-    q = ops.cast(query, "float32") * scale
+    q = ops.cast(query, "float32")
+    if scale != 1.0:  # pre-scaled queries (exported graphs) skip a multiply
+        q = q * scale
     logits = _logits(q, ops.cast(key, "float32"), num_groups)
     if causal:
         causal = causal_mask_between(query, key)[:, None]  # (1, 1, Tq, Tk)
