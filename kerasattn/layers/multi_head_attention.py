@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 import string
@@ -38,6 +39,12 @@ def _projection_equation(free_dims: int, bound_dims: int, output_dims: int):
     bound = letters[free_dims : free_dims + bound_dims]
     out = letters[free_dims + bound_dims : free_dims + bound_dims + output_dims]
     return f"{free}{bound},{bound}{out}->{free}{out}", out
+
+
+# The layer being called with one object as its query, value (and key), set by
+# `MultiHeadAttention.__call__`: Keras converts each call argument on its own (under
+# a mixed dtype policy into two casts), so `call` alone cannot tell self-attention.
+_SELF_ATTENTION_OF = contextvars.ContextVar("kerasattn_self_attention_of", default=None)
 
 
 def _product(dims):
@@ -470,6 +477,17 @@ class MultiHeadAttention(keras.layers.Layer):
 
     # -- calling -------------------------------------------------------------
 
+    def __call__(self, *args, **kwargs):
+        given = dict(zip(("query", "value", "key"), args))
+        given.update((name, kwargs[name]) for name in ("query", "value", "key") if name in kwargs)
+        query, value, key = (given.get(name) for name in ("query", "value", "key"))
+        same = query is not None and query is value and (key is None or key is value)
+        token = _SELF_ATTENTION_OF.set(self if same else None)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            _SELF_ATTENTION_OF.reset(token)
+
     def _projections_fuse(self) -> bool:
         """Whether self-attention may project with the three kernels at once.
 
@@ -729,7 +747,8 @@ class MultiHeadAttention(keras.layers.Layer):
         )
         gate = self._gate_dense(query) if self._use_gate else None
         query_scaled = False
-        if query is value and key is value and self._projections_fuse():
+        self_attention = _SELF_ATTENTION_OF.get() is self or (query is value and key is value)
+        if self_attention and self._projections_fuse():
             # An exported graph scales the queries inside the projection's
             # (constant) weights: one elementwise op fewer per layer.
             query_scaled = own_attention and export_graph_enabled()
