@@ -21,7 +21,7 @@ from zoo.sequence_tagger.model import MaskedConvolution
 from zoo.sequence_tagger.recipe import tokenize
 
 TAGS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
-PEOPLE = ["Peter Blackburn", "Anna", "John Smith", "Maria"]
+PEOPLE = ["Maria Lindqvist", "Anna", "John Smith", "Maria"]
 PLACES = ["Paris", "New York", "Bonn", "Rio de Janeiro"]
 VERBS = ["visited", "left", "praised", "saw"]
 TINY_OPTIONS = {

@@ -31,7 +31,7 @@ class ZooDemoTest(tf.test.TestCase):
             self.assertIn("tensorboard --logdir", summary)
             # The tagger's preset on its built-in sentences: entity spans with confidence.
             self.assertIn("the sequence tagger (preset conll2003)", summary)
-            self.assertRegex(summary, r"PER 'Peter Blackburn' [01]\.\d\d")
+            self.assertRegex(summary, r"PER 'Maria Lindqvist' [01]\.\d\d")
             self.assertIn("the recommender (preset video-games)", summary)
             self.assertRegex(summary, r"history 12,55,301 -> \d+ \(-?\d+\.\d\d\)(, \d+ "
                                       r"\(-?\d+\.\d\d\)){4}")

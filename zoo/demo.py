@@ -30,8 +30,8 @@ TOP_TOKENS = 3
 HISTORIES = ("12,55,301", "1000,1001,1002,1003")
 TOP_ITEMS = 5
 TAGGER_SENTENCES = (
-    "EU rejects German call to boycott British lamb.",
-    "Peter Blackburn flew from Brussels to New York on Monday.",
+    "The European Commission rejected a French plan to limit Spanish fishing boats.",
+    "Maria Lindqvist flew from Stockholm to Chicago on Monday.",
     "Shares of Volkswagen rose 3 percent in Frankfurt, Reuters said.",
 )
 
