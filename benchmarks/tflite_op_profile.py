@@ -107,6 +107,10 @@ def main() -> int:
     for _ in range(args.rounds):
         for end, time_ms in timers.items():
             samples[end].append(time_ms(args.runs))
+    from zoo import training
+
+    print(f"CPU: {training.cpu_name()}, {os.cpu_count()} cores; load average "
+          f"{os.getloadavg()[0]:.1f}")
     print(f"{args.model}: {count} ops; µs of the graph cut after op k (one thread, batch 1, "
           f"dynamic axes {args.length})\n")
     print("| k | µs | + µs | op k | its output |")
