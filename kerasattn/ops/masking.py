@@ -58,9 +58,9 @@ def bounded_masked_softmax(scores, mask, axis: int = -1):
     mask = as_bool_mask(mask)
     row_min = ops.min(scores, axis=axis, keepdims=True)
     row_max = ops.max(scores, axis=axis, keepdims=True)
-    masked = ops.cast(ops.logical_not(mask), "float32")
-    weights = softmax(scores - (row_max - row_min + 16.0) * masked, axis=axis)
-    return weights * ops.cast(mask, "float32")
+    keep = ops.cast(mask, "float32")
+    weights = softmax(scores - (row_max - row_min + 16.0) * (1.0 - keep), axis=axis)
+    return weights * keep
 
 
 def _static_shape(x) -> tuple:
