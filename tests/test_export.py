@@ -268,18 +268,24 @@ class LeanGraphTest(tf.test.TestCase):
             self.assertNotIn(op, full_int8)
 
 
-    def test_self_attention_is_one_product_with_the_scale_inside(self):
-        # Query, key and value by one FULLY_CONNECTED over the joined kernels,
-        # the queries' 1/sqrt(key_dim) folded into its constant weights.
+    def test_self_attention_scales_inside_its_kernel_and_counts_positions_once(self):
+        # Each projection is one FULLY_CONNECTED, the queries' 1/sqrt(key_dim)
+        # folded into its constant weights (the one MUL zeroes the masked
+        # layer's rows without a key). The causal mask is built
+        # from the layer's input, one tensor in self-attention: its positions
+        # are counted (CUMSUM) once, not once for the queries and once for
+        # the keys.
         keras.utils.set_random_seed(5)
         x = keras.Input((None, 8))
-        model = keras.Model(x, layers.MultiHeadAttention(2, 4)(x, x))
+        plain, causal = layers.MultiHeadAttention(2, 4), layers.MultiHeadAttention(2, 4)
+        model = keras.Model(x, [plain(x, x), causal(x, x, use_causal_mask=True)])
         out = os.path.join(self.get_temp_dir(), "self_attention")
         export(model, out, formats=("tflite",), quantize=("float32",),
                sample_inputs=np.random.default_rng(2).normal(size=(2, 5, 8)).astype("float32"))
         ops = tflite_ops(os.path.join(out, "model_float32.tflite"))
-        self.assertEqual(2, ops.count("FULLY_CONNECTED"))  # the heads' projection, the output
-        self.assertNotIn("MUL", ops)
+        self.assertEqual(8, ops.count("FULLY_CONNECTED"))  # 3 projections and the output, twice
+        self.assertEqual(1, ops.count("MUL"))
+        self.assertEqual(1, ops.count("CUMSUM"))
 
 
 class ExportGraphFormTest(tf.test.TestCase):

@@ -212,55 +212,74 @@ class MultiHeadAttentionTest(harness.LayerTestCase):
                         layer, (args, kwargs), numpy_mha, return_attention_scores=True
                     )
 
-    def test_self_attention_projects_in_one_product(self):
-        # Self-attention (one tensor as query, key and value) multiplies by
-        # the three kernels joined: the same values as the sub-layers' own
-        # calls, which a copy of the tensor (another object) still takes.
-        x = tf.constant(normal(2, 4, 8))
-        copy = tf.identity(x)
-        mask = dict(query_mask=self.query_mask, value_mask=self.query_mask)
+    def test_sequences_attend_heads_first(self):
+        # Rank-3 inputs on the dense path are projected with the sub-layers'
+        # kernels straight into the heads-first layout, not by the
+        # sub-layers' calls: the same values as the sub-layers and
+        # `_compute_attention` give, which a subclass overriding it takes.
+        class Overridden(MultiHeadAttention):
+            def _compute_attention(self, *args, **kwargs):
+                return super()._compute_attention(*args, **kwargs)
+
+        masks = dict(query_mask=self.query_mask, value_mask=self.value_mask)
         cases = {
-            "heads": (dict(num_heads=2, key_dim=4), x, {}),
-            "grouped": (dict(num_heads=4, key_dim=4, num_key_value_heads=2), x, mask),
-            "no_bias": (dict(num_heads=2, key_dim=4, use_bias=False), x, {}),
-            "attention_axes": (
-                dict(num_heads=2, key_dim=4, attention_axes=(1, 2)),
-                tf.constant(normal(2, 3, 4, 8)),
-                {},
+            "heads": (dict(num_heads=2, key_dim=4), {}),
+            "grouped_masked": (dict(num_heads=4, key_dim=4, num_key_value_heads=2), masks),
+            "causal_scores": (
+                dict(num_heads=2, key_dim=4),
+                dict(use_causal_mask=True, return_attention_scores=True),
             ),
-            "mixed_bfloat16": (dict(num_heads=2, key_dim=4, dtype="mixed_bfloat16"), x, mask),
+            "value_dim_no_bias": (
+                dict(num_heads=2, key_dim=4, value_dim=3, use_bias=False), masks
+            ),
+            "output_shape": (dict(num_heads=2, key_dim=4, output_shape=(2, 3)), {}),
+            "mixed_bfloat16": (dict(num_heads=2, key_dim=4, dtype="mixed_bfloat16"), masks),
         }
-        for name, (config, inputs, kwargs) in cases.items():
+        inputs = (self.query, self.value, self.key)
+        for name, (config, kwargs) in cases.items():
             with self.subTest(name):
-                layer = MultiHeadAttention(**config)
-                # bfloat16 keeps 8 bits of mantissa: the two products may round apart.
-                atol = 2e-2 if "dtype" in config else 1e-6
-                layer(inputs, inputs)
+                layer, reference = MultiHeadAttention(**config), Overridden(**config)
+                layer(*inputs)
+                reference(*inputs)
+                reference.set_weights(layer.get_weights())
                 spy = mock.patch.object(
                     layer.query_dense, "call", wraps=layer.query_dense.call
                 )
                 with spy as query_call:
-                    fused = layer(inputs, inputs, **kwargs)
-                    self.assertEqual(0, query_call.call_count)
-                    apart = layer(inputs, tf.identity(inputs), **kwargs)
-                    self.assertEqual(1, query_call.call_count)
-                self.assertEqual(layer.compute_dtype, keras.backend.standardize_dtype(fused.dtype))
-                self.assertAllClose(apart, fused, atol=atol)
-                # Traced for export, the queries' scale is in the joined kernel.
+                    got = layer(*inputs, **kwargs)
+                self.assertEqual(0, query_call.call_count)
+                output = got[0] if isinstance(got, tuple) else got
+                self.assertEqual(layer.compute_dtype, keras.backend.standardize_dtype(output.dtype))
+                # bfloat16 keeps 8 bits of mantissa: the two orders may round apart.
+                atol = 2e-2 if "dtype" in config else 1e-6
+                self.assertAllClose(reference(*inputs, **kwargs), got, atol=atol)
+                # Traced for export, the queries' scale is inside the kernel.
                 with export_graph():
-                    self.assertAllClose(fused, layer(inputs, inputs, **kwargs), atol=atol)
-                if len(inputs.shape) == 3 and "dtype" not in config:
-                    want = numpy_mha(layer, inputs, inputs, **kwargs)
-                    self.assertAllClose(want, fused, atol=1e-5)
-        # Where a sub-layer's own call does more than its product, each
-        # sub-layer is called: a quantized kernel, an activity regularizer.
+                    self.assertAllClose(got, layer(*inputs, **kwargs), atol=atol)
+                if "output_shape" not in config and "dtype" not in config:
+                    self.assertAllClose(numpy_mha(layer, *inputs, **kwargs), got, atol=1e-5)
+        # Elsewhere each sub-layer is called: more attention axes, a gate,
+        # the chunked path, a quantized kernel, an activity regularizer.
+        x = normal(2, 4, 8)
+        for name, config, inputs in (
+            ("attention_axes", dict(attention_axes=(1, 2)), normal(2, 3, 4, 8)),
+            ("gate", dict(use_gate=True), x),
+            ("chunked", dict(implementation="chunked"), x),
+        ):
+            with self.subTest(name):
+                layer = MultiHeadAttention(num_heads=2, key_dim=4, **config)
+                layer(inputs, inputs)
+                spy = mock.patch.object(layer.query_dense, "call", wraps=layer.query_dense.call)
+                with spy as query_call:
+                    layer(inputs, inputs)
+                self.assertEqual(1, query_call.call_count)
         quantized = MultiHeadAttention(num_heads=2, key_dim=4)
         quantized(x, x)
         quantized.value_dense.quantize("int8")
         dense = quantized.value_dense
         with mock.patch.object(dense, "quantized_call", wraps=dense.quantized_call) as call:
-            self.assertAllClose(quantized(x, copy), quantized(x, x), atol=1e-6)
-            self.assertEqual(2, call.call_count)
+            quantized(x, x)
+        self.assertEqual(1, call.call_count)
         regularized = MultiHeadAttention(num_heads=2, key_dim=4, activity_regularizer="l2")
         regularized(x, x)
         self.assertLen(regularized.losses, 4)

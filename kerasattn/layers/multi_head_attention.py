@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import math
 import string
@@ -15,7 +14,9 @@ from kerasattn.layers import _validation
 from kerasattn.layers._initializers import clone_initializer
 from kerasattn.ops.attention import DEFAULT_BLOCK_SIZE
 from kerasattn.ops.attention import IMPLEMENTATIONS
+from kerasattn.ops.attention import dense_attention_heads_first
 from kerasattn.ops.attention import dot_product_attention
+from kerasattn.ops.attention import takes_dense_path
 from kerasattn.ops.masking import as_bool_mask
 from kerasattn.ops.masking import causal_mask
 from kerasattn.ops.masking import causal_mask_between
@@ -39,12 +40,6 @@ def _projection_equation(free_dims: int, bound_dims: int, output_dims: int):
     bound = letters[free_dims : free_dims + bound_dims]
     out = letters[free_dims + bound_dims : free_dims + bound_dims + output_dims]
     return f"{free}{bound},{bound}{out}->{free}{out}", out
-
-
-# The layer being called with one object as its query, value (and key), set by
-# `MultiHeadAttention.__call__`: Keras converts each call argument on its own (under
-# a mixed dtype policy into two casts), so `call` alone cannot tell self-attention.
-_SELF_ATTENTION_OF = contextvars.ContextVar("kerasattn_self_attention_of", default=None)
 
 
 def _product(dims):
@@ -81,6 +76,11 @@ class MultiHeadAttention(keras.layers.Layer):
     `_compute_attention(query, key, value, attention_mask=None,
     training=None, return_attention_scores=False, use_causal_mask=False)`,
     which subclasses may override (keras-hub's cached attention does).
+    Where it is not overridden, sequences (rank-3 inputs) with plain
+    projections and no gate take a shortcut on the dense path: the same
+    products, projected with the heads before the sequence axis, so the
+    attention runs without the transposes of Keras's layout (fewer ops,
+    which eager execution pays for one by one).
 
     Args:
         num_heads: number of query heads `N`.
@@ -477,65 +477,78 @@ class MultiHeadAttention(keras.layers.Layer):
 
     # -- calling -------------------------------------------------------------
 
-    def __call__(self, *args, **kwargs):
-        given = dict(zip(("query", "value", "key"), args))
-        given.update((name, kwargs[name]) for name in ("query", "value", "key") if name in kwargs)
-        query, value, key = (given.get(name) for name in ("query", "value", "key"))
-        same = query is not None and query is value and (key is None or key is value)
-        token = _SELF_ATTENTION_OF.set(self if same else None)
-        try:
-            return super().__call__(*args, **kwargs)
-        finally:
-            _SELF_ATTENTION_OF.reset(token)
-
-    def _projections_fuse(self) -> bool:
-        """Whether self-attention may project with the three kernels at once.
-
-        Only where that is exactly what the three sub-layers compute: plain
-        `EinsumDense` layers (not quantized, not replaced by a subclass) with
-        heads of one width and no activity regularizer, which a call of each
-        sub-layer would apply to its own output.
-        """
-        projections = (self._query_dense, self._key_dense, self._value_dense)
-        return (
-            self._key_dim == self._value_dim
-            and self._activity_regularizer is None
-            and all(
-                type(layer) is keras.layers.EinsumDense and layer.quantization_mode is None
-                for layer in projections
-            )
+    def _plain_projections(self) -> bool:
+        """Whether the four projections compute just their products: plain
+        `EinsumDense` layers (not quantized, not replaced by a subclass) and
+        no activity regularizer, which a call of each would apply to its own
+        output."""
+        projections = (self._query_dense, self._key_dense, self._value_dense, self._output_dense)
+        return self._activity_regularizer is None and all(
+            type(layer) is keras.layers.EinsumDense and layer.quantization_mode is None
+            for layer in projections
         )
 
-    def _project_together(self, x, scale_query: bool = False):
-        """Query, key and value heads of one input by one matrix product.
-
-        The kernels `(D, N, H)`, `(D, K, H)`, `(D, K, H)` are joined along the
-        heads axis: one wider matrix product runs faster than three (forward
-        and backward, eager and traced) and gives the same values. With
-        `scale_query` the query's part of the kernel and bias is multiplied
-        by `1 / sqrt(key_dim)`, so the attention need not scale the queries
-        (`call` does so in exported graphs, where the weights are constants).
-        """
-        projections = (self._query_dense, self._key_dense, self._value_dense)
-        kernels = [layer.kernel for layer in projections]
-        biases = [layer.bias for layer in projections] if self._use_bias else None
-        if scale_query:
-            kernels[0] = kernels[0] * self._inverse_sqrt_key_dim
-            if biases:
-                biases[0] = biases[0] * self._inverse_sqrt_key_dim
-        heads = ops.einsum(self._query_dense.equation, x, ops.concatenate(kernels, axis=-2))
-        if biases:
-            heads = heads + ops.concatenate(biases, axis=0)
-        num_heads, kv_heads = self._num_heads, self.num_key_value_heads
-        if kv_heads == num_heads:
-            # Equal sections: one split op (split points run as several
-            # eager ops in Keras's TensorFlow backend).
-            return ops.split(heads, 3, axis=-2)
-        return (
-            heads[..., :num_heads, :],
-            heads[..., num_heads : num_heads + kv_heads, :],
-            heads[..., num_heads + kv_heads :, :],
+    def _attends_heads_first(self, query, value, return_attention_scores, training) -> bool:
+        """Whether `call` may project straight into `dense_attention_heads_first`'s
+        layout: sequences (rank 3) on the dense path, with plain projections
+        and no gate."""
+        if len(query.shape) != 3 or self._use_gate or not self._plain_projections():
+            return False
+        return takes_dense_path(
+            self._implementation,
+            query.shape[0],
+            self._num_heads,
+            query.shape[1],
+            value.shape[1],
+            return_attention_scores or bool(training and self._dropout > 0),
         )
+
+    def _attend_heads_first(self, query, value, key, mask, training, return_attention_scores):
+        """`call` for `_attends_heads_first`: the same values as the
+        sub-layers and `_compute_attention` give, with the heads projected
+        before the sequence axis and the keys transposed, so that both
+        attention products are plain batched matrix products (in Keras's
+        `(B, T, N, H)` layout each runs as transposes around a matmul, which
+        cost a dispatch apiece in eager execution)."""
+        # Exported graphs scale the queries inside the (constant) kernel.
+        scale_query = export_graph_enabled()
+
+        def heads(layer, x, equation, bias_axis, scale=1.0):
+            kernel, bias = layer.kernel, layer.bias if self._use_bias else None
+            if scale != 1.0:
+                kernel = kernel * scale
+                bias = None if bias is None else bias * scale
+            projected = ops.einsum(equation, x, kernel)
+            if bias is None:
+                return projected
+            return projected + ops.expand_dims(bias, bias_axis)
+
+        scale = self._inverse_sqrt_key_dim
+        query_heads = heads(
+            self._query_dense, query, "abc,cde->adbe", 1, scale if scale_query else 1.0
+        )  # (B, N, Tq, H)
+        key_heads = heads(self._key_dense, key, "abc,cde->adeb", -1)  # (B, K, H, Tk)
+        value_heads = heads(self._value_dense, value, "abc,cde->adbe", 1)  # (B, K, Tk, Hv)
+        dropout = None
+        if self._dropout > 0 and training:
+            dropout = functools.partial(self._dropout_layer, training=training)
+        result = dense_attention_heads_first(
+            query_heads,
+            key_heads,
+            value_heads,
+            mask,
+            scale=1.0 if scale_query else scale,
+            dropout=dropout,
+            return_weights=return_attention_scores,
+        )
+        attended, scores = result if return_attention_scores else (result, None)
+        out = string.ascii_lowercase[4 : 4 + len(self._output_dense.kernel.shape) - 2]
+        output = ops.einsum(f"abcd,bd{out}->ac{out}", attended, self._output_dense.kernel)
+        if self._use_bias:
+            output = output + self._output_dense.bias
+        if return_attention_scores:
+            return output, scores
+        return output
 
     def _compute_attention_mask(
         self,
@@ -636,7 +649,6 @@ class MultiHeadAttention(keras.layers.Layer):
         training=None,
         return_attention_scores: bool = False,
         use_causal_mask: bool = False,
-        query_scaled: bool = False,
     ):
         """Attention of the projected heads, the override point Keras has.
 
@@ -656,9 +668,6 @@ class MultiHeadAttention(keras.layers.Layer):
                 flattened order of the attention axes). `call` passes it only
                 to this method, not to overrides, whose masks already hold
                 the causal mask.
-            query_scaled: the queries are already multiplied by
-                `1 / sqrt(key_dim)` (as `call` does in exported graphs).
-                Passed only to this method, like `use_causal_mask`.
 
         Returns:
             `(attention_output, attention_scores)`: the output
@@ -694,7 +703,7 @@ class MultiHeadAttention(keras.layers.Layer):
             value,
             attention_mask,
             causal=use_causal_mask,
-            scale=1.0 if query_scaled else self._inverse_sqrt_key_dim,
+            scale=self._inverse_sqrt_key_dim,
             dropout=dropout,
             return_weights=return_attention_scores,
             implementation=self._implementation,
@@ -731,11 +740,15 @@ class MultiHeadAttention(keras.layers.Layer):
         if key is None:
             key = value
         # Our own `_compute_attention` takes the causal mask as a flag (the
-        # chunked path never builds it) and may take pre-scaled queries; an
-        # override gets the causal mask inside the mask, and no flag it may
-        # not know about.
+        # chunked path never builds it); an override gets the causal mask
+        # inside the mask, and no flag it may not know about. So does the
+        # heads-first shortcut: the mask of the layer's inputs counts the
+        # positions once in self-attention.
         own_attention = type(self)._compute_attention is MultiHeadAttention._compute_attention
-        causal_flag = use_causal_mask and own_attention
+        heads_first = own_attention and self._attends_heads_first(
+            query, value, return_attention_scores, training
+        )
+        causal_flag = use_causal_mask and own_attention and not heads_first
         mask = self._compute_attention_mask(
             query,
             value,
@@ -745,23 +758,15 @@ class MultiHeadAttention(keras.layers.Layer):
             attention_mask=attention_mask,
             use_causal_mask=use_causal_mask and not causal_flag,
         )
-        gate = self._gate_dense(query) if self._use_gate else None
-        query_scaled = False
-        self_attention = _SELF_ATTENTION_OF.get() is self or (query is value and key is value)
-        if self_attention and self._projections_fuse():
-            # An exported graph scales the queries inside the projection's
-            # (constant) weights: one elementwise op fewer per layer.
-            query_scaled = own_attention and export_graph_enabled()
-            query_heads, key_heads, value_heads = self._project_together(
-                query, scale_query=query_scaled
+        if heads_first:
+            return self._attend_heads_first(
+                query, value, key, mask, training, return_attention_scores
             )
-        else:
-            query_heads = self._query_dense(query)  # (B, Tq, N, H)
-            key_heads = self._key_dense(key)  # (B, Tk, K, H)
-            value_heads = self._value_dense(value)  # (B, Tk, K, Hv)
+        gate = self._gate_dense(query) if self._use_gate else None
+        query_heads = self._query_dense(query)  # (B, Tq, N, H)
+        key_heads = self._key_dense(key)  # (B, Tk, K, H)
+        value_heads = self._value_dense(value)  # (B, Tk, K, Hv)
         extra = {"use_causal_mask": True} if causal_flag else {}
-        if query_scaled:
-            extra["query_scaled"] = True
         attended, scores = self._compute_attention(
             query_heads,
             key_heads,

@@ -43,8 +43,19 @@ DEFAULT_BLOCK_SIZE = 512
 _MIN_SHIFT = -3e4
 
 
-def _logits(query, key, num_groups: int):
-    """float32 `(B, N, Tq, Tk)` logits of already-scaled float32 inputs."""
+def _logits(query, key, num_groups: int, heads_first: bool = False):
+    """float32 `(B, N, Tq, Tk)` logits of already-scaled float32 inputs:
+    `(B, Tq, N, H)` and `(B, Tk, K, H)`, or with `heads_first` `(B, N, Tq, H)`
+    and `(B, K, H, Tk)`."""
+    if heads_first:
+        if num_groups == 1:
+            return ops.matmul(query, key)
+        batch, num_heads, q_len, width = ops.shape(query)
+        grouped = ops.reshape(
+            query, (batch, num_heads // num_groups, num_groups, q_len, width)
+        )
+        logits = ops.matmul(grouped, ops.expand_dims(key, 2))
+        return ops.reshape(logits, (batch, num_heads, q_len, ops.shape(key)[-1]))
     if num_groups == 1:
         return ops.einsum("btnh,bsnh->bnts", query, key)
     batch, q_len, num_heads, width = ops.shape(query)
@@ -55,20 +66,23 @@ def _logits(query, key, num_groups: int):
     return ops.reshape(logits, (batch, num_heads, q_len, ops.shape(key)[1]))
 
 
-def _combine(weights, value, num_groups: int, equation_out: str):
-    """Weighted sum of values; `equation_out` is "btnh" or "bnth"."""
+def _combine(weights, value, num_groups: int, heads_first: bool = False):
+    """Weighted sum of values: `(B, Tq, N, Hv)` of `(B, Tk, K, Hv)` values, or
+    with `heads_first` `(B, N, Tq, Hv)` of `(B, K, Tk, Hv)` values."""
     if num_groups == 1:
-        return ops.einsum(f"bnts,bsnh->{equation_out}", weights, value)
+        if heads_first:
+            return ops.matmul(weights, value)
+        return ops.einsum("bnts,bsnh->btnh", weights, value)
     batch, num_heads, q_len, k_len = ops.shape(weights)
     kv_heads = num_heads // num_groups
     grouped = ops.reshape(
         weights, (batch, kv_heads, num_groups, q_len, k_len)
     )
-    if equation_out == "btnh":
-        out = ops.einsum("bkgts,bskh->btkgh", grouped, value)
-        return ops.reshape(out, (batch, q_len, num_heads, -1))
-    out = ops.einsum("bkgts,bskh->bkgth", grouped, value)
-    return ops.reshape(out, (batch, num_heads, q_len, -1))
+    if heads_first:
+        out = ops.matmul(grouped, ops.expand_dims(value, 2))
+        return ops.reshape(out, (batch, num_heads, q_len, -1))
+    out = ops.einsum("bkgts,bskh->btkgh", grouped, value)
+    return ops.reshape(out, (batch, q_len, num_heads, -1))
 
 
 def _as_4d_mask(mask):
@@ -87,16 +101,19 @@ def _as_4d_mask(mask):
     )
 
 
-def _dense_scores_too_costly(query, key) -> bool:
-    """Whether "auto" should take the chunked path (see
-    AUTO_CHUNKED_MIN_SCORE_BYTES)."""
-    key_length = key.shape[1]
-    if key_length is None:
-        return False
-    batch = query.shape[0] or 1
-    query_length = query.shape[1] or key_length
-    score_bytes = 4 * batch * query.shape[2] * query_length * key_length
-    return score_bytes >= AUTO_CHUNKED_MIN_SCORE_BYTES
+def takes_dense_path(
+    implementation: str, batch, num_heads: int, query_length, key_length, needs_weights: bool
+) -> bool:
+    """Whether `dot_product_attention` computes dense scores for heads of
+    these sizes (`None` where not static); `needs_weights`: the weights are
+    returned or dropped out, which only the dense path does."""
+    if implementation != "auto":
+        return implementation == "dense"
+    if needs_weights or key_length is None:
+        return True
+    # See AUTO_CHUNKED_MIN_SCORE_BYTES.
+    score_bytes = 4 * (batch or 1) * num_heads * (query_length or key_length) * key_length
+    return score_bytes < AUTO_CHUNKED_MIN_SCORE_BYTES
 
 
 def _check_heads(query, key, value) -> int:
@@ -195,12 +212,11 @@ def dot_product_attention(
         scale = float(query.shape[-1]) ** -0.5
     mask = None if mask is None else _as_4d_mask(mask)
     if implementation == "auto":
-        use_chunked = (
-            not return_weights
-            and dropout is None
-            and _dense_scores_too_costly(query, key)
+        dense = takes_dense_path(
+            implementation, query.shape[0], query.shape[2], query.shape[1], key.shape[1],
+            return_weights or dropout is not None,
         )
-        implementation = "chunked" if use_chunked else "dense"
+        implementation = "dense" if dense else "chunked"
     if implementation == "chunked":
         if return_weights or dropout is not None:
             raise ValueError(
@@ -218,14 +234,54 @@ def dot_product_attention(
     )
 
 
+def dense_attention_heads_first(
+    query,
+    key,
+    value,
+    mask=None,
+    *,
+    scale: float | None = None,
+    dropout: Callable | None = None,
+    return_weights: bool = False,
+):
+    """`dot_product_attention`'s dense path for heads laid out as matrices.
+
+    With the heads before the sequence axis and the keys transposed, both
+    products are plain batched matrix products. In the `(B, T, N, H)` layout
+    Keras's TensorFlow backend runs each as transposes around a matmul, and
+    in eager execution every one of those ops costs a Python dispatch:
+    `MultiHeadAttention` projects straight into this layout instead.
+
+    Args:
+        query: `(B, N, Tq, H)`.
+        key: `(B, K, H, Tk)`, transposed; `K` divides `N`.
+        value: `(B, K, Tk, Hv)`.
+        mask, scale, dropout, return_weights: as in `dot_product_attention`
+            (a causal mask goes inside `mask`).
+
+    Returns:
+        `(B, N, Tq, Hv)` output in the value dtype, and with
+        `return_weights=True` also the `(B, N, Tq, Tk)` weights.
+    """
+    num_heads, kv_heads = query.shape[1], key.shape[1]
+    if scale is None:
+        scale = float(query.shape[-1]) ** -0.5
+    mask = None if mask is None else _as_4d_mask(mask)
+    return _dense_attention(
+        query, key, value, mask, False, scale, num_heads // kv_heads, dropout,
+        return_weights, heads_first=True,
+    )
+
+
 def _dense_attention(
-    query, key, value, mask, causal, scale, num_groups, dropout, return_weights
+    query, key, value, mask, causal, scale, num_groups, dropout, return_weights,
+    heads_first: bool = False,
 ):
     out_dtype = value.dtype
     q = ops.cast(query, "float32")
     if scale != 1.0:  # pre-scaled queries (exported graphs) skip a multiply
         q = q * scale
-    logits = _logits(q, ops.cast(key, "float32"), num_groups)
+    logits = _logits(q, ops.cast(key, "float32"), num_groups, heads_first)
     if causal:
         causal = causal_mask_between(query, key)[:, None]  # (1, 1, Tq, Tk)
         mask = (
@@ -243,14 +299,15 @@ def _dense_attention(
             logits = logits + masking_bias(mask)
         weights = softmax(logits, axis=-1)
     applied = weights if dropout is None else dropout(weights)
-    output = _combine(ops.cast(applied, out_dtype), value, num_groups, "btnh")
+    output = _combine(ops.cast(applied, out_dtype), value, num_groups, heads_first)
     if mask is not None:
         # Rows whose keys are all masked got a uniform softmax: zero them on
         # the (small) output rather than on the (large) weights.
         # Cast before reshaping: TFLite's builtin slicing rejects bool tensors.
         row_has_key = ops.cast(ops.any(mask, axis=-1), out_dtype)  # (B|1, N|1, Tq|1)
-        row_has_key = ops.expand_dims(ops.transpose(row_has_key, (0, 2, 1)), -1)
-        output = output * row_has_key
+        if not heads_first:
+            row_has_key = ops.transpose(row_has_key, (0, 2, 1))
+        output = output * ops.expand_dims(row_has_key, -1)
         if return_weights:
             weights = weights * ops.cast(mask, weights.dtype)
     if return_weights:
