@@ -10,15 +10,17 @@ at batch 1 — the median of `--runs` calls, the files of one preset interleaved
   int8 (calibrated on 200 training sentences), beside the anchor the issue names: a
   plain Keras Transformer of the same shape (vocabulary, width 64, 4 heads,
   feed-forward 128, 3 layers; `keras.layers.MultiHeadAttention`, mean pooling) converted
-  by the plain `TFLiteConverter.from_keras_model`, float32 and dynamic int8, and the
-  same anchor masking the padding (in attention and pooling) as ours does. Quality:
-  SST-2 dev accuracy of every file (`--data`);
+  by the plain `TFLiteConverter.from_keras_model`, float32, dynamic int8 and full int8
+  (calibrated on the token ids of the same 200 sentences), and the same anchor masking
+  the padding (in attention and pooling) as ours does. Quality: SST-2 dev accuracy of
+  every file of ours (`--data`);
 - `conll2003` (the tagger), a 32-token sentence: float32 and dynamic int8 (their F1:
   `benchmarks/tagger_export.py`);
 - `video-games` (the recommender's candidate scorer: a 50-item history and 101
   candidates, the SASRec protocol's): float32 and dynamic int8; quality: sampled HR@10
   of the first `--users` validation users.
 
+"÷ its float32" divides by the same model's float32 file (ours' or the anchor's).
 FLOPs count the matrix products of the file's graph at the timed shape
 (`FULLY_CONNECTED`, `BATCH_MATMUL`, `CONV_2D`, `DEPTHWISE_CONV_2D`: 2 per
 multiply-add), divided by the batch; FLOP/s is that over the latency.
@@ -76,15 +78,18 @@ def interleaved(files: list[Timed], rounds: int, runs: int) -> None:
 def table(title: str, files: list[Timed], reference: str, quality: dict, anchor=None) -> None:
     by_name = {timed.name: timed for timed in files}
     print(f"\n### {title}\n")
-    header = "| file | ops | ms (batch 1) | ÷ float32 |"
+    header = "| file | ops | ms (batch 1) | ÷ its float32 |"
     if anchor:
         header += " ÷ anchor |"
     header += " MFLOP / example | GFLOP/s | quality |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for timed in files:
+        # Each model against its own float32 file: ours, or the anchor.
+        own = timed.name.split(",")[0] + ", float32"
+        float32 = by_name.get(own, by_name[reference])
         row = (f"| {timed.name} | {timed.ops} | {timed.ms:.3f} | "
-               f"{timed.ms / by_name[reference].ms:.2f} |")
+               f"{timed.ms / float32.ms:.2f} |")
         if anchor:
             ours_anchor = anchor.get(timed.name)
             row += f" {timed.ms / by_name[ours_anchor].ms:.2f} |" if ours_anchor else " |"
@@ -117,12 +122,18 @@ def plain_keras_classifier(vocabulary_size: int, length: int, masked: bool = Fal
     return keras.Model(tokens, keras.layers.Dense(2)(pooled))
 
 
-def convert_plain(model, path: str, dynamic_int8: bool) -> str:
+def convert_plain(model, path: str, mode: str, representative=None) -> str:
+    """The anchor through the plain converter: `mode` "float32", "dynamic_int8",
+    or "full_int8" (integer-only kernels, calibrated on `representative`, a list
+    of batch-1 inputs; inputs and outputs stay float, as ours)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if dynamic_int8:
+    if mode != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "full_int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: ([x] for x in representative)
     # The converter prints the model's signature on stdout.
     with console.native_logging_silenced(), contextlib.redirect_stdout(io.StringIO()):
         content = converter.convert()
@@ -156,14 +167,18 @@ def sst2(folder: str, data: str, args) -> None:
     anchor = plain_keras_classifier(model.backbone.vocabulary_size, length)
     files = [Timed(f"ours, {mode}", os.path.join(out, f"model_{mode}.tflite"), example)
              for mode in ("float32", "dynamic_int8", "full_int8")]
+    # The anchor calibrates on the token ids of ours' calibration sentences.
+    ids = np.asarray(preprocessor(train.texts[:200])["token_ids"])
+    ids = np.pad(ids, [(0, 0), (0, length - ids.shape[1])])  # the anchor's fixed length
+    calibration = list(ids[:, None])
     files += [Timed(f"anchor, {mode}",
                     convert_plain(anchor, os.path.join(folder, f"anchor_{mode}.tflite"),
-                                  mode == "dynamic_int8"),
+                                  mode, calibration),
                     {"token_ids": example["token_ids"]})
-              for mode in ("float32", "dynamic_int8")]
+              for mode in ("float32", "dynamic_int8", "full_int8")]
     masked = plain_keras_classifier(model.backbone.vocabulary_size, length, masked=True)
     files.append(Timed("anchor with padding masks, float32",
-                       convert_plain(masked, os.path.join(folder, "masked.tflite"), False),
+                       convert_plain(masked, os.path.join(folder, "masked.tflite"), "float32"),
                        {"token_ids": example["token_ids"]}))
     interleaved(files, args.rounds, args.runs)
     quality = {}
@@ -178,8 +193,10 @@ def sst2(folder: str, data: str, args) -> None:
     table(f"`sst2` (classifier, {length} tokens)", files, "ours, float32", quality,
           anchor={"ours, float32": "anchor, float32",
                   "ours, dynamic_int8": "anchor, dynamic_int8",
+                  "ours, full_int8": "anchor, full_int8",
                   "anchor, float32": "anchor, float32",
                   "anchor, dynamic_int8": "anchor, dynamic_int8",
+                  "anchor, full_int8": "anchor, full_int8",
                   "anchor with padding masks, float32": "anchor, float32"})
 
 

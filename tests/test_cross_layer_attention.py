@@ -1,12 +1,14 @@
 """Tests for kerasattn.layers.cross_layer_attention.CrossLayerAttention."""
 
 import math
+from unittest import mock
 
 import keras
 import numpy as np
 from absl.testing import parameterized
 
 from kerasattn.layers.cross_layer_attention import CrossLayerAttention
+from kerasattn.ops.tracing import export_graph
 from tests import harness
 
 B, T, D, L = 2, 4, 4, 3
@@ -84,6 +86,7 @@ class CrossLayerAttentionTest(harness.LayerTestCase, parameterized.TestCase):
         ("value_projection", {"use_value_projection": True}),
         ("no_layer_embedding_units", {"use_layer_embedding": False, "units": 3}),
         ("learned_no_bias", {"query": "learned", "use_bias": False, "units": 2}),
+        ("last_no_bias", {"use_bias": False}),
     )
     def test_matches_reference(self, kwargs):
         layer = built(**kwargs)
@@ -92,6 +95,14 @@ class CrossLayerAttentionTest(harness.LayerTestCase, parameterized.TestCase):
             self.assert_matches_reference(
                 layer, (args, {"return_attention_scores": True}), reference
             )
+        # Traced for export, the scores come from the folded kernels, with
+        # no key projection of the states.
+        key_dense = layer._key_dense
+        with export_graph(), mock.patch.object(key_dense, "call", wraps=key_dense.call) as key:
+            got = layer(STATES, mask=PADDING, return_attention_scores=True)
+        self.assertEqual(0, key.call_count)
+        want = reference(layer, STATES, mask=PADDING, return_attention_scores=True)
+        self.assertAllClose(want, got, atol=1e-5)
 
     @parameterized.named_parameters(
         ("float32", "float32", 1e-5), ("float16", "float16", 2e-2), ("bfloat16", "bfloat16", 1e-1)

@@ -7,10 +7,12 @@ from keras import ops
 
 from kerasattn.layers import _validation
 from kerasattn.layers._dense import Dense
+from kerasattn.layers._dense import last_axis_product
 from kerasattn.layers._initializers import clone_initializer
 from kerasattn.ops import check_broadcastable
 from kerasattn.ops import masked_softmax
 from kerasattn.ops import merge_masks
+from kerasattn.ops.tracing import export_graph_enabled
 
 QUERIES = ("last", "learned")
 
@@ -206,6 +208,42 @@ class CrossLayerAttention(keras.layers.Layer):
             check_broadcastable(m, shape[:2], "mask" if len(masks) == 1 else f"mask[{i}]")
         return merge_masks(*masks)
 
+    def _scores_of_folded_kernels(self, inputs, stacked, scale):
+        """The scores as exported graphs compute them.
+
+        With the query `q` (`h_L W_q + b_q`, or the learned vector) and the
+        keys `k_l = h_l W_k + c_l` (`c_l`: the key bias plus the layer
+        embedding), `scale * q . k_l` is `h_l . r + s_l` with
+        `r = scale * q W_kᵀ` and `s_l = scale * q . c_l`: one product per
+        position instead of a key projection of each of its `L` states. The
+        kernels are constants in an exported graph, so the converter
+        multiplies them together once.
+        """
+
+        def query_times(right):  # q @ right for a constant right (units, n)
+            if self.query == "learned":
+                return ops.matmul(ops.cast(self.query_vector, "float32"), right)
+            kernel = ops.cast(self._query_dense.kernel, "float32")
+            product = last_axis_product(ops.cast(inputs[-1], "float32"), ops.matmul(kernel, right))
+            if not self.use_bias:
+                return product
+            return product + ops.matmul(ops.cast(self._query_dense.bias, "float32"), right)
+
+        key_kernel = ops.cast(self._key_dense.kernel, "float32")  # (d, units)
+        r = query_times(ops.transpose(key_kernel) * scale)  # (B, T, d) or (d,)
+        if self.query == "last":
+            r = ops.expand_dims(r, 2)
+        scores = ops.sum(r * ops.cast(stacked, "float32"), axis=-1)  # (B, T, L)
+        offsets = []
+        if self.use_bias:
+            offsets.append(ops.cast(self._key_dense.bias, "float32")[None])
+        if self.use_layer_embedding:
+            offsets.append(ops.cast(self.layer_embedding, "float32"))  # (L, units)
+        if offsets:
+            # (L,) or (B, T, L); with a key bias alone L is 1 and broadcasts.
+            scores = scores + query_times(ops.transpose(sum(offsets[1:], offsets[0])) * scale)
+        return scores
+
     def call(
         self,
         inputs,
@@ -216,20 +254,24 @@ class CrossLayerAttention(keras.layers.Layer):
         self._check_inputs(_shapes(inputs))
         mask = self._merged_mask(mask, inputs[0].shape)
         stacked = ops.stack(inputs, axis=2)  # (B, T, L, d)
-        keys = self._key_dense(stacked)
-        if self.use_layer_embedding:
-            keys = keys + ops.cast(self.layer_embedding, keys.dtype)
-        keys = ops.cast(keys, "float32")
-        scale = float(keys.shape[-1]) ** -0.5
+        scale = float(self.units or stacked.shape[-1]) ** -0.5
         # Products and sums rather than einsums: with L of a few layers the
         # einsums become (B*T) tiny batched matmuls behind dynamic reshapes,
         # which cost LiteRT as much as a whole attention layer.
-        if self.query == "last":
-            query = ops.cast(self._query_dense(inputs[-1]), "float32")
-            scores = ops.sum(ops.expand_dims(query * scale, 2) * keys, axis=-1)
+        projections = [self._key_dense] + ([self._query_dense] if self.query == "last" else [])
+        if export_graph_enabled() and all(p.quantization_mode is None for p in projections):
+            scores = self._scores_of_folded_kernels(inputs, stacked, scale)
         else:
-            query = ops.cast(self.query_vector, "float32")
-            scores = ops.sum((query * scale) * keys, axis=-1)
+            keys = self._key_dense(stacked)
+            if self.use_layer_embedding:
+                keys = keys + ops.cast(self.layer_embedding, keys.dtype)
+            keys = ops.cast(keys, "float32")
+            if self.query == "last":
+                query = ops.cast(self._query_dense(inputs[-1]), "float32")
+                scores = ops.sum(ops.expand_dims(query * scale, 2) * keys, axis=-1)
+            else:
+                query = ops.cast(self.query_vector, "float32")
+                scores = ops.sum((query * scale) * keys, axis=-1)
         weights = masked_softmax(
             scores, None if mask is None else ops.expand_dims(mask, -1)
         )
