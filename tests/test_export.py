@@ -268,13 +268,11 @@ class LeanGraphTest(tf.test.TestCase):
             self.assertNotIn(op, full_int8)
 
 
-    def test_self_attention_scales_inside_its_kernel_and_counts_positions_once(self):
-        # Each projection is one FULLY_CONNECTED, the queries' 1/sqrt(key_dim)
-        # folded into its constant weights (the one MUL zeroes the masked
-        # layer's rows without a key). The causal mask is built
-        # from the layer's input, one tensor in self-attention: its positions
-        # are counted (CUMSUM) once, not once for the queries and once for
-        # the keys.
+    def test_self_attention_projects_by_fully_connected_and_counts_positions_once(self):
+        # Each projection is one FULLY_CONNECTED (no shape arithmetic around
+        # a BATCH_MATMUL). The causal mask is built from the layer's input,
+        # one tensor in self-attention: its positions are counted (CUMSUM)
+        # once, not once for the queries and once for the keys.
         keras.utils.set_random_seed(5)
         x = keras.Input((None, 8))
         plain, causal = layers.MultiHeadAttention(2, 4), layers.MultiHeadAttention(2, 4)
@@ -284,7 +282,7 @@ class LeanGraphTest(tf.test.TestCase):
                sample_inputs=np.random.default_rng(2).normal(size=(2, 5, 8)).astype("float32"))
         ops = tflite_ops(os.path.join(out, "model_float32.tflite"))
         self.assertEqual(8, ops.count("FULLY_CONNECTED"))  # 3 projections and the output, twice
-        self.assertEqual(1, ops.count("MUL"))
+        self.assertEqual(4, ops.count("BATCH_MATMUL"))  # the two attention products, twice
         self.assertEqual(1, ops.count("CUMSUM"))
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import tensorflow as tf
 
 from kerasattn.layers.multi_head_attention import MultiHeadAttention
-from kerasattn.ops.tracing import export_graph
 from tests import harness
 
 RNG = np.random.default_rng(0)
@@ -213,10 +212,11 @@ class MultiHeadAttentionTest(harness.LayerTestCase):
                     )
 
     def test_sequences_attend_heads_first(self):
-        # Rank-3 inputs on the dense path are projected with the sub-layers'
-        # kernels straight into the heads-first layout, not by the
-        # sub-layers' calls: the same values as the sub-layers and
-        # `_compute_attention` give, which a subclass overriding it takes.
+        # Rank-3 inputs on the dense path take the heads-first layout: run
+        # eagerly, projected by the sub-layers' kernels (one einsum each, not
+        # the sub-layers' calls); in a tf.function by the sub-layers and
+        # transposes. Both give the same values as the sub-layers and
+        # `_compute_attention`, which a subclass overriding it takes.
         class Overridden(MultiHeadAttention):
             def _compute_attention(self, *args, **kwargs):
                 return super()._compute_attention(*args, **kwargs)
@@ -253,9 +253,8 @@ class MultiHeadAttentionTest(harness.LayerTestCase):
                 # bfloat16 keeps 8 bits of mantissa: the two orders may round apart.
                 atol = 2e-2 if "dtype" in config else 1e-6
                 self.assertAllClose(reference(*inputs, **kwargs), got, atol=atol)
-                # Traced for export, the queries' scale is inside the kernel.
-                with export_graph():
-                    self.assertAllClose(got, layer(*inputs, **kwargs), atol=atol)
+                traced = tf.function(lambda *x: layer(*x, **kwargs))
+                self.assertAllClose(got, traced(*inputs), atol=atol)
                 if "output_shape" not in config and "dtype" not in config:
                     self.assertAllClose(numpy_mha(layer, *inputs, **kwargs), got, atol=1e-5)
         # Elsewhere each sub-layer is called: more attention axes, a gate,

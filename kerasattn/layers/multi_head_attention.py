@@ -25,7 +25,7 @@ from kerasattn.ops.masking import masked_softmax
 from kerasattn.ops.masking import merge_masks
 from kerasattn.ops.masking import sliding_window_mask
 from kerasattn.ops.masking import sliding_window_mask_between
-from kerasattn.ops.tracing import export_graph_enabled
+from kerasattn.ops.tracing import tensorflow_graph
 
 
 def _projection_equation(free_dims: int, bound_dims: int, output_dims: int):
@@ -505,30 +505,29 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _attend_heads_first(self, query, value, key, mask, training, return_attention_scores):
         """`call` for `_attends_heads_first`: the same values as the
-        sub-layers and `_compute_attention` give, with the heads projected
-        before the sequence axis and the keys transposed, so that both
-        attention products are plain batched matrix products (in Keras's
-        `(B, T, N, H)` layout each runs as transposes around a matmul, which
-        cost a dispatch apiece in eager execution)."""
-        # Exported graphs scale the queries inside the (constant) kernel.
-        scale_query = export_graph_enabled()
+        sub-layers and `_compute_attention` give, with the heads before the
+        sequence axis and the keys transposed, so that both attention
+        products are plain batched matrix products (in Keras's `(B, T, N, H)`
+        layout each runs as transposes around a matmul)."""
+        graph = tensorflow_graph()
+        if graph:
+            # The sub-layers' own products (a matmul, whose gradient
+            # TensorFlow computes faster than an einsum's), then transposes.
+            query_heads = ops.transpose(self._query_dense(query), (0, 2, 1, 3))
+            key_heads = ops.transpose(self._key_dense(key), (0, 2, 3, 1))
+            value_heads = ops.transpose(self._value_dense(value), (0, 2, 1, 3))
+        else:
+            # Op by op, each projection is one einsum straight into the layout:
+            # fewer ops, each of which costs a dispatch.
+            def heads(layer, x, equation, bias_axis):
+                projected = ops.einsum(equation, x, layer.kernel)
+                if not self._use_bias:
+                    return projected
+                return projected + ops.expand_dims(layer.bias, bias_axis)
 
-        def heads(layer, x, equation, bias_axis, scale=1.0):
-            kernel, bias = layer.kernel, layer.bias if self._use_bias else None
-            if scale != 1.0:
-                kernel = kernel * scale
-                bias = None if bias is None else bias * scale
-            projected = ops.einsum(equation, x, kernel)
-            if bias is None:
-                return projected
-            return projected + ops.expand_dims(bias, bias_axis)
-
-        scale = self._inverse_sqrt_key_dim
-        query_heads = heads(
-            self._query_dense, query, "abc,cde->adbe", 1, scale if scale_query else 1.0
-        )  # (B, N, Tq, H)
-        key_heads = heads(self._key_dense, key, "abc,cde->adeb", -1)  # (B, K, H, Tk)
-        value_heads = heads(self._value_dense, value, "abc,cde->adbe", 1)  # (B, K, Tk, Hv)
+            query_heads = heads(self._query_dense, query, "abc,cde->adbe", 1)  # (B, N, Tq, H)
+            key_heads = heads(self._key_dense, key, "abc,cde->adeb", -1)  # (B, K, H, Tk)
+            value_heads = heads(self._value_dense, value, "abc,cde->adbe", 1)  # (B, K, Tk, Hv)
         dropout = None
         if self._dropout > 0 and training:
             dropout = functools.partial(self._dropout_layer, training=training)
@@ -537,15 +536,18 @@ class MultiHeadAttention(keras.layers.Layer):
             key_heads,
             value_heads,
             mask,
-            scale=1.0 if scale_query else scale,
+            scale=self._inverse_sqrt_key_dim,
             dropout=dropout,
             return_weights=return_attention_scores,
         )
         attended, scores = result if return_attention_scores else (result, None)
-        out = string.ascii_lowercase[4 : 4 + len(self._output_dense.kernel.shape) - 2]
-        output = ops.einsum(f"abcd,bd{out}->ac{out}", attended, self._output_dense.kernel)
-        if self._use_bias:
-            output = output + self._output_dense.bias
+        if graph:
+            output = self._output_dense(ops.transpose(attended, (0, 2, 1, 3)))
+        else:
+            out = string.ascii_lowercase[4 : 4 + len(self._output_dense.kernel.shape) - 2]
+            output = ops.einsum(f"abcd,bd{out}->ac{out}", attended, self._output_dense.kernel)
+            if self._use_bias:
+                output = output + self._output_dense.bias
         if return_attention_scores:
             return output, scores
         return output

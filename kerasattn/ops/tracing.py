@@ -1,10 +1,12 @@
-"""How layers trace for an exported graph."""
+"""How layers trace: for an exported graph, and into a TensorFlow graph."""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
 from typing import Iterator
+
+import keras
 
 _EXPORT_GRAPH = contextvars.ContextVar("kerasattn_export_graph", default=False)
 
@@ -36,3 +38,18 @@ def export_graph() -> contextlib.AbstractContextManager:
 
 def export_graph_enabled() -> bool:
     return _EXPORT_GRAPH.get()
+
+
+def tensorflow_graph() -> bool:
+    """Whether `keras.ops` calls are being traced into a TensorFlow graph
+    (`tf.function`, `model.fit`, an export) rather than run one by one.
+
+    Where two forms of one computation differ in speed by execution mode —
+    in eager execution every op costs a Python dispatch, in a graph the
+    gradient's form weighs — layers ask this. False for other backends.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.executing_eagerly()
