@@ -5,6 +5,8 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from kerasattn import ops as ka_ops
+from kerasattn.ops import attention
+from kerasattn.ops import tracing
 from tests import harness
 
 
@@ -148,6 +150,24 @@ class DotProductAttentionTest(tf.test.TestCase, parameterized.TestCase):
         _, want = numpy_attention(self.q, self.k, self.v, self.mask)
         self.assertAllClose(want, weights, atol=1e-6)
         self.assertAllEqual(np.zeros((4, 7)), weights[1, :, 2])
+
+    def test_heads_first_layout_matches_numpy(self):
+        # Queries and values (B, N, T, H), keys (B, K, H, T): grouped heads, a
+        # query with no key (zero output and weights), in and out of a graph.
+        q = np.transpose(self.q, (0, 2, 1, 3))
+        k = np.transpose(self.k, (0, 2, 3, 1))
+        v = np.transpose(self.v, (0, 2, 1, 3))
+        want_out, want_weights = numpy_attention(self.q, self.k, self.v, self.mask)
+        for run in (attention.dense_attention_heads_first,
+                    tf.function(attention.dense_attention_heads_first)):
+            out, weights = run(q, k, v, self.mask, return_weights=True)
+            self.assertAllClose(np.transpose(want_out, (0, 2, 1, 3)), out, atol=1e-5)
+            self.assertAllClose(want_weights, weights, atol=1e-6)
+            self.assertAllEqual(np.zeros((4, 6)), out[1, :, 2])
+
+    def test_tensorflow_graph_tells_tracing_from_eager_execution(self):
+        self.assertFalse(tracing.tensorflow_graph())
+        self.assertTrue(tf.function(lambda: tf.constant(tracing.tensorflow_graph()))())
 
     def test_rank4_and_rank2_masks_broadcast(self):
         head_mask = np.ones((2, 4, 5, 7), bool)

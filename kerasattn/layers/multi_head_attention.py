@@ -488,6 +488,12 @@ class MultiHeadAttention(keras.layers.Layer):
             for layer in projections
         )
 
+    def _weights_dropout(self, training):
+        """The attention weights' dropout, or `None` where it does nothing."""
+        if self._dropout > 0 and training:
+            return functools.partial(self._dropout_layer, training=training)
+        return None
+
     def _attends_heads_first(self, query, value, return_attention_scores, training) -> bool:
         """Whether `call` may project straight into `dense_attention_heads_first`'s
         layout: sequences (rank 3) on the dense path, with plain projections
@@ -528,16 +534,13 @@ class MultiHeadAttention(keras.layers.Layer):
             query_heads = heads(self._query_dense, query, "abc,cde->adbe", 1)  # (B, N, Tq, H)
             key_heads = heads(self._key_dense, key, "abc,cde->adeb", -1)  # (B, K, H, Tk)
             value_heads = heads(self._value_dense, value, "abc,cde->adbe", 1)  # (B, K, Tk, Hv)
-        dropout = None
-        if self._dropout > 0 and training:
-            dropout = functools.partial(self._dropout_layer, training=training)
         result = dense_attention_heads_first(
             query_heads,
             key_heads,
             value_heads,
             mask,
             scale=self._inverse_sqrt_key_dim,
-            dropout=dropout,
+            dropout=self._weights_dropout(training),
             return_weights=return_attention_scores,
         )
         attended, scores = result if return_attention_scores else (result, None)
@@ -696,9 +699,6 @@ class MultiHeadAttention(keras.layers.Layer):
             while len(attention_mask.shape) < 2:
                 attention_mask = ops.expand_dims(attention_mask, 0)
 
-        dropout = None
-        if self._dropout > 0 and training:
-            dropout = functools.partial(self._dropout_layer, training=training)
         result = dot_product_attention(
             query,
             key,
@@ -706,7 +706,7 @@ class MultiHeadAttention(keras.layers.Layer):
             attention_mask,
             causal=use_causal_mask,
             scale=self._inverse_sqrt_key_dim,
-            dropout=dropout,
+            dropout=self._weights_dropout(training),
             return_weights=return_attention_scores,
             implementation=self._implementation,
             training=bool(training),
