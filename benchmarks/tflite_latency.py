@@ -18,7 +18,11 @@ at batch 1 — the median of `--runs` calls, the files of one preset interleaved
   `benchmarks/tagger_export.py`);
 - `video-games` (the recommender's candidate scorer: a 50-item history and 101
   candidates, the SASRec protocol's): float32 and dynamic int8; quality: sampled HR@10
-  of the first `--users` validation users.
+  of the first `--users` validation users;
+- `layers`: one `MultiHeadAttention` (width 64, 4 heads of 16, 64 tokens), ours exported
+  by `kerasattn.export` at a dynamic length beside `keras.layers.MultiHeadAttention`
+  through the plain converter at a fixed length, without a mask, with a padding mask and
+  causal.
 
 "÷ its float32" divides by the same model's float32 file (ours' or the anchor's).
 FLOPs count the matrix products of the file's graph at the timed shape
@@ -273,13 +277,70 @@ def recommender(folder: str, data: str, args) -> None:
     print(f"\nKeras on the same users: validation sampled HR@10 {metrics['hr@10']:.4f}")
 
 
+def attention_layers(folder: str, args) -> None:
+    """One attention layer alone (width 64, 4 heads of 16, 64 tokens): ours exported by
+    `kerasattn.export` (dynamic length), Keras's through the plain converter (the
+    length fixed at 64), without a mask, with a padding mask and causal."""
+    import keras
+    import numpy as np
+    from keras import ops
+
+    from kerasattn import layers
+    from kerasattn.export import export
+
+    length, width = 64, 64
+    feeds = {"x": np.random.default_rng(0).normal(size=(1, length, width)).astype("float32"),
+             "mask": np.ones((1, length), bool)}
+    cases = {"no mask": {}, "padding mask": {"masked": True}, "causal": {"causal": True}}
+    files = []
+    for case, options in cases.items():
+        for ours in (True, False):
+            keras.utils.set_random_seed(0)
+            shape = (None,) if ours else (length,)
+            x = keras.Input(shape + (width,), name="x")
+            inputs = [x]
+            kwargs = {"use_causal_mask": options.get("causal", False)}
+            if options.get("masked"):
+                mask = keras.Input(shape, dtype="bool", name="mask")
+                inputs.append(mask)
+                if ours:
+                    kwargs.update(query_mask=mask, value_mask=mask)
+                else:
+                    kwargs["attention_mask"] = ops.logical_and(
+                        ops.expand_dims(mask, 1), ops.expand_dims(mask, 2))
+            layer = (layers.MultiHeadAttention if ours else keras.layers.MultiHeadAttention)(4, 16)
+            model = keras.Model(inputs, layer(x, x, **kwargs))
+            name = f"{'ours' if ours else 'keras'}, {case}"
+            path = os.path.join(folder, name.replace(", ", "_").replace(" ", "_"))
+            if ours:
+                with console.native_logging_silenced():
+                    sample = [feeds[tensor.name] for tensor in inputs]
+                    export(model, path, formats=("tflite",), quantize=("float32",),
+                           sample_inputs=sample if len(sample) > 1 else sample[0])
+                path = os.path.join(path, "model_float32.tflite")
+            else:
+                path = convert_plain(model, path + ".tflite", "float32")
+            files.append(Timed(name, path, feeds))
+    interleaved(files, args.rounds, args.runs)
+    by_name = {timed.name: timed for timed in files}
+    print(f"\n### One attention layer (width {width}, 4 heads, {length} tokens), float32\n")
+    print("| file | ops | µs (batch 1) | ours ÷ Keras |")
+    print("|---|---|---|---|")
+    for timed in files:
+        ratio = ""
+        if timed.name.startswith("ours"):
+            ratio = f"{timed.ms / by_name['keras' + timed.name[4:]].ms:.2f}"
+        print(f"| {timed.name} | {timed.ops} | {timed.ms * 1e3:.1f} | {ratio} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.path.normpath(os.path.join(REPO, "..", "shared",
                                                                        "data")),
                         help="the folder with sst2/ and sasrec/ (default: ../shared/data)")
-    parser.add_argument("--presets", nargs="+", choices=("sst2", "conll2003", "video-games"),
-                        default=["sst2", "conll2003", "video-games"])
+    parser.add_argument("--presets", nargs="+",
+                        choices=("sst2", "conll2003", "video-games", "layers"),
+                        default=["sst2", "conll2003", "video-games", "layers"])
     parser.add_argument("--runs", type=int, default=300, help="calls per timing")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--users", type=int, default=3000,
@@ -302,6 +363,8 @@ def main() -> int:
             tagger(folder, args)
         if "video-games" in args.presets:
             recommender(folder, args.data, args)
+        if "layers" in args.presets:
+            attention_layers(folder, args)
     return 0
 
 
