@@ -79,7 +79,7 @@ def interleaved(files: list[Timed], rounds: int, runs: int) -> None:
             timed.time(runs)
 
 
-def table(title: str, files: list[Timed], reference: str, quality: dict, anchor=None) -> None:
+def table(title: str, files: list[Timed], quality: dict, anchor=None) -> None:
     by_name = {timed.name: timed for timed in files}
     print(f"\n### {title}\n")
     header = "| file | ops | ms (batch 1) | ÷ its float32 |"
@@ -90,8 +90,7 @@ def table(title: str, files: list[Timed], reference: str, quality: dict, anchor=
     print("|" + "---|" * (header.count("|") - 1))
     for timed in files:
         # Each model against its own float32 file: ours, or the anchor.
-        own = timed.name.split(",")[0] + ", float32"
-        float32 = by_name.get(own, by_name[reference])
+        float32 = by_name[timed.name.split(",")[0] + ", float32"]
         row = (f"| {timed.name} | {timed.ops} | {timed.ms:.3f} | "
                f"{timed.ms / float32.ms:.2f} |")
         if anchor:
@@ -194,7 +193,7 @@ def sst2(folder: str, data: str, args) -> None:
         ])
         quality[timed.name] = f"dev accuracy {np.mean(logits.argmax(-1) == dev.labels):.4f}"
     quality["anchor, float32"] = "(random weights: latency only)"
-    table(f"`sst2` (classifier, {length} tokens)", files, "ours, float32", quality,
+    table(f"`sst2` (classifier, {length} tokens)", files, quality,
           anchor={"ours, float32": "anchor, float32",
                   "ours, dynamic_int8": "anchor, dynamic_int8",
                   "ours, full_int8": "anchor, full_int8",
@@ -226,7 +225,7 @@ def tagger(folder: str, args) -> None:
              for mode in ("float32", "dynamic_int8")]
     interleaved(files, args.rounds, args.runs)
     words = len(sentence.split())
-    table(f"`conll2003` (tagger, one {words}-word sentence)", files, "ours, float32",
+    table(f"`conll2003` (tagger, one {words}-word sentence)", files,
           {"ours, float32": "F1: benchmarks/tagger_export.py",
            "ours, dynamic_int8": "F1: benchmarks/tagger_export.py"})
 
@@ -269,7 +268,7 @@ def recommender(folder: str, data: str, args) -> None:
         quality[timed.name] = (f"validation sampled HR@10 {metrics['hr@10']:.4f} "
                                f"({len(scores)} users)")
     table("`video-games` (recommender's candidate scorer, 50 items, 101 candidates)", files,
-          "ours, float32", quality)
+          quality)
     keras_scores = scorer.predict({"item_ids": histories, "candidate_ids": candidates},
                                   batch_size=256, verbose=0)["scores"]
     metrics = ranking.rank_metrics(np.asarray(keras_scores), np.zeros(len(histories), np.int64),

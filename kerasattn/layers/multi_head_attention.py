@@ -506,7 +506,7 @@ class MultiHeadAttention(keras.layers.Layer):
             self._num_heads,
             query.shape[1],
             value.shape[1],
-            return_attention_scores or bool(training and self._dropout > 0),
+            return_attention_scores or self._weights_dropout(training) is not None,
         )
 
     def _attend_heads_first(self, query, value, key, mask, training, return_attention_scores):

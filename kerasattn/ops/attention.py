@@ -279,7 +279,7 @@ def _dense_attention(
 ):
     out_dtype = value.dtype
     q, k = ops.cast(query, "float32"), ops.cast(key, "float32")
-    # Pre-scaled queries (exported graphs) skip the multiply. The heads-first
+    # A scale of 1 (pre-scaled queries) skips the multiply. The heads-first
     # layout scales its transposed keys instead: a graph of scaled queries,
     # their product with the keys and a mask's addition is fused by
     # TensorFlow's optimizer (remapper, oneDNN) into a kernel that ran 100x
