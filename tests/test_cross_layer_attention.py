@@ -96,11 +96,14 @@ class CrossLayerAttentionTest(harness.LayerTestCase, parameterized.TestCase):
                 layer, (args, {"return_attention_scores": True}), reference
             )
         # Traced for export, the scores come from the folded kernels, with
-        # no key projection of the states.
+        # no key projection of the states, and the states are not stacked.
         key_dense = layer._key_dense
-        with export_graph(), mock.patch.object(key_dense, "call", wraps=key_dense.call) as key:
+        with export_graph(), mock.patch.object(
+            key_dense, "call", wraps=key_dense.call
+        ) as key, mock.patch.object(keras.ops, "stack", wraps=keras.ops.stack) as stack:
             got = layer(STATES, mask=PADDING, return_attention_scores=True)
         self.assertEqual(0, key.call_count)
+        self.assertEqual(0, stack.call_count)
         want = reference(layer, STATES, mask=PADDING, return_attention_scores=True)
         self.assertAllClose(want, got, atol=1e-5)
 

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasattn.layers.multi_head_attention import MultiHeadAttention
+from kerasattn.ops.tracing import export_graph
 from tests import harness
 
 RNG = np.random.default_rng(0)
@@ -215,8 +216,10 @@ class MultiHeadAttentionTest(harness.LayerTestCase):
         # Rank-3 inputs on the dense path take the heads-first layout: run
         # eagerly, projected by the sub-layers' kernels (one einsum each, not
         # the sub-layers' calls); in a tf.function by the sub-layers and
-        # transposes. Both give the same values as the sub-layers and
-        # `_compute_attention`, which a subclass overriding it takes.
+        # transposes; traced for export by flattened kernels with the bias
+        # and the keys' scale folded in. All give the same values as the
+        # sub-layers and `_compute_attention`, which a subclass overriding it
+        # takes.
         class Overridden(MultiHeadAttention):
             def _compute_attention(self, *args, **kwargs):
                 return super()._compute_attention(*args, **kwargs)
@@ -255,6 +258,9 @@ class MultiHeadAttentionTest(harness.LayerTestCase):
                 self.assertAllClose(reference(*inputs, **kwargs), got, atol=atol)
                 traced = tf.function(lambda *x: layer(*x, **kwargs))
                 self.assertAllClose(got, traced(*inputs), atol=atol)
+                with export_graph():
+                    exported = tf.function(lambda *x: layer(*x, **kwargs))(*inputs)
+                self.assertAllClose(got, exported, atol=atol)
                 if "output_shape" not in config and "dtype" not in config:
                     self.assertAllClose(numpy_mha(layer, *inputs, **kwargs), got, atol=1e-5)
         # Elsewhere each sub-layer is called: more attention axes, a gate,

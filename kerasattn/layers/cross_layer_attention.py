@@ -208,8 +208,8 @@ class CrossLayerAttention(keras.layers.Layer):
             check_broadcastable(m, shape[:2], "mask" if len(masks) == 1 else f"mask[{i}]")
         return merge_masks(*masks)
 
-    def _scores_of_folded_kernels(self, inputs, stacked, scale):
-        """The scores as exported graphs compute them.
+    def _scores_of_folded_kernels(self, inputs, scale):
+        """The `(B, T, L)` scores as exported graphs compute them.
 
         With the query `q` (`h_L W_q + b_q`, or the learned vector) and the
         keys `k_l = h_l W_k + c_l` (`c_l`: the key bias plus the layer
@@ -217,7 +217,8 @@ class CrossLayerAttention(keras.layers.Layer):
         `r = scale * q W_kᵀ` and `s_l = scale * q . c_l`: one product per
         position instead of a key projection of each of its `L` states. The
         kernels are constants in an exported graph, so the converter
-        multiplies them together once.
+        multiplies them together once. Each state is multiplied on its own:
+        LiteRT stacks them (`PACK`) outside its XNNPACK delegate.
         """
 
         def query_times(right):  # q @ right for a constant right (units, n)
@@ -231,9 +232,9 @@ class CrossLayerAttention(keras.layers.Layer):
 
         key_kernel = ops.cast(self._key_dense.kernel, "float32")  # (d, units)
         r = query_times(ops.transpose(key_kernel) * scale)  # (B, T, d) or (d,)
-        if self.query == "last":
-            r = ops.expand_dims(r, 2)
-        scores = ops.sum(r * ops.cast(stacked, "float32"), axis=-1)  # (B, T, L)
+        scores = ops.concatenate(
+            [ops.sum(r * ops.cast(x, "float32"), axis=-1, keepdims=True) for x in inputs], axis=-1
+        )
         offsets = []
         if self.use_bias:
             offsets.append(ops.cast(self._key_dense.bias, "float32")[None])
@@ -253,15 +254,16 @@ class CrossLayerAttention(keras.layers.Layer):
     ):
         self._check_inputs(_shapes(inputs))
         mask = self._merged_mask(mask, inputs[0].shape)
-        stacked = ops.stack(inputs, axis=2)  # (B, T, L, d)
-        scale = float(self.units or stacked.shape[-1]) ** -0.5
+        scale = float(self.units or inputs[0].shape[-1]) ** -0.5
         # Products and sums rather than einsums: with L of a few layers the
         # einsums become (B*T) tiny batched matmuls behind dynamic reshapes,
         # which cost LiteRT as much as a whole attention layer.
         projections = [self._key_dense] + ([self._query_dense] if self.query == "last" else [])
+        stacked = None
         if export_graph_enabled() and all(p.quantization_mode is None for p in projections):
-            scores = self._scores_of_folded_kernels(inputs, stacked, scale)
+            scores = self._scores_of_folded_kernels(inputs, scale)
         else:
+            stacked = ops.stack(inputs, axis=2)  # (B, T, L, d)
             keys = self._key_dense(stacked)
             if self.use_layer_embedding:
                 keys = keys + ops.cast(self.layer_embedding, keys.dtype)
@@ -277,8 +279,12 @@ class CrossLayerAttention(keras.layers.Layer):
         )
         weights = ops.cast(weights, self.compute_dtype)
         applied = self._dropout_layer(weights, training=training)
-        values = self._value_dense(stacked) if self.use_value_projection else stacked
-        output = ops.sum(ops.expand_dims(applied, -1) * values, axis=2)
+        if stacked is None:  # the exported form: a weighted sum of the states, unstacked
+            values = [self._value_dense(x) for x in inputs] if self.use_value_projection else inputs
+            output = sum(applied[:, :, i : i + 1] * v for i, v in enumerate(values))
+        else:
+            values = self._value_dense(stacked) if self.use_value_projection else stacked
+            output = ops.sum(ops.expand_dims(applied, -1) * values, axis=2)
         if return_attention_scores:
             return output, weights
         return output

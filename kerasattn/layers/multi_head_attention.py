@@ -25,6 +25,7 @@ from kerasattn.ops.masking import masked_softmax
 from kerasattn.ops.masking import merge_masks
 from kerasattn.ops.masking import sliding_window_mask
 from kerasattn.ops.masking import sliding_window_mask_between
+from kerasattn.ops.tracing import export_graph_enabled
 from kerasattn.ops.tracing import tensorflow_graph
 
 
@@ -516,7 +517,25 @@ class MultiHeadAttention(keras.layers.Layer):
         products are plain batched matrix products (in Keras's `(B, T, N, H)`
         layout each runs as transposes around a matmul)."""
         graph = tensorflow_graph()
-        if graph:
+        scale = self._inverse_sqrt_key_dim
+        if export_graph_enabled():
+            # One product per projection with its bias (one LiteRT
+            # FULLY_CONNECTED, the bias fused), the keys' scale folded into
+            # their kernel, then the split into heads.
+            def heads(layer, x, permutation, scale=1.0):
+                kernel, bias = layer.kernel, layer.bias if self._use_bias else None
+                flat = ops.einsum("abc,cd->abd", x, ops.reshape(kernel * scale, (kernel.shape[0], -1)))
+                if bias is not None:
+                    flat = flat + ops.reshape(bias * scale, (-1,))
+                shape = ops.shape(x)
+                split = ops.reshape(flat, (shape[0], shape[1]) + tuple(kernel.shape[1:]))
+                return ops.transpose(split, permutation)
+
+            query_heads = heads(self._query_dense, query, (0, 2, 1, 3))
+            key_heads = heads(self._key_dense, key, (0, 2, 3, 1), scale)
+            value_heads = heads(self._value_dense, value, (0, 2, 1, 3))
+            scale = 1.0
+        elif graph:
             # The sub-layers' own products (a matmul, whose gradient
             # TensorFlow computes faster than an einsum's), then transposes.
             query_heads = ops.transpose(self._query_dense(query), (0, 2, 1, 3))
@@ -539,7 +558,7 @@ class MultiHeadAttention(keras.layers.Layer):
             key_heads,
             value_heads,
             mask,
-            scale=self._inverse_sqrt_key_dim,
+            scale=scale,
             dropout=self._weights_dropout(training),
             return_weights=return_attention_scores,
         )

@@ -17,6 +17,7 @@ from kerasattn.ops.masking import as_bool_mask
 from kerasattn.ops.masking import bounded_masked_softmax
 from kerasattn.ops.masking import bounded_masking_enabled
 from kerasattn.ops.masking import causal_mask_between
+from kerasattn.ops.masking import logical_and
 from kerasattn.ops.masking import masking_bias
 from kerasattn.ops.masking import softmax
 
@@ -294,7 +295,7 @@ def _dense_attention(
         mask = (
             causal
             if mask is None
-            else ops.logical_and(mask, causal)
+            else logical_and(mask, causal)
         )
     if mask is not None and bounded_masking_enabled():
         # Already zero for masked keys and for rows with no key: nothing is

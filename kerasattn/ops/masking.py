@@ -13,6 +13,7 @@ from typing import Sequence
 import keras
 from keras import ops
 
+from kerasattn.ops.tracing import export_graph_enabled
 from kerasattn.ops.tracing import flag_set
 
 # Logits of masked positions are replaced by this value before the softmax.
@@ -123,8 +124,21 @@ def merge_masks(*masks):
         if mask is None:
             continue
         mask = as_bool_mask(mask)
-        merged = mask if merged is None else ops.logical_and(merged, mask)
+        merged = mask if merged is None else logical_and(merged, mask)
     return merged
+
+
+def logical_and(a, b):
+    """`ops.logical_and` of two boolean masks, broadcasting.
+
+    In an exported graph (`kerasattn.ops.tracing.export_graph`) it multiplies
+    0/1 floats instead: LiteRT runs `LOGICAL_AND` in a reference kernel (about
+    10 µs for one 64 x 64 mask), a float product in its XNNPACK delegate
+    (well under 1 µs, the casts as little).
+    """
+    if not export_graph_enabled():
+        return ops.logical_and(a, b)
+    return ops.cast(ops.cast(a, "float32") * ops.cast(b, "float32"), "bool")
 
 
 def causal_mask(query_length, key_length):
@@ -163,10 +177,13 @@ def sequence_positions(x, axis: int = 1):
 
 
 def _position_grid(query, key, axis: int):
-    positions = sequence_positions(query, axis)
+    # float32 positions (exact below 2^24): LiteRT runs the (Tq, Tk)
+    # differences and comparisons of int32 ones in slow broadcasting kernels
+    # (9 µs for 64 x 64), of float32 ones in XNNPACK or fast kernels.
+    positions = ops.cast(sequence_positions(query, axis), "float32")
     rows = ops.expand_dims(positions, -1)  # (1, Tq, 1)
     if key is not query:  # self-attention counts once
-        positions = sequence_positions(key, axis)
+        positions = ops.cast(sequence_positions(key, axis), "float32")
     cols = ops.expand_dims(positions, -2)  # (1, 1, Tk)
     return rows, cols
 
