@@ -522,18 +522,18 @@ class MultiHeadAttention(keras.layers.Layer):
             # One product per projection with its bias (one LiteRT
             # FULLY_CONNECTED, the bias fused), the keys' scale folded into
             # their kernel, then the split into heads.
-            def heads(layer, x, permutation, scale=1.0):
-                kernel, bias = layer.kernel, layer.bias if self._use_bias else None
-                flat = ops.einsum("abc,cd->abd", x, ops.reshape(kernel * scale, (kernel.shape[0], -1)))
-                if bias is not None:
-                    flat = flat + ops.reshape(bias * scale, (-1,))
+            def split_heads(layer, x, permutation, factor=1.0):
+                kernel = layer.kernel * factor
+                flat = ops.einsum("abc,cd->abd", x, ops.reshape(kernel, (kernel.shape[0], -1)))
+                if self._use_bias:
+                    flat = flat + ops.reshape(layer.bias * factor, (-1,))
                 shape = ops.shape(x)
                 split = ops.reshape(flat, (shape[0], shape[1]) + tuple(kernel.shape[1:]))
                 return ops.transpose(split, permutation)
 
-            query_heads = heads(self._query_dense, query, (0, 2, 1, 3))
-            key_heads = heads(self._key_dense, key, (0, 2, 3, 1), scale)
-            value_heads = heads(self._value_dense, value, (0, 2, 1, 3))
+            query_heads = split_heads(self._query_dense, query, (0, 2, 1, 3))
+            key_heads = split_heads(self._key_dense, key, (0, 2, 3, 1), scale)
+            value_heads = split_heads(self._value_dense, value, (0, 2, 1, 3))
             scale = 1.0
         elif graph:
             # The sub-layers' own products (a matmul, whose gradient
