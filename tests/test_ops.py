@@ -1,5 +1,7 @@
 """kerasattn.ops against NumPy references: masks, masked softmax, attention."""
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -108,6 +110,44 @@ class MaskingTest(tf.test.TestCase):
         self.assertAllEqual(expected, got)
         self.assertIsNone(ka_ops.merge_attention_masks())
         self.assertEqual(ka_ops.merge_attention_masks(structure=causal).shape, (3, 4))
+
+    def test_exported_float_graphs_compute_masks_in_float(self):
+        # Traced for export, masks merge by float products and positions
+        # compare as float32 (LiteRT's boolean and int32 broadcasting kernels
+        # are slow); full int8's trace (bounded masking) keeps bool and int32,
+        # which its converter leaves unquantized. The values never change.
+        x = np.zeros((2, 5, 3), "float32")
+        x[1, 3:] = 1.0  # the second row's last two positions are padding
+        spec = tf.TensorSpec((None, None, 3), tf.float32)
+
+        def masks(x):
+            padding = ka_ops.padding_attention_mask(x[..., 0] < 0.5, x[..., 0] < 0.5)
+            window = ka_ops.sliding_window_mask_between(x, x, 2)
+            return ka_ops.merge_masks(padding, window, ka_ops.causal_mask_between(x, x))
+
+        def traced(*contexts):
+            with contextlib.ExitStack() as stack:
+                for context in contexts:
+                    stack.enter_context(context)
+                function = tf.function(masks).get_concrete_function(spec)
+            operations = function.graph.get_operations()
+            types = {op.type for op in operations}
+            (distance,) = [op.outputs[0].dtype for op in operations if op.type == "Abs"]
+            return function(tf.constant(x)), types, distance
+
+        want = masks(x)
+        plain, plain_ops, plain_distance = traced()
+        exported, exported_ops, exported_distance = traced(tracing.export_graph())
+        full_int8, full_int8_ops, full_int8_distance = traced(
+            tracing.export_graph(), ka_ops.bounded_masking()
+        )
+        for got in (plain, exported, full_int8):
+            self.assertAllEqual(want, got)
+        self.assertIn("LogicalAnd", plain_ops)
+        self.assertNotIn("LogicalAnd", exported_ops)
+        self.assertIn("LogicalAnd", full_int8_ops)
+        distances = [plain_distance, exported_distance, full_int8_distance]
+        self.assertEqual([tf.int32, tf.float32, tf.int32], distances)
 
     def test_check_broadcastable_names_argument_and_shapes(self):
         ka_ops.check_broadcastable(np.ones((2, 1, 5)), (2, 3, 5), "attention_mask")

@@ -136,9 +136,16 @@ def logical_and(a, b):
     10 µs for one 64 x 64 mask), a float product in its XNNPACK delegate
     (well under 1 µs, the casts as little).
     """
-    if not export_graph_enabled():
+    if not _float_export_graph():
         return ops.logical_and(a, b)
     return ops.cast(ops.cast(a, "float32") * ops.cast(b, "float32"), "bool")
+
+
+def _float_export_graph() -> bool:
+    """Whether masks may be computed in float32 for LiteRT's float kernels: in
+    exported graphs, but not in full int8's (`bounded_masking`), whose
+    converter would quantize float positions and masks to int8."""
+    return export_graph_enabled() and not bounded_masking_enabled()
 
 
 def causal_mask(query_length, key_length):
@@ -177,13 +184,14 @@ def sequence_positions(x, axis: int = 1):
 
 
 def _position_grid(query, key, axis: int):
-    # float32 positions (exact below 2^24): LiteRT runs the (Tq, Tk)
-    # differences and comparisons of int32 ones in slow broadcasting kernels
-    # (9 µs for 64 x 64), of float32 ones in XNNPACK or fast kernels.
-    positions = ops.cast(sequence_positions(query, axis), "float32")
+    # float32 positions (exact below 2^24) for LiteRT's float graphs: it runs
+    # the (Tq, Tk) differences and comparisons of int32 ones in slow
+    # broadcasting kernels (9 µs for 64 x 64), of float32 ones in XNNPACK.
+    dtype = "float32" if _float_export_graph() else "int32"
+    positions = ops.cast(sequence_positions(query, axis), dtype)
     rows = ops.expand_dims(positions, -1)  # (1, Tq, 1)
     if key is not query:  # self-attention counts once
-        positions = ops.cast(sequence_positions(key, axis), "float32")
+        positions = ops.cast(sequence_positions(key, axis), dtype)
     cols = ops.expand_dims(positions, -2)  # (1, 1, Tk)
     return rows, cols
 
