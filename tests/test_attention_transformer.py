@@ -128,6 +128,25 @@ class ModelTest(tf.test.TestCase):
         self.assertAllClose([1.0], np.sum(outputs["pooling_weights"], axis=1), atol=1e-5)
         self.assertEqual((1, 5, 2), tuple(outputs["cross_layer_weights"].shape))
 
+    def test_sliding_window_is_traced_again_for_export(self):
+        # Built by a layer, not by ops on the symbolic inputs (which a
+        # functional model records once, as first chosen): traced for export,
+        # its positions become float32 (LiteRT's int32 broadcasting is slow).
+        from kerasattn.ops.tracing import export_graph
+        from zoo.attention_transformer.model import SlidingWindowMask
+
+        x = keras.Input((None, 4))
+        model = keras.Model(x, SlidingWindowMask(2)(x))
+        spec = tf.TensorSpec((None, None, 4), tf.float32)
+        for context, dtype in ((contextlib.nullcontext(), tf.int32), (export_graph(), tf.float32)):
+            with context:
+                function = tf.function(model).get_concrete_function(spec)
+            (distance,) = [op for op in function.graph.get_operations() if op.type == "Abs"]
+            self.assertEqual(dtype, distance.outputs[0].dtype)
+            band = function(tf.zeros((2, 3, 4)))
+            self.assertAllEqual([[[1, 1, 0], [1, 1, 1], [0, 1, 1]]], band)
+        self.assertEqual(2, SlidingWindowMask.from_config(model.layers[1].get_config()).window)
+
     def test_keras_file_round_trip(self):
         model = tiny_model()
         model.compile(run_eagerly=True)  # a tiny step: tracing would cost more than it runs

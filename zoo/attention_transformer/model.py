@@ -20,6 +20,31 @@ NORMS = ("pre", "post")
 POSITION_ENCODINGS = ("learned", "sinusoidal")
 
 
+@keras.saving.register_keras_serializable(package="zoo")
+class SlidingWindowMask(keras.layers.Layer):
+    """The `(1, T, T)` band mask `|i - j| < window` of a sequence's positions.
+
+    A layer rather than `sliding_window_mask_between` applied to symbolic
+    tensors: a functional model records the ops that function chose when the
+    model was built, and only a layer's call is traced again for export,
+    where the mask takes its float32 form (`kerasattn.ops.masking`).
+    """
+
+    def __init__(self, window: int, **kwargs):
+        super().__init__(**kwargs)
+        self.window = positive_int("window", window)
+
+    def call(self, inputs):
+        return sliding_window_mask_between(inputs, inputs, self.window)
+
+    def compute_output_spec(self, inputs):
+        length = inputs.shape[1]
+        return keras.KerasTensor((1, length, length), dtype="bool")
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "window": self.window}
+
+
 def _token_inputs() -> dict:
     """The symbolic `{"token_ids", "padding_mask"}` inputs of the backbone and its tasks."""
     return {
@@ -169,8 +194,8 @@ class AttentionTransformerBackbone(Backbone):
         x = keras.layers.Dropout(dropout, name="embeddings_dropout", dtype=dtype)(x)
         # The sliding window, built once for every block (each block building
         # its own costs LiteRT as much as a fifth of the block).
-        window = None if attention_window is None else sliding_window_mask_between(
-            x, x, attention_window)
+        window = None if attention_window is None else SlidingWindowMask(
+            attention_window, name="attention_window", dtype=dtype)(x)
         states = []
         for index in range(num_layers):
             x = layers.TransformerEncoderBlock(
