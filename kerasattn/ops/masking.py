@@ -131,10 +131,11 @@ def merge_masks(*masks):
 def logical_and(a, b):
     """`ops.logical_and` of two boolean masks, broadcasting.
 
-    In an exported graph (`kerasattn.ops.tracing.export_graph`) it multiplies
-    0/1 floats instead: LiteRT runs `LOGICAL_AND` in a reference kernel (about
-    10 µs for one 64 x 64 mask), a float product in its XNNPACK delegate
-    (well under 1 µs, the casts as little).
+    In an exported float graph (`kerasattn.ops.tracing.export_graph`, but not
+    full int8's `bounded_masking`) it multiplies 0/1 floats instead: LiteRT
+    runs `LOGICAL_AND` in a reference kernel (about 10 µs for one 64 x 64
+    mask), a float product in its XNNPACK delegate (well under 1 µs, the
+    casts as little).
     """
     if not _float_export_graph():
         return ops.logical_and(a, b)
