@@ -1,12 +1,18 @@
 """Training throughput in mixed_bfloat16 ÷ float32, measured in one process.
 
-Two workloads, each trained on `--steps` batches per precision (after one
+Each workload is trained on `--steps` batches per precision (after one
 untimed pass over them), the precisions alternated `--rounds` times
 (medians kept):
 
 - `tagger`: the sequence tagger's recipe model (`SequenceTagger` with its
   default backbone and the CRF) on CoNLL-2003 training batches built by the
-  recipe's own pipeline (`--data`);
+  recipe's own pipeline (`--data`/conll2003);
+- `sst2`: the `sst2` preset's classifier (its architecture, fresh weights)
+  on SST-2 training batches of the recipe's pipeline, batch 64
+  (`--data`/sst2);
+- `recommender`: the `video-games` preset's architecture (`NextItemRetriever`,
+  full-softmax loss) on the recipe's training batches of 128 histories
+  (`--data`/sasrec/Video.txt); tokens are real history positions;
 - `blocks`: 4 Transformer encoder blocks, width 256, 4 heads, feed-forward
   1024, length 64, batch 64, with our `TransformerEncoderBlock` and with the
   same block written from `keras.layers.MultiHeadAttention` (the anchor),
@@ -17,7 +23,7 @@ with the CPU's model and the flags that decide whether bfloat16 pays
 (`avx512_bf16`, `amx_bf16`). `zoo.training.dtype_policy("auto")` picks
 mixed_bfloat16 only where `amx_bf16` is present.
 
-    python benchmarks/precision.py --data ../shared/data/conll2003
+    python benchmarks/precision.py --workloads tagger,sst2,recommender,blocks
 """
 
 from __future__ import annotations
@@ -62,6 +68,67 @@ def tagger_workload(data: str, precision: str, steps: int):
     def train():
         for features, tags in taken:
             model.train_on_batch(features, tags)
+        return tokens
+
+    return train
+
+
+def sst2_workload(data: str, precision: str, steps: int):
+    """A function training the sst2 preset's architecture `steps` steps."""
+    import keras
+
+    from zoo import training
+    from zoo.attention_transformer import AttentionTransformerBackbone
+    from zoo.attention_transformer import AttentionTransformerClassifier
+    from zoo.attention_transformer import data as recipe_data
+
+    preset = AttentionTransformerClassifier.from_preset("sst2")
+    train = recipe_data.read_labelled(os.path.join(data, "train.tsv"), preset.label_names)
+    keras.utils.set_random_seed(1)
+    config = {**preset.backbone.get_config(), "dtype": precision}
+    model = AttentionTransformerClassifier(
+        AttentionTransformerBackbone.from_config(config), preprocessor=preset.preprocessor
+    )
+    model.compile(optimizer=training.optimizer(5e-4, 10_000, 300, 0.01, precision=precision))
+    batches, _ = recipe_data.training_batches(
+        train.texts, train.labels, preset.preprocessor, 64, seed=1
+    )
+    taken = list(batches.take(steps))
+    tokens = sum(int(batch[0]["padding_mask"].numpy().sum()) for batch in taken)
+
+    def train():
+        for batch in taken:
+            model.train_on_batch(*batch)
+        return tokens
+
+    return train
+
+
+def recommender_workload(data: str, precision: str, steps: int):
+    """A function training the video-games preset's architecture `steps` steps."""
+    import keras
+
+    from zoo import training
+    from zoo.recommender import NextItemRetriever
+    from zoo.recommender import data as recommender_data
+    from zoo.recommender.model import SequentialRecommenderBackbone
+
+    preset = NextItemRetriever.from_preset("video-games")
+    read = recommender_data.read(data, item_labels=preset.preprocessor.item_labels)
+    keras.utils.set_random_seed(1)
+    config = {**preset.backbone.get_config(), "dtype": precision}
+    model = NextItemRetriever(
+        SequentialRecommenderBackbone.from_config(config), preset.preprocessor, seed=1
+    )
+    model.compile(optimizer=training.optimizer(1e-3, 10_000, 100, 0.0, precision=precision))
+    length = preset.backbone.max_sequence_length
+    batches, _ = recommender_data.retrieval_batches(read, length, 128, seed=1)
+    taken = list(batches.take(steps))
+    tokens = sum(int((batch[0]["item_ids"].numpy() > 0).sum()) for batch in taken)
+
+    def train():
+        for batch in taken:
+            model.train_on_batch(*batch)
         return tokens
 
     return train
@@ -123,8 +190,10 @@ def measure(make, steps: int, rounds: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="CoNLL-2003 folder for the tagger workload")
-    parser.add_argument("--workloads", default="tagger,blocks")
+    parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"),
+                        help="the folder with conll2003/, sst2/ and sasrec/ "
+                             "(default: ../shared/data)")
+    parser.add_argument("--workloads", default="tagger,sst2,recommender,blocks")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -142,11 +211,20 @@ def main() -> int:
     print("|---|---|---|---|")
     workloads = [name.strip() for name in args.workloads.split(",")]
     cases = []
-    if "tagger" in workloads:
-        if not args.data:
-            parser.error("the tagger workload needs --data")
-        cases.append(("sequence tagger (recipe model, CRF)",
-                      lambda precision, steps: tagger_workload(args.data, precision, steps)))
+    data = {"tagger": os.path.join(args.data, "conll2003"),
+            "sst2": os.path.join(args.data, "sst2"),
+            "recommender": os.path.join(args.data, "sasrec", "Video.txt")}
+    for workload, path in data.items():
+        if workload in workloads and not os.path.exists(path):
+            parser.error(f"the {workload} workload reads {path}, which does not exist")
+    named = (("tagger", "sequence tagger (recipe model, CRF)", tagger_workload),
+             ("sst2", "sst2 classifier (preset architecture)", sst2_workload),
+             ("recommender", "video-games retriever (preset architecture)",
+              recommender_workload))
+    for workload, name, function in named:
+        if workload in workloads:
+            cases.append((name, lambda precision, steps, function=function, path=data[workload]:
+                          function(path, precision, steps)))
     if "blocks" in workloads:
         for kind in ("ours", "keras"):
             cases.append((f"4 blocks × 256, {kind}",
