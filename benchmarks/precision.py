@@ -61,13 +61,19 @@ def tagger_workload(data: str, precision: str, steps: int):
     model = SequenceTagger(backbone, len(splits.train.tag_names), preprocessor=preprocessor)
     model.compile(optimizer=training.optimizer(2e-3, 10_000, 300, 0.01, clipnorm=5.0))
     batches, _ = tagger_data.training_batches(splits.train, preprocessor, 32, seed=1)
-    # The same batches for both precisions, taken once.
+    return recipe_trainer(model, batches, steps, lambda batch: batch[0]["padding_mask"])
+
+
+def recipe_trainer(model, batches, steps: int, real_positions):
+    """A function training `model` on the first `steps` of `batches` (taken once:
+    the same batches for both precisions); returns the real tokens trained on,
+    counted by `real_positions(batch)` (a boolean array)."""
     taken = list(batches.take(steps))
-    tokens = sum(int(features["padding_mask"].numpy().sum()) for features, _ in taken)
+    tokens = sum(int(real_positions(batch).numpy().sum()) for batch in taken)
 
     def train():
-        for features, tags in taken:
-            model.train_on_batch(features, tags)
+        for batch in taken:
+            model.train_on_batch(*batch)
         return tokens
 
     return train
@@ -93,15 +99,7 @@ def sst2_workload(data: str, precision: str, steps: int):
     batches, _ = recipe_data.training_batches(
         train.texts, train.labels, preset.preprocessor, 64, seed=1
     )
-    taken = list(batches.take(steps))
-    tokens = sum(int(batch[0]["padding_mask"].numpy().sum()) for batch in taken)
-
-    def train():
-        for batch in taken:
-            model.train_on_batch(*batch)
-        return tokens
-
-    return train
+    return recipe_trainer(model, batches, steps, lambda batch: batch[0]["padding_mask"])
 
 
 def recommender_workload(data: str, precision: str, steps: int):
@@ -123,15 +121,7 @@ def recommender_workload(data: str, precision: str, steps: int):
     model.compile(optimizer=training.optimizer(1e-3, 10_000, 100, 0.0, precision=precision))
     length = preset.backbone.max_sequence_length
     batches, _ = recommender_data.retrieval_batches(read, length, 128, seed=1)
-    taken = list(batches.take(steps))
-    tokens = sum(int((batch[0]["item_ids"].numpy() > 0).sum()) for batch in taken)
-
-    def train():
-        for batch in taken:
-            model.train_on_batch(*batch)
-        return tokens
-
-    return train
+    return recipe_trainer(model, batches, steps, lambda batch: batch[0]["item_ids"] > 0)
 
 
 def blocks_workload(kind: str, precision: str, steps: int):
