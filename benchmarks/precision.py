@@ -180,7 +180,8 @@ def measure(make, steps: int, rounds: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"),
+    parser.add_argument("--data", default=os.path.normpath(os.path.join(REPO, "..", "shared",
+                                                                       "data")),
                         help="the folder with conll2003/, sst2/ and sasrec/ "
                              "(default: ../shared/data)")
     parser.add_argument("--workloads", default="tagger,sst2,recommender,blocks")
@@ -201,20 +202,20 @@ def main() -> int:
     print("|---|---|---|---|")
     workloads = [name.strip() for name in args.workloads.split(",")]
     cases = []
-    data = {"tagger": os.path.join(args.data, "conll2003"),
-            "sst2": os.path.join(args.data, "sst2"),
-            "recommender": os.path.join(args.data, "sasrec", "Video.txt")}
-    for workload, path in data.items():
-        if workload in workloads and not os.path.exists(path):
+    recipes = (
+        ("tagger", "sequence tagger (recipe model, CRF)", tagger_workload, "conll2003"),
+        ("sst2", "sst2 classifier (preset architecture)", sst2_workload, "sst2"),
+        ("recommender", "video-games retriever (preset architecture)", recommender_workload,
+         os.path.join("sasrec", "Video.txt")),
+    )
+    for workload, name, function, relative in recipes:
+        if workload not in workloads:
+            continue
+        path = os.path.join(args.data, relative)
+        if not os.path.exists(path):
             parser.error(f"the {workload} workload reads {path}, which does not exist")
-    named = (("tagger", "sequence tagger (recipe model, CRF)", tagger_workload),
-             ("sst2", "sst2 classifier (preset architecture)", sst2_workload),
-             ("recommender", "video-games retriever (preset architecture)",
-              recommender_workload))
-    for workload, name, function in named:
-        if workload in workloads:
-            cases.append((name, lambda precision, steps, function=function, path=data[workload]:
-                          function(path, precision, steps)))
+        cases.append((name, lambda precision, steps, function=function, path=path:
+                      function(path, precision, steps)))
     if "blocks" in workloads:
         for kind in ("ours", "keras"):
             cases.append((f"4 blocks × 256, {kind}",
