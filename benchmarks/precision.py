@@ -20,8 +20,9 @@ untimed pass over them), the precisions alternated `--rounds` times
 
 It prints tokens per second per precision and the ratio bf16 ÷ float32,
 with the CPU's model and the flags that decide whether bfloat16 pays
-(`avx512_bf16`, `amx_bf16`). `zoo.training.dtype_policy("auto")` picks
-mixed_bfloat16 only where `amx_bf16` is present.
+(`avx512_bf16`, `amx_bf16`). `zoo.training.dtype_policy("auto")` trains in
+float32 on every CPU (bfloat16 lost quality on a small NER set); bfloat16 is
+`--precision mixed_bfloat16`.
 
     python benchmarks/precision.py --workloads tagger,sst2,recommender,blocks
 """

@@ -30,7 +30,7 @@ warm-up steps of each (not timed), then `--repeats` rounds, each timing
   `tf.data` batches from `kerasattn.data.training_sequences`, `model.fit`),
   with `loss="bce"` (the paper's loss: the like-for-like step) and
   `loss="full_softmax"` (the recipe's default); in float32 as PyTorch
-  (`--precision auto` for the recipe's own choice: bfloat16 on AMX CPUs).
+  (`--precision mixed_bfloat16` for bfloat16).
   Each with the recipe's length-sorted batches (`sort_by_length`: users of
   like history length batched together, each batch cut to its longest
   history; the same per-position loss, as positions count from the end) and

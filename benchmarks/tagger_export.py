@@ -40,8 +40,8 @@ def main() -> int:
 
     from kerasattn import data as kdata
     from kerasattn.export import export
-    from kerasattn.export._runtimes import LiteRTRuntime
-    from kerasattn.export._runtimes import OnnxRuntime
+    from kerasattn.export import LiteRTRuntime
+    from kerasattn.export import OnnxRuntime
     from zoo.sequence_tagger import data as tagger_data
     from zoo.training import cpu_name
     from zoo.sequence_tagger.recipe import SequenceTaggerRecipe

@@ -54,7 +54,7 @@ class Timed:
     """One .tflite file in the LiteRT interpreter on one thread, with its FLOPs."""
 
     def __init__(self, name: str, path: str, inputs: dict):
-        from kerasattn.export._runtimes import LiteRTRuntime
+        from kerasattn.export import LiteRTRuntime
 
         self.name, self.path = name, path
         self.runtime = LiteRTRuntime(path)

@@ -558,9 +558,23 @@ class RecipeTest(tf.test.TestCase):
                                       + ["--precision", "mixed_bfloat16"])
             self.assertEqual(0, code, stderr)
             with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
-                self.assertEqual("mixed_bfloat16", json.load(file)["precision"])
+                metrics = json.load(file)
+            self.assertEqual("mixed_bfloat16", metrics["precision"])
+            # Saved, scored and shipped in float32: `evaluate` reproduces the recorded score
+            # and the preset exports like any other.
             model = AttentionTransformerClassifier.from_preset(os.path.join(out, "preset"))
-            self.assertEqual("mixed_bfloat16", model.backbone.dtype_policy.name)
+            self.assertEqual("float32", model.backbone.dtype_policy.name)
+            code, stdout, stderr = run_cli(["evaluate", "attention-transformer", "--data",
+                                            os.path.join(folder, "dev.tsv"), "--json",
+                                            "--model", os.path.join(out, "model.keras")])
+            self.assertEqual(0, code, stderr)
+            self.assertEqual(metrics["dev"]["accuracy"], json.loads(stdout)["accuracy"])
+            from kerasattn.export import export
+
+            manifest = export(model, os.path.join(folder, "export"), formats=("tflite",),
+                              sample_inputs=["a really good film", "so bad"],
+                              preprocessor=model.preprocessor)
+            self.assertEqual("float32", manifest["dtype_policy"])
 
     def test_pretraining_needs_a_mask_token(self):
         with tempfile.TemporaryDirectory() as folder:

@@ -582,3 +582,67 @@ class ArgumentErrorTest(tf.test.TestCase):
             file.write("x")
         with self.assertRaisesRegex(ExportError, r"Expected `out_dir` to be a folder path"):
             export(self.model, path, formats=("saved_model",), overwrite=True)
+
+
+class MixedPrecisionTest(tf.test.TestCase):
+    """A model trained under a mixed policy exports its float32 computation, every format."""
+
+    def setUp(self):
+        super().setUp()
+        self.addCleanup(keras.config.set_dtype_policy, keras.config.dtype_policy())
+
+    def trained(self, policy):
+        keras.config.set_dtype_policy(policy)
+        model = classifier()
+        keras.config.set_dtype_policy("float32")
+        self.assertEqual(policy, model.get_layer("attention").dtype_policy.name)
+        rng = np.random.default_rng(1)
+        ids = token_ids(rng, 32, 9)
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True))
+        model.fit(ids, rng.integers(0, 3, 32), batch_size=8, epochs=1, verbose=0)
+        return model, ids[:4]
+
+    def test_mixed_precision_models_export_to_every_format(self):
+        for policy in ("mixed_bfloat16", "mixed_float16"):
+            with self.subTest(policy=policy), tempfile.TemporaryDirectory() as folder:
+                model, sample = self.trained(policy)
+                manifest = export(
+                    model, os.path.join(folder, "out"), quantize=("float32", "dynamic_int8"),
+                    sample_inputs=sample,
+                )
+                self.assertEqual(policy, manifest["dtype_policy"])
+                self.assertEqual("float32", manifest["computed_in"])
+                self.assertEqual(
+                    {"saved_model", "tflite_float32", "tflite_dynamic_int8", "onnx"},
+                    set(manifest["artifacts"]),
+                )
+                # Artifacts agree with the float32 computation to float32 tolerance...
+                self.assertLess(manifest["artifacts"]["tflite_float32"]["max_abs_difference"],
+                                1e-4)
+                # ... which is within 16-bit rounding of the mixed-precision model's.
+                difference = manifest["float32_vs_dtype_policy"][
+                    "max_abs_difference_per_output"]["output_0"]
+                self.assertBetween(difference, 0.0, 0.1)
+                # Independently: the float32 TFLite file against the mixed model itself.
+                got = run_tflite(os.path.join(folder, "out", "model_float32.tflite"),
+                                 {"tokens": sample})
+                want = keras.ops.convert_to_numpy(model(sample)).astype(np.float32)
+                self.assertAllClose(want, next(iter(got.values())), atol=0.1)
+
+    def test_float32_copy_keeps_weights_and_leaves_float32_models_alone(self):
+        from kerasattn.export import float32_copy
+
+        float_model = classifier()
+        self.assertIs(float_model, float32_copy(float_model))
+        model, sample = self.trained("mixed_bfloat16")
+        copy = float32_copy(model)
+        self.assertEqual(model.name, copy.name)
+        for layer in copy._flatten_layers(include_self=True):
+            self.assertNotIn(layer.compute_dtype, ("bfloat16", "float16"), layer.name)
+        for new, old in zip(copy.weights, model.weights):
+            self.assertAllEqual(keras.ops.convert_to_numpy(old), keras.ops.convert_to_numpy(new))
+        # The float32 copy computes what a float32 model with the same weights computes.
+        reference = classifier()
+        reference.set_weights(model.get_weights())
+        self.assertAllClose(reference(sample), copy(sample), atol=1e-6)

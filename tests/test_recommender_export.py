@@ -116,7 +116,7 @@ def test_score_candidates_matches_keras(exported, served):
 
 
 def test_tflite_and_onnx_scorer_at_two_candidate_counts(exported):
-    from kerasattn.export._runtimes import LiteRTRuntime, OnnxRuntime
+    from kerasattn.export import LiteRTRuntime, OnnxRuntime
 
     model, out, _ = exported
     rows = histories(8)

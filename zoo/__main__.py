@@ -109,7 +109,10 @@ def _run_model_command(args: argparse.Namespace, recipe) -> int:
             data = Path(args.data)
             if not data.is_file():
                 raise ValueError(f"{data}: expected a labelled file, received: no such file")
-            metrics = recipe.evaluate(recipe.load(args.preset, args.model), data, args)
+            from zoo import training
+
+            model = training.served_model(recipe.load(args.preset, args.model))
+            metrics = recipe.evaluate(model, data, args)
             print(json.dumps(metrics) if args.json else recipe.format_metrics(metrics))
     except ValueError as error:
         print(f"{PROG} {args.command}: {error}", file=sys.stderr)

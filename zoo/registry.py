@@ -91,8 +91,8 @@ def add_device_arguments(add) -> None:
     """`--precision` and `--strategy`, the same in every recipe (`add` from `option_adder`)."""
     from zoo.training import PRECISIONS
 
-    add("--precision", "dtype policy; auto: mixed_bfloat16 where the CPU has AMX-bf16, "
-        "mixed_float16 on a GPU, float32 otherwise", choices=PRECISIONS, default="auto")
+    add("--precision", "dtype policy of training (the saved model computes in float32); "
+        "auto: mixed_float16 on a GPU, float32 on a CPU", choices=PRECISIONS, default="auto")
     add("--strategy", "tf.distribute strategy: one device, or mirrored over the local "
         "devices", choices=("default", "mirrored"), default="default")
 

@@ -27,7 +27,12 @@
   `model(preprocessor(strings))` (manifest key `saved_model_strings`), and
   the manifest's `preprocessing` entry describes the preprocessor and says
   which artifacts take strings and which ids.
-- `manifest.json`: per artifact its path, size in bytes, runtime,
+- `manifest.json`: `dtype_policy` (what the model's layers compute with),
+  `computed_in` (always `float32`: a mixed-precision model is served as its
+  float32 computation, `float32_copy`, since LiteRT's built-in kernels take
+  no bfloat16; for such a model `float32_vs_dtype_policy` records how far
+  the float32 outputs are from the mixed-precision model's on the sample
+  inputs, information rather than a check), and per artifact its path, size in bytes, runtime,
   signature, largest absolute difference from the Keras model (overall and
   per output), tolerance, and median latency at batch 1 and at
   `latency_batch_size`.
@@ -73,7 +78,21 @@ this process's setting; the manifest records its intra-op thread count, or
 from kerasattn.export._errors import ExportError
 from kerasattn.export._exporter import DEFAULT_TOLERANCES
 from kerasattn.export._exporter import FORMATS
+from kerasattn.export._exporter import MANIFEST
 from kerasattn.export._exporter import QUANTIZE_MODES
+from kerasattn.export._exporter import check_out_dir
 from kerasattn.export._exporter import export
+from kerasattn.export._exporter import size_bytes
+from kerasattn.export._exporter import staged
+from kerasattn.export._precision import float32_copy
+from kerasattn.export._runtimes import LiteRTRuntime
+from kerasattn.export._runtimes import OnnxRuntime
+from kerasattn.export._runtimes import SavedModelRuntime
 
-__all__ = ["DEFAULT_TOLERANCES", "ExportError", "FORMATS", "QUANTIZE_MODES", "export"]
+# For exporters of other signatures (the recommender's retrieval SavedModel): the staging
+# folder, the output-folder check, artifact sizes, the runtimes each format is checked in.
+__all__ = [
+    "DEFAULT_TOLERANCES", "ExportError", "FORMATS", "LiteRTRuntime", "MANIFEST", "OnnxRuntime",
+    "QUANTIZE_MODES", "SavedModelRuntime", "check_out_dir", "export", "float32_copy",
+    "size_bytes", "staged",
+]

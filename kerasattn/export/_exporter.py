@@ -16,6 +16,7 @@ import numpy as np
 import kerasattn
 from kerasattn.export import _converters
 from kerasattn.export import _inputs
+from kerasattn.export import _precision
 from kerasattn.export import _preprocessing
 from kerasattn.export import _runtimes
 from kerasattn.export._errors import ExportError
@@ -87,7 +88,7 @@ def _tolerances(overrides: Optional[Mapping[str, float]]) -> Dict[str, float]:
     return tolerances
 
 
-def _check_out_dir(out_dir: str, overwrite: bool) -> None:
+def check_out_dir(out_dir: str, overwrite: bool) -> None:
     if os.path.lexists(out_dir):
         if not os.path.isdir(out_dir) or os.path.islink(out_dir):
             raise ExportError(
@@ -188,7 +189,7 @@ class _Verifier:
         }
 
 
-def _size_bytes(path: str) -> int:
+def size_bytes(path: str) -> int:
     if os.path.isfile(path):
         return os.path.getsize(path)
     return sum(
@@ -235,7 +236,7 @@ def _entry(
         "path": relative_path,
         "format": file_format,
         "quantization": quantization,
-        "size_bytes": _size_bytes(os.path.join(staging, relative_path)),
+        "size_bytes": size_bytes(os.path.join(staging, relative_path)),
         "runtime": runtime.description,
         "signature": runtime.signature(),
         "fixed_sequence_length": fixed_length,
@@ -272,7 +273,7 @@ def _move_into_place(staging: str, out_dir: str, overwrite: bool) -> None:
     if not os.path.lexists(out_dir):
         os.rename(staging, out_dir)
         return
-    _check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
     replaced = f"{staging}.replaced"
     os.rename(out_dir, replaced)
     try:
@@ -408,9 +409,10 @@ def export(
         raise ExportError(
             f"Expected `out_dir` to be a path, received: out_dir={out_dir!r}"
         ) from None
-    _check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
 
     specs = _inputs.model_input_specs(model)
+    original, model = model, _precision.float32_copy(model)
     if sequence_length is not None and not any(spec.dynamic_sequence for spec in specs):
         raise ExportError(
             "Expected `sequence_length` only for a model with a dynamic sequence axis (axis 1 "
@@ -452,6 +454,7 @@ def export(
     if shorter is not None:
         sets.append(shorter)
     verifier = _Verifier(model, specs, sets)
+    precision = _precision_entry(original, model, sets)
     latency_inputs = _latency_inputs(samples, latency_batch_size)
     string_check = None
     if strings is not None and "saved_model" in formats:
@@ -485,6 +488,7 @@ def export(
                     f"batch_{b}": _inputs.shapes(i) for b, i in latency_inputs.items()
                 },
             },
+            **precision,
             "artifacts": artifacts,
         }
         if preprocessor is not None:
@@ -498,6 +502,26 @@ def export(
         with open(os.path.join(staging, MANIFEST), "w") as file:
             json.dump(manifest, file, indent=2)
     return manifest
+
+
+def _precision_entry(
+    original: keras.Model, served: keras.Model, sets: List[_inputs.Inputs]
+) -> Dict[str, Any]:
+    """The manifest's record of the precision served: the model's policy, the float32 the
+    artifacts compute in, and, for a mixed-precision model, how far its float32 computation's
+    outputs are from its own on the sample inputs (information, not a check)."""
+    entry = {"dtype_policy": _precision.layers_policy(original), "computed_in": "float32"}
+    if served is not original:
+        largest: Dict[str, float] = {}
+        for inputs in sets:
+            mixed, exact = _reference(original, inputs), _reference(served, inputs)
+            for name, value in exact.items():
+                difference = float(np.max(np.abs(
+                    value.astype(np.float64) - mixed[name].astype(np.float64)
+                )))
+                largest[name] = max(largest.get(name, 0.0), difference)
+        entry["float32_vs_dtype_policy"] = {"max_abs_difference_per_output": largest}
+    return entry
 
 
 def _latency_inputs(inputs: _inputs.Inputs, batch_size: int) -> Dict[int, _inputs.Inputs]:

@@ -203,6 +203,7 @@ def run(args: argparse.Namespace) -> dict:
         reference = max(range(len(seeds)), key=lambda i: results[i]["validation_accuracy"])
         model = models[reference]
         shipped = f"seed {seeds[reference]}, the best on validation"
+    model = training.served_model(model)
     validation = {"source": splits.validation_source, **recipe_data.score(model, splits.validation)}
     dev = recipe_data.score(model, splits.dev)
 

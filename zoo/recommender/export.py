@@ -79,16 +79,16 @@ import numpy as np
 from keras import ops
 
 import kerasattn
+from kerasattn.export import MANIFEST
 from kerasattn.export import ExportError
+from kerasattn.export import SavedModelRuntime
+from kerasattn.export import check_out_dir
 from kerasattn.export import export
-from kerasattn.export._exporter import MANIFEST
-from kerasattn.export._exporter import _check_out_dir
-from kerasattn.export._exporter import staged
-from kerasattn.export._exporter import _size_bytes
-from kerasattn.export._runtimes import SavedModelRuntime
+from kerasattn.export import float32_copy
+from kerasattn.export import size_bytes
+from kerasattn.export import staged
 from kerasattn.ops.tracing import export_graph
 from zoo.recommender.model import NextItemRetriever
-from zoo.recommender.model import SequentialRecommenderBackbone
 from zoo.recommender.model import _SEEN_SCORE
 from zoo.recommender.model import _as_histories
 
@@ -141,15 +141,11 @@ def float32_retriever(model: NextItemRetriever) -> NextItemRetriever:
 
     A mixed-precision model (`mixed_float16`, `mixed_bfloat16`) keeps float32
     weights but computes in 16 bits; TFLite's built-in kernels take no
-    float16 matmuls, and CPU serving gains nothing from them. The copy has
-    the same layers, weights, preprocessor and name, with the `float32` policy.
+    float16 matmuls, and CPU serving gains nothing from them. The copy
+    (`kerasattn.export.float32_copy`) has the same layers, weights,
+    preprocessor and name, with the `float32` policy.
     """
-    if model.backbone.dtype_policy.compute_dtype == "float32":
-        return model
-    config = {**model.backbone.get_config(), "dtype": "float32"}
-    backbone = SequentialRecommenderBackbone.from_config(config)
-    backbone.set_weights(model.backbone.get_weights())
-    return NextItemRetriever(backbone, model.preprocessor, loss=model.loss_name, name=model.name)
+    return float32_copy(model)
 
 
 def _sample_histories(model: NextItemRetriever, histories) -> np.ndarray:
@@ -350,7 +346,7 @@ def export_retriever(
         out_dir = os.path.abspath(os.fspath(out_dir))
     except TypeError:
         raise ExportError(f"Expected `out_dir` to be a path, received: {out_dir!r}") from None
-    _check_out_dir(out_dir, overwrite)
+    check_out_dir(out_dir, overwrite)
     histories = _sample_histories(model, sample_histories)
     if sample_candidates is None:
         count = min(SAMPLE_CANDIDATES, model.num_items)
@@ -419,7 +415,7 @@ def export_retriever(
         artifacts = {
             SAVED_MODEL: {
                 "path": SAVED_MODEL, "format": "saved_model",
-                "size_bytes": _size_bytes(saved_model),
+                "size_bytes": size_bytes(saved_model),
                 "runtime": recommend_runtime.description,
                 "signatures": signatures,
             },

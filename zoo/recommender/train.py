@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from kerasattn._files import write_atomically
+from zoo import console
 from zoo import training
 from zoo.files import save_figure
 from zoo.files import write_json
@@ -196,7 +197,8 @@ def run(args: argparse.Namespace) -> dict:
         ]
         model.fit(batches, epochs=args.epochs, steps_per_epoch=steps,
                   callbacks=[callback for callback in callbacks if callback is not None],
-                  verbose=args.verbose)
+                  verbose=console.fit_verbosity(args.verbose))
+    model = training.served_model(model)
     test = recommender_data.evaluation_set(data, "test")
     if args.task == "retrieval":
         scores = {

@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> dict:
             ))
         model.fit(batches, epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks,
                   verbose=args.verbose)
+    model = training.served_model(model)
     validation = tagger_data.score(model, splits.validation)
     test = None if splits.test is None else tagger_data.score(model, splits.test)
     write_atomically(out / "model.keras", model.save, suffix=".keras")
