@@ -118,11 +118,30 @@ def read(path: str | Path, min_count: Optional[int] = None,
     side = None
     if folder is not None and (folder / "u.item").is_file() and (folder / "u.user").is_file():
         side = kdata.read_movielens_side_features(folder, interactions)
+    longest = _longest(interactions)
     if item_labels is not None:
         interactions, side = _renumber(interactions, side, item_labels)
+    split = kdata.leave_one_out(interactions)
+    if not len(split.users):
+        known = _longest(interactions)
+        counts = (f"at most {longest} interactions each" if known == longest else
+                  f"at most {longest} interactions each, {known} with items the model knows")
+        raise kdata.DataError(
+            interactions.path, None,
+            "expected a user with 3 interactions or more (leave-one-out's validation and test "
+            f"items plus one to train on), received: none; {_users(interactions)}, {counts}",
+        )
     user_features, sizes = (None, ()) if side is None else _encode_users(side)
-    return RecommenderData(interactions, kdata.leave_one_out(interactions), side,
-                           user_features, sizes)
+    return RecommenderData(interactions, split, side, user_features, sizes)
+
+
+def _longest(interactions: kdata.Interactions) -> int:
+    return max((len(sequence) for sequence in interactions.sequences), default=0)
+
+
+def _users(interactions: kdata.Interactions) -> str:
+    count = interactions.num_users
+    return f"{count:,} user{'s' * (count != 1)}"
 
 
 def _renumber(interactions, side, item_labels):
@@ -150,6 +169,19 @@ def _renumber(interactions, side, item_labels):
 # -- the retriever --------------------------------------------------------------------
 
 
+def _check_trainable(data: RecommenderData) -> None:
+    """A `DataError` unless a user has 2 training items, one predicting the other: 2
+    interactions in all (a user of fewer than 3 is trained on, not evaluated), or 4 or more
+    (the last two are validation and test)."""
+    if not any(len(sequence) >= 2 for sequence in data.split.train):
+        raise kdata.DataError(
+            data.interactions.path, None,
+            "expected a user with 2 items to train on (2 interactions, or 4 or more: the "
+            "last two are the validation and test items), received: none; "
+            f"{_users(data.interactions)}, each with 1 or 3 interactions",
+        )
+
+
 def retrieval_batches(data: RecommenderData, max_length: int, batch_size: int, seed: int,
                       sort_by_length: bool = False):
     """`({"item_ids"}, positives)` batches of every training sequence, reshuffled each epoch
@@ -158,6 +190,7 @@ def retrieval_batches(data: RecommenderData, max_length: int, batch_size: int, s
     Returns:
         `(dataset, steps_per_epoch)`; the dataset repeats forever.
     """
+    _check_trainable(data)
     dataset = kdata.training_sequences(data.split.train, max_length, batch_size, seed=seed,
                                        sort_by_length=sort_by_length)
     steps = int(dataset.cardinality())
@@ -183,11 +216,30 @@ def evaluation_set(data: RecommenderData, which: str) -> EvaluationSet:
     split = data.split
     histories, targets = ((split.valid_history, split.valid_target) if which == "valid"
                           else (split.test_history, split.test_target))
+    _check_catalogue(data)
     negatives = ranking.sampled_negatives(
         split.test_history, split.test_target, data.num_items, EVAL_NEGATIVES,
         seed=VALID_SEED if which == "valid" else TEST_SEED,
     )
     return EvaluationSet(histories, np.asarray(targets), negatives, split.users)
+
+
+def _check_catalogue(data: RecommenderData) -> None:
+    """A `DataError` unless every evaluated user leaves `EVAL_NEGATIVES` items unseen
+    (the sampled protocol draws its negatives from them)."""
+    split = data.split
+    for row, (history, target) in enumerate(zip(split.test_history, split.test_target)):
+        if data.num_items - len(history) - 1 >= EVAL_NEGATIVES:
+            continue  # enough, even were every item distinct
+        unseen = data.num_items - len(np.union1d(history, [target]))
+        if unseen < EVAL_NEGATIVES:
+            user = data.interactions.user_ids[split.users[row]]
+            raise kdata.DataError(
+                data.interactions.path, None,
+                f"expected {EVAL_NEGATIVES} items that each evaluated user never interacted "
+                f"with (the sampled evaluation's negatives), received: a catalogue of "
+                f"{data.num_items:,} items, {unseen} of them unseen by user {user!r}",
+            )
 
 
 def evaluate_retriever(model, evaluation: EvaluationSet, batch_size: int = 1024) -> dict:
@@ -220,6 +272,7 @@ def scorer_inputs(model, data: RecommenderData, histories: np.ndarray, candidate
 def scorer_examples(data: RecommenderData, max_length: int) -> tuple[np.ndarray, ...]:
     """Every next-item example of the training sequences: `(histories (M, L), positives (M,),
     users (M,))`, the history left-padded."""
+    _check_trainable(data)
     histories, positives, users = [], [], []
     for user, sequence in enumerate(data.split.train):
         n = len(sequence)

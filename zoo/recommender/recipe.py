@@ -41,6 +41,7 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
+from zoo import console
 from zoo import registry
 
 MODEL_NAME = "recommender"
@@ -108,7 +109,7 @@ class RecommenderRecipe(registry.Recipe):
             default=1024)
         add("--seed", "random seed", type=int, default=1)
         registry.add_device_arguments(add)
-        add("--verbose", "Keras fit verbosity", type=int, choices=(0, 1, 2), default=2)
+        add("--verbose", console.VERBOSE_HELP, type=int, choices=(0, 1, 2), default=None)
 
     def train(self, args: argparse.Namespace) -> str:
         from zoo.recommender import train
