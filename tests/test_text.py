@@ -307,6 +307,10 @@ class TextPreprocessorTest(tf.test.TestCase):
         cases = [
             (dict(vocabulary=["[UNK]", "[PAD]"]), "padding token"),
             (dict(vocabulary=["[PAD]", "the"]), "unknown_token='\\[UNK\\]'"),
+            # No token a word can match: FastWordpieceTokenizer's RuntimeError before.
+            (dict(vocabulary=["[PAD]", "[UNK]", "[MASK]", "##", "a.b"]),
+             r"Expected `vocabulary` to hold a token the tokenizer can match .*received: 5 "
+             r"tokens, none such: \['\[PAD\]', '\[UNK\]', '\[MASK\]', '##', 'a.b'\]"),
             (dict(vocabulary=VOCABULARY, sequence_length=0), "sequence_length=0"),
             (dict(vocabulary=VOCABULARY, normalization_form="NFX"), "normalization_form='NFX'"),
         ]
@@ -328,6 +332,10 @@ class TextPreprocessorTest(tf.test.TestCase):
         with open(path, "a", encoding="utf-8") as file:
             file.write("movie\n")
         with self.assertRaisesRegex(ValueError, f"{path}:{len(VOCABULARY) + 1}: .*'movie' again"):
+            text.TextPreprocessor(path)
+        text.save_vocabulary(["[PAD]", "[UNK]"], path)
+        with self.assertRaisesRegex(ValueError, f"^{path}: expected a token the tokenizer can "
+                                                r"match .*received: 2 tokens, none such"):
             text.TextPreprocessor(path)
 
     def test_keras_file_round_trip_in_a_model(self):

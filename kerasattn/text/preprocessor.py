@@ -83,7 +83,9 @@ class TextPreprocessor(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        where = None
         if isinstance(vocabulary, (str, os.PathLike)):
+            where = os.fspath(vocabulary)
             vocabulary = load_vocabulary(vocabulary)
         vocabulary = check_vocabulary(vocabulary)
         if (
@@ -106,14 +108,29 @@ class TextPreprocessor(keras.layers.Layer):
         self.unknown_token = unknown_token
         # A tuple: Keras and TensorFlow would wrap a list attribute.
         self._vocabulary = tuple(vocabulary)
-        self._tokenizer = tf_text.FastWordpieceTokenizer(
-            vocab=vocabulary,
-            suffix_indicator=SUFFIX_INDICATOR,
-            token_out_type=tf.int64,
-            unknown_token=unknown_token,
-            no_pretokenization=False,
-            support_detokenization=True,
-        )
+        try:
+            self._tokenizer = tf_text.FastWordpieceTokenizer(
+                vocab=vocabulary,
+                suffix_indicator=SUFFIX_INDICATOR,
+                token_out_type=tf.int64,
+                unknown_token=unknown_token,
+                no_pretokenization=False,
+                support_detokenization=True,
+            )
+        except RuntimeError as error:
+            if "No valid vocab tokens" not in str(error):
+                raise
+            # Words are split on punctuation first, so a token holding one
+            # (a reserved "[...]" token, "a.b", "##.") can never match a word.
+            shown = vocabulary if len(vocabulary) <= 8 else [*vocabulary[:8], "..."]
+            problem = (
+                "a token the tokenizer can match (a word or a word piece without punctuation, "
+                f"or one punctuation character), received: {len(vocabulary)} tokens, none "
+                f"such: {shown}"
+            )
+            if where is not None:
+                raise ValueError(f"{where}: expected {problem}") from None
+            raise ValueError(f"Expected `vocabulary` to hold {problem}") from None
         self._id_to_token = tf.constant(vocabulary, dtype=tf.string)
         # Strings stay strings: Keras must not try to convert them to floats.
         self._convert_input_args = False
