@@ -124,6 +124,23 @@ class TextClassificationReaderTest(tf.test.TestCase):
         header_only = self.write("c.tsv", "sentence\tlabel\n")
         self.assert_data_error(header_only, None, "at least one row after the header")
 
+    def test_min_classes(self):
+        # A training file of one class: before, the recipe's model failed on num_classes=1.
+        path = self.write("train.tsv", "sentence\tlabel\ngood\tpositive\nfine\tpositive\n")
+        self.assert_data_error(
+            path, None, "expected labels of at least 2 classes, received: 1 ('positive' in "
+            "all 2 rows)", min_classes=2)
+        self.assert_data_error(  # the file's labels count, not the declared ones
+            path, None, "received: 1 ('positive' in all 2 rows)", min_classes=2,
+            labels=["negative", "positive"])
+        self.assertEqual(["positive"], data.read_text_classification(path).label_names)
+        two = self.write("two.tsv", "sentence\tlabel\ngood\t1\nbad\t0\n")
+        self.assertEqual(["0", "1"], data.read_text_classification(two, min_classes=2).label_names)
+        with self.assertRaisesRegex(ValueError, "min_classes=0"):
+            data.read_text_classification(two, min_classes=0)
+        with self.assertRaises(data.DataError):
+            data.text_classification_dataset(path, min_classes=2)
+
     def test_blank_line_between_rows(self):
         path = self.write("a.tsv", "sentence\tlabel\ngood\t1\n\nbad\t0\n")
         self.assert_data_error(path, 3, "expected a row, received: a blank line")

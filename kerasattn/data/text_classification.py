@@ -157,6 +157,7 @@ def read_text_classification(
     delimiter: str | None = None,
     quotechar: str | None = "auto",
     labels: Sequence[str] | None = None,
+    min_classes: int = 1,
 ) -> TextClassificationData:
     """Reads a text-label TSV or CSV file, strictly.
 
@@ -189,6 +190,9 @@ def read_text_classification(
             them is an error. `None` collects the file's distinct labels,
             sorted: by value if they are all integers (so labels "0".."K-1"
             keep their values as ids), else as text.
+        min_classes: positive integer, the fewest distinct labels the file
+            must hold: 2 for a training set (a classifier of one class
+            learns nothing). Defaults to `1`.
 
     Returns:
         A `TextClassificationData(texts, labels, label_names)`.
@@ -196,7 +200,8 @@ def read_text_classification(
     Raises:
         DataError: (a `ValueError`) for a missing or empty file, a file
             that is not UTF-8, bad quoting, a wrong number of fields, an
-            empty text or label, an unknown label, or a missing column.
+            empty text or label, an unknown label, a missing column, or
+            fewer than `min_classes` distinct labels.
         ValueError: for invalid arguments.
 
     Example:
@@ -225,6 +230,7 @@ def read_text_classification(
                 f"received: {which}={column!r}"
             )
     allowed = None if labels is None else _check_label_names(labels)
+    _positive_int("min_classes", min_classes)
     content = read_text(path)
     if not content.strip():
         raise DataError(path, None, "expected rows of text and label, received: an empty file")
@@ -293,7 +299,15 @@ def read_text_classification(
 
     if not texts:
         raise DataError(path, None, "expected at least one row after the header, received: none")
-    label_names = allowed if allowed is not None else _sorted_label_names(set(label_strings))
+    found = _sorted_label_names(set(label_strings))
+    if len(found) < min_classes:
+        rows = f"{len(texts):,} row{'s' * (len(texts) != 1)}"
+        raise DataError(
+            path, None,
+            f"expected labels of at least {min_classes} classes, received: "
+            f"{len(found)} ({', '.join(map(repr, found))} in all {rows})",
+        )
+    label_names = allowed if allowed is not None else found
     ids = {name: index for index, name in enumerate(label_names)}
     label_array = np.array([ids[label] for label in label_strings], dtype=np.int32)
     return TextClassificationData(texts, label_array, label_names)
@@ -313,6 +327,7 @@ def text_classification_dataset(
     delimiter: str | None = None,
     quotechar: str | None = "auto",
     labels: Sequence[str] | None = None,
+    min_classes: int = 1,
 ) -> tf.data.Dataset:
     """Reads a text-label file into a batched, shuffled, prefetched dataset.
 
@@ -323,8 +338,8 @@ def text_classification_dataset(
         path: the TSV or CSV file.
         batch_size, shuffle, seed, preprocessor, drop_remainder: as for
             `TextClassificationData.to_dataset`.
-        text_column, label_column, header, delimiter, quotechar, labels: as
-            for `read_text_classification`.
+        text_column, label_column, header, delimiter, quotechar, labels,
+            min_classes: as for `read_text_classification`.
 
     Returns:
         A `tf.data.Dataset` of `(texts, labels)` batches, `texts` mapped
@@ -346,6 +361,7 @@ def text_classification_dataset(
         delimiter=delimiter,
         quotechar=quotechar,
         labels=labels,
+        min_classes=min_classes,
     )
     return data.to_dataset(
         batch_size=batch_size,
