@@ -371,6 +371,43 @@ class PresetTest(tf.test.TestCase):
             AttentionTransformerClassifier.from_preset("no-such-preset")
 
 
+class DerivedDefaultsTest(tf.test.TestCase):
+    """The classifier's data-derived defaults, by hand from the written rule."""
+
+    def derive(self, steps_per_epoch, sentences=5452, **given):
+        import argparse
+
+        from zoo.attention_transformer.defaults import derive_fine_tuning
+        from zoo.attention_transformer.defaults import validation_sentences_for
+
+        options = {"validation_sentences": None, "epochs": None, "patience": None, **given}
+        args = argparse.Namespace(**options)
+        held_out = (validation_sentences_for(sentences) if options["validation_sentences"] is None
+                    else options["validation_sentences"])
+        derived = derive_fine_tuning(args, sentences, held_out, sentences - held_out, 50000,
+                                     ["a", "b"], steps_per_epoch)
+        return args, derived
+
+    def test_small_data_trains_for_steps_not_epochs(self):
+        # 5,452 questions: 818 held out; 73 steps an epoch -> ceil(4000 / 73) = 55 epochs,
+        # patience ceil(1000 / 73) = 14 epochs.
+        args, derived = self.derive(73)
+        self.assertEqual((818, 55, 14), (args.validation_sentences, args.epochs, args.patience))
+        self.assertIn("epochs 55 (4,015 steps)", derived.summary())
+
+    def test_large_data_keeps_six_epochs_and_sst2_its_split(self):
+        # SST-2: 6,885 sentences -> 1,000 held out; 1,050 steps an epoch -> 6 epochs, patience 3.
+        args, _ = self.derive(1050, sentences=6885)
+        self.assertEqual((1000, 6, 3), (args.validation_sentences, args.epochs, args.patience))
+
+    def test_given_flags_win(self):
+        args, derived = self.derive(73, epochs=2, validation_sentences=0)
+        self.assertEqual((0, 2, 14), (args.validation_sentences, args.epochs, args.patience))
+        self.assertEqual({"patience": 14}, derived.derived)
+        self.assertEqual({"validation_sentences": 0, "epochs": 2}, derived.given)
+        self.assertEqual(derived.summary(), derived.record()["summary"])
+
+
 class RecipeTest(tf.test.TestCase):
     def test_train_predict_evaluate(self):
         with tempfile.TemporaryDirectory() as folder:
@@ -380,7 +417,12 @@ class RecipeTest(tf.test.TestCase):
                 ["train", "attention-transformer", "--data", folder, "--out", out] + TINY_OPTIONS
             )
             self.assertEqual(0, code, stderr)
-            self.assertRegex(stdout, r"^dev accuracy \d\.\d{4} \(best epoch 1\); wrote ")
+            # The rule's outcome first: what was measured, what was derived, what was given.
+            derived, result = stdout.splitlines()[0], stdout.splitlines()[-1]
+            self.assertRegex(derived, r"^data: \d+ sentences, 64 training texts, \d+ tokens, 2 "
+                                      r"classes, (\d+) steps per epoch -> patience (\d+) ")
+            self.assertIn("given: --validation-sentences 0, --epochs 1", derived)
+            self.assertRegex(result, r"^dev accuracy \d\.\d{4} \(best epoch 1\); wrote ")
             self.assertCountEqual(
                 ["model.keras", "preset", "metrics.json", "training_curves.png",
                  "attention_heatmap.png", "logs", "vocabulary.txt", "fine_tuning",
@@ -390,6 +432,11 @@ class RecipeTest(tf.test.TestCase):
             with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
                 metrics = json.load(file)
             self.assertEqual(1, metrics["epochs_run"])
+            steps = metrics["derived"]["data"]["steps_per_epoch"]
+            self.assertEqual({"patience": max(3, -(-1000 // steps))},
+                             metrics["derived"]["derived"])
+            self.assertEqual(metrics["derived"]["derived"]["patience"],
+                             metrics["options"]["patience"])
             self.assertBetween(metrics["dev_accuracy"], 0.0, 1.0)
             self.assertEqual(
                 ["accuracy", "loss", "val_accuracy", "val_loss"], sorted(metrics["history"])

@@ -14,6 +14,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from kerasattn import data as kdata
+from zoo.attention_transformer.defaults import validation_sentences_for
 
 # Token-length buckets: a batch is padded only to its own longest text.
 BUCKET_BOUNDARIES = (4, 8, 12, 16, 20, 26, 34, 48)
@@ -30,15 +31,20 @@ class Splits(NamedTuple):
         dev: `dev.tsv`, scored and reported, never chosen on (the same as
             `validation` when no sentences are held out).
         validation_source: what `validation` is, in words.
+        sentences: the whole sentences in `train.tsv` (rows that are not a
+            phrase of another row).
+        held_out: how many of them `validation` holds (0: it is `dev.tsv`).
     """
 
     train: kdata.TextClassificationData
     validation: kdata.TextClassificationData
     dev: kdata.TextClassificationData
     validation_source: str
+    sentences: int
+    held_out: int
 
 
-def read_splits(folder: str | os.PathLike, validation_sentences: int,
+def read_splits(folder: str | os.PathLike, validation_sentences: Optional[int],
                 validation_seed: int) -> Splits:
     """Reads `train.tsv` and `dev.tsv` and draws the validation split.
 
@@ -46,7 +52,7 @@ def read_splits(folder: str | os.PathLike, validation_sentences: int,
         folder: the data folder.
         validation_sentences: how many whole sentences of `train.tsv` (with
             every phrase of theirs) to hold out for validation; 0 validates
-            on `dev.tsv`.
+            on `dev.tsv`; `None` follows `defaults.validation_sentences_for`.
         validation_seed: the seed of that draw.
 
     Returns:
@@ -55,8 +61,11 @@ def read_splits(folder: str | os.PathLike, validation_sentences: int,
     folder = Path(folder)
     train = kdata.read_text_classification(folder / "train.tsv")
     dev = kdata.read_text_classification(folder / "dev.tsv", labels=train.label_names)
+    sentences = len(kdata.sentence_rows(train))
+    if validation_sentences is None:
+        validation_sentences = validation_sentences_for(sentences)
     if not validation_sentences:
-        return Splits(train, dev, dev, f"{folder / 'dev.tsv'}")
+        return Splits(train, dev, dev, f"{folder / 'dev.tsv'}", sentences, 0)
     try:
         train, validation = kdata.hold_out_sentences(train, validation_sentences, validation_seed)
     except ValueError as error:
@@ -65,6 +74,7 @@ def read_splits(folder: str | os.PathLike, validation_sentences: int,
         train, validation, dev,
         f"{validation_sentences} sentences held out from {folder / 'train.tsv'} "
         f"(seed {validation_seed}) with their phrases",
+        sentences, validation_sentences,
     )
 
 

@@ -39,15 +39,16 @@ from typing import Optional, Sequence
 import numpy as np
 
 from zoo import registry
+from zoo.attention_transformer.defaults import BUDGET_STEPS
+from zoo.attention_transformer.defaults import MIN_EPOCHS
+from zoo.attention_transformer.defaults import MIN_PATIENCE_EPOCHS
+from zoo.attention_transformer.defaults import PATIENCE_STEPS
 
 MODEL_NAME = "attention-transformer"
 # The defaults of the selection protocol, in one place.
-DEFAULT_VALIDATION_SENTENCES = 1000
 DEFAULT_VALIDATION_SEED = 0
 DEFAULT_FINE_TUNE_SEEDS = "1,2,3,4,5"
 DEFAULT_AVERAGE = "weights"
-HEATMAP_SENTENCE = 0  # the dev sentence shown in attention_heatmap.png
-PROBE_SENTENCES = 3  # validation sentences whose attention maps TensorBoard shows
 
 
 def _seeds(value: str) -> list[int]:
@@ -83,7 +84,8 @@ class AttentionTransformerRecipe(registry.Recipe):
             "(default: the labels as written)", default=None)
         add("--validation-sentences", "whole sentences of train.tsv held out (with their "
             "phrases) for validation: early stopping and every choice; dev.tsv is only "
-            "reported; 0 validates on dev.tsv", type=int, default=DEFAULT_VALIDATION_SENTENCES)
+            "reported; 0 validates on dev.tsv (default: from the data: 15%% of the "
+            "sentences, at most 1,000)", type=int, default=None)
         add("--validation-seed", "seed of the held-out sentences' draw", type=int,
             default=DEFAULT_VALIDATION_SEED)
         add("--vocabulary", "vocabulary file to use instead of learning one from the training "
@@ -107,7 +109,8 @@ class AttentionTransformerRecipe(registry.Recipe):
             default="learned")
         add("--attention-window", "local self-attention: tokens see neighbours closer than "
             "this; 0 for global attention", type=int, default=3)
-        add("--epochs", "maximum fine-tuning epochs", type=int, default=6)
+        add("--epochs", "maximum fine-tuning epochs (default: from the data: at least "
+            f"{MIN_EPOCHS} epochs and {BUDGET_STEPS:,} steps)", type=int, default=None)
         add("--batch-size", "batch size", type=int, default=64)
         add("--learning-rate", "peak learning rate", type=float, default=5e-4)
         add("--warmup-steps", "linear warmup steps", type=int, default=300)
@@ -123,8 +126,9 @@ class AttentionTransformerRecipe(registry.Recipe):
             default=1e-3)
         add("--mask-rate", "pre-training: share of tokens hidden (80%% [MASK], 10%% a random "
             "token, 10%% unchanged) and predicted", type=float, default=0.15)
-        add("--patience", "early stopping: epochs without a better validation accuracy",
-            type=int, default=3)
+        add("--patience", "early stopping: epochs without a better validation accuracy "
+            f"(default: from the data: at least {MIN_PATIENCE_EPOCHS} epochs and "
+            f"{PATIENCE_STEPS:,} steps)", type=int, default=None)
         add("--seed", "random seed of the vocabulary, the pre-training and the classifier's "
             "initial weights", type=int, default=1)
         add("--fine-tune-seeds", "comma-separated seeds, one fine-tuning each from the same "
@@ -139,7 +143,7 @@ class AttentionTransformerRecipe(registry.Recipe):
     def train(self, args: argparse.Namespace) -> str:
         from zoo.attention_transformer import train
 
-        metrics = train.run(args)
+        metrics = train.run(args, self.name)
         validation, dev = metrics["validation"], metrics["dev"]
         best = metrics["best_epoch"]
         where = "" if best is None else f" (best epoch {best})"
@@ -191,20 +195,6 @@ class AttentionTransformerRecipe(registry.Recipe):
         per_class = ", ".join(f"{name} {value:.4f}" for name, value in metrics["per_class"].items())
         return (f"accuracy {metrics['accuracy']:.4f} on {metrics['examples']} examples "
                 f"(per class: {per_class})")
-
-
-def attention_probe(preprocessor, texts: Sequence[str]):
-    """`AttentionMapCallback`'s probe for `texts`: the features and, per text,
-    its real tokens (to label the heatmaps with)."""
-    features = preprocessor(list(texts))
-    tokens = [
-        [t.decode() for t, real in zip(row, mask) if real]
-        for row, mask in zip(
-            preprocessor.id_to_token(features["token_ids"]).numpy(),
-            features["padding_mask"].numpy(),
-        )
-    ]
-    return features, tokens
 
 
 def describe(model, texts: Sequence[str], top: int) -> list[dict]:

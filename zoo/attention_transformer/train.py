@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Sequence
 
 import keras
 
@@ -18,12 +19,15 @@ from zoo import training
 from zoo.attention_transformer import data as recipe_data
 from zoo.attention_transformer import fine_tuning
 from zoo.attention_transformer import pretraining
+from zoo.attention_transformer.defaults import derive_fine_tuning
 from zoo.attention_transformer.plots import plot_attention
 from zoo.files import write_json
 
 VOCABULARY_FILE = "vocabulary.txt"
 FINE_TUNING_OPTIONS_FILE = "options.json"
 WALL_TIME_FILE = "wall_time.json"
+HEATMAP_SENTENCE = 0  # the dev sentence shown in attention_heatmap.png
+PROBE_SENTENCES = 3  # validation sentences whose attention maps TensorBoard shows
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -81,7 +85,21 @@ def _vocabulary(args: argparse.Namespace, out: Path, texts) -> list[str]:
     return vocabulary
 
 
-def run(args: argparse.Namespace) -> dict:
+def attention_probe(preprocessor, texts: Sequence[str]):
+    """`AttentionMapCallback`'s probe for `texts`: the features and, per text,
+    its real tokens (to label the heatmaps with)."""
+    features = preprocessor(list(texts))
+    tokens = [
+        [t.decode() for t, real in zip(row, mask) if real]
+        for row, mask in zip(
+            preprocessor.id_to_token(features["token_ids"]).numpy(),
+            features["padding_mask"].numpy(),
+        )
+    ]
+    return features, tokens
+
+
+def run(args: argparse.Namespace, model_name: str) -> dict:
     """Runs the recipe with the options of `AttentionTransformerRecipe.add_train_arguments`.
 
     Returns:
@@ -96,10 +114,6 @@ def run(args: argparse.Namespace) -> dict:
     from kerasattn.callbacks import AttentionMapCallback
     from zoo.attention_transformer.model import AttentionTransformerBackbone
     from zoo.attention_transformer.model import AttentionTransformerClassifier
-    from zoo.attention_transformer.recipe import MODEL_NAME
-    from zoo.attention_transformer.recipe import PROBE_SENTENCES
-    from zoo.attention_transformer.recipe import HEATMAP_SENTENCE
-    from zoo.attention_transformer.recipe import attention_probe
     from zoo.text_preprocessing import TextClassifierPreprocessor
 
     out = Path(args.out)
@@ -110,6 +124,13 @@ def run(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(args.seed)
     vocabulary = _vocabulary(args, out, splits.train.texts)
     preprocessor = TextClassifierPreprocessor(vocabulary, sequence_length=args.sequence_length)
+    lengths = recipe_data.token_lengths(splits.train.texts, preprocessor)
+    derived = derive_fine_tuning(
+        args, splits.sentences, splits.held_out, len(splits.train.texts), int(lengths.sum()),
+        label_names, recipe_data.steps_per_epoch(splits.train.texts, preprocessor,
+                                                 args.batch_size),
+    )
+    print(derived.summary(), flush=True)
     architecture = dict(
         vocabulary_size=len(vocabulary),
         num_layers=args.layers,
@@ -212,7 +233,7 @@ def run(args: argparse.Namespace) -> dict:
                    else f"{args.validation_sentences} sentences held out from train.tsv")
     model.save_to_preset(
         out / "preset",
-        description=f"{MODEL_NAME} trained by the recipe on {args.data}; {shipped}",
+        description=f"{model_name} trained by the recipe on {args.data}; {shipped}",
         metrics={"name": "accuracy", "value": validation["accuracy"], "data": metric_data,
                  "dev_accuracy": dev["accuracy"]},
     )
@@ -222,7 +243,7 @@ def run(args: argparse.Namespace) -> dict:
     plot_attention(model, splits.dev.texts[HEATMAP_SENTENCE], out / "attention_heatmap.png")
     clock.save()
     metrics = {
-        "model": MODEL_NAME,
+        "model": model_name,
         "options": {key: value for key, value in vars(args).items()
                     if key not in ("command", "model_name", "verbose")},
         "validation": validation,
@@ -242,6 +263,7 @@ def run(args: argparse.Namespace) -> dict:
         "parameters": int(model.count_params()),
         "devices": strategy.num_replicas_in_sync,
         "precision": policy,
+        "derived": derived.record(),
         "pretraining": pretrained,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
