@@ -4,6 +4,7 @@ import json
 import os
 import random
 import tempfile
+from unittest import mock
 
 import keras
 import numpy as np
@@ -315,6 +316,53 @@ class RecipeTest(tf.test.TestCase):
             self.assertEqual(2, code)
             self.assertEqual(1, len(printed.strip().splitlines()), printed)
             self.assertIn("valid.txt:3: ", printed)
+
+    def test_files_without_entities_are_one_line(self):
+        # Before, both trained to an entity F1 of 0 at every epoch (a tag set of "O" alone
+        # when the training file had no entity).
+        def untagged(path, count=6):
+            rng = random.Random(2)
+            with open(path, "w", encoding="utf-8") as file:
+                for _ in range(count):
+                    file.writelines(f"{token} X O\n" for token in sentence(rng)[0])
+                    file.write("\n")
+
+        with tempfile.TemporaryDirectory() as folder:
+            train, valid = (os.path.join(folder, name) for name in ("train.txt", "valid.txt"))
+            argv = ["train", "sequence-tagger", "--data", folder, "--out",
+                    os.path.join(folder, "out")] + tiny_options()
+            untagged(train)
+            write_conll(valid, 4, seed=2)
+            code, _, printed = run_cli(argv)
+            self.assertEqual(2, code, printed)
+            self.assertEqual(f"zoo train: {train}: expected entities to learn, received: none "
+                             "(every tag O, in 6 sentences of 43 tokens)\n", printed)
+            write_conll(train, 8, seed=1)
+            untagged(valid)
+            code, _, printed = run_cli(argv)
+            self.assertEqual(2, code, printed)
+            self.assertEqual(f"zoo train: {valid}: expected entities to score (the entity F1 "
+                             "training selects on), received: none (every tag O, in 6 sentences "
+                             "of 43 tokens)\n", printed)
+
+    def test_every_entity_type_is_logged_at_every_epoch(self):
+        # A type absent from validation and not predicted was left out of the epoch's logs,
+        # so the keys changed from epoch to epoch as the model predicted it or not.
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "valid.txt")
+            with open(path, "w", encoding="utf-8") as file:
+                file.write("Anna X B-PER\nsaw X O\nit X O\n")
+            validation = kdata.read_conll(path, tag_names=TAGS)
+        callback = tagger_data.EntityF1Callback(validation)
+        callback.set_model(tiny_tagger())
+        for predicted, f1 in (([["O", "O", "O"]], 0.0), ([["B-PER", "O", "O"]], 1.0),
+                              ([["B-PER", "O", "B-LOC"]], 1.0)):
+            logs = {}
+            with mock.patch.object(tagger_data, "tag_sentences", return_value=predicted):
+                callback.on_epoch_end(0, logs)
+            self.assertEqual({"val_f1_LOC": 0.0, "val_f1_PER": f1},
+                             {key: value for key, value in logs.items()
+                              if key.startswith("val_f1_")})
 
 
 class ExportTest(tf.test.TestCase):

@@ -32,20 +32,36 @@ def read_splits(folder: str | Path, token_column: int = 0, tag_column: int = -1,
     `tag_scheme` (the scheme the model learns; the files' tags are converted
     to it), so a split may use a tag the training file happens to lack
     (`I-PER` with only one- and two-word names in IOBES); an entity type
-    outside them is an error naming file and line.
+    outside them is an error naming file and line. So is a training file
+    without entities (nothing to learn) or a validation file without them
+    (its entity F1, which training selects on, would be 0 at every epoch).
     """
     folder = Path(folder)
     read = dict(token_column=token_column, tag_column=tag_column, scheme=scheme,
                 output_scheme=tag_scheme)
     train = kdata.read_conll(folder / "train.txt", **read)
+    _check_entities(train, "to learn")
     tag_names = complete_tag_names(train.entity_types, tag_scheme)
     # A superset of the training file's own tags: nothing there to check again.
     train = dataclasses.replace(train, known_tag_names=tag_names)
     validation = kdata.read_conll(folder / "valid.txt", **read, tag_names=tag_names)
+    _check_entities(validation, "to score (the entity F1 training selects on)")
     test = None
     if (folder / "test.txt").is_file():
         test = kdata.read_conll(folder / "test.txt", **read, tag_names=tag_names)
     return Splits(train, validation, test)
+
+
+def _check_entities(sentences: kdata.TaggedSentences, purpose: str) -> None:
+    """A `DataError` naming the file when no token of `sentences` has a tag other than O."""
+    if any(tag != "O" for tags in sentences.tags for tag in tags):
+        return
+    tokens = sum(len(tags) for tags in sentences.tags)
+    raise kdata.DataError(
+        sentences.path, None,
+        f"expected entities {purpose}, received: none (every tag O, in {len(sentences):,} "
+        f"sentences of {tokens:,} tokens)",
+    )
 
 
 def complete_tag_names(entity_types: Sequence[str], scheme: str) -> list[str]:
@@ -155,7 +171,10 @@ class EntityF1Callback(keras.callbacks.Callback):
     Adds `val_f1`, `val_precision`, `val_recall`, `val_token_accuracy` and
     `val_f1_<TYPE>` per entity type to the epoch's logs, so the callbacks
     after it (the training record, early stopping, TensorBoard) and the
-    progress line see them. Put it before those in `callbacks`.
+    progress line see them. Put it before those in `callbacks`. Every
+    entity type of the sentences' tag set (the training file's) is logged
+    at every epoch, 0 for a type neither in the validation file nor
+    predicted (seqeval lists only those), so each epoch has the same keys.
     """
 
     def __init__(self, sentences: kdata.TaggedSentences, batch_size: int = 128):
@@ -172,5 +191,6 @@ class EntityF1Callback(keras.callbacks.Callback):
             "val_precision": scores["overall"]["precision"],
             "val_recall": scores["overall"]["recall"],
             "val_token_accuracy": scores["token_accuracy"],
+            **{f"val_f1_{name}": 0.0 for name in self.sentences.entity_types},
             **{f"val_f1_{name}": values["f1"] for name, values in scores["per_type"].items()},
         })
