@@ -59,7 +59,7 @@ def read_splits(folder: str | os.PathLike, validation_sentences: Optional[int],
         The splits.
     """
     folder = Path(folder)
-    train = kdata.read_text_classification(folder / "train.tsv")
+    train = kdata.read_text_classification(folder / "train.tsv", min_classes=2)
     dev = kdata.read_text_classification(folder / "dev.tsv", labels=train.label_names)
     sentences = len(kdata.sentence_rows(train))
     if validation_sentences is None:
@@ -70,6 +70,13 @@ def read_splits(folder: str | os.PathLike, validation_sentences: Optional[int],
         train, validation = kdata.hold_out_sentences(train, validation_sentences, validation_seed)
     except ValueError as error:
         raise ValueError(f"{folder / 'train.tsv'}: --validation-sentences: {error}") from None
+    missing = sorted(set(range(len(train.label_names))) - set(train.labels.tolist()))
+    if missing:
+        raise ValueError(
+            f"{folder / 'train.tsv'}: --validation-sentences {validation_sentences} leaves no "
+            f"training row of class {[train.label_names[i] for i in missing]}; hold out fewer "
+            "sentences"
+        )
     return Splits(
         train, validation, dev,
         f"{validation_sentences} sentences held out from {folder / 'train.tsv'} "

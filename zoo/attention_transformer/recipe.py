@@ -38,6 +38,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from zoo import console
 from zoo import registry
 from zoo.attention_transformer.defaults import BUDGET_STEPS
 from zoo.attention_transformer.defaults import MIN_EPOCHS
@@ -138,7 +139,7 @@ class AttentionTransformerRecipe(registry.Recipe):
             "that seed's model)",
             choices=("none", "weights"), default=DEFAULT_AVERAGE)
         registry.add_device_arguments(add)
-        add("--verbose", "Keras fit verbosity", type=int, choices=(0, 1, 2), default=1)
+        add("--verbose", console.VERBOSE_HELP, type=int, choices=(0, 1, 2), default=None)
 
     def train(self, args: argparse.Namespace) -> str:
         from zoo.attention_transformer import train

@@ -15,6 +15,7 @@ from typing import Sequence
 import keras
 
 from kerasattn._files import write_atomically
+from zoo import console
 from zoo import training
 from zoo.attention_transformer import data as recipe_data
 from zoo.attention_transformer import fine_tuning
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
         ValueError: for bad options or data, with a one-line message.
     """
     check_options(args)
+    args.verbose = console.fit_verbosity(args.verbose)
     import tensorflow as tf
 
     from kerasattn.callbacks import AttentionMapCallback
