@@ -45,7 +45,7 @@ from zoo import console
 from zoo import registry
 
 MODEL_NAME = "recommender"
-# --num-negatives by task.
+# --num-negatives by task; `RecommenderRecipe.train` sets it, when unset, before `train.run`.
 NEGATIVES = {"retrieval": 256, "scorer": 8}
 
 
@@ -114,7 +114,9 @@ class RecommenderRecipe(registry.Recipe):
     def train(self, args: argparse.Namespace) -> str:
         from zoo.recommender import train
 
-        metrics = train.run(args)
+        if args.num_negatives is None:
+            args.num_negatives = NEGATIVES[args.task]
+        metrics = train.run(args, self.name)
         valid, test = metrics["valid"], metrics["test"]
         if metrics["task"] == "retrieval":
             line = (f"validation HR@10 {valid['sampled']['hr@10']:.4f}, NDCG@10 "

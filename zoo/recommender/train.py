@@ -32,10 +32,6 @@ MONITORS = {"retrieval": "val_sampled_ndcg_at_10", "scorer": "val_auc"}
 
 def check_options(args: argparse.Namespace) -> None:
     """Raises a one-line `ValueError` naming the flag of a bad option or the missing data."""
-    from zoo.recommender.recipe import NEGATIVES
-
-    if args.num_negatives is None:
-        args.num_negatives = NEGATIVES[args.task]
     training.check_option_ranges(
         args,
         positive=("max_length", "hidden_dim", "layers", "heads", "epochs", "batch_size",
@@ -107,8 +103,13 @@ def _display_labels(preprocessor, ids) -> list[str]:
     return [preprocessor.title_of(i) or label for i, label in zip(ids, labels)]
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, model_name: str) -> dict:
     """Runs the recipe with the options of `RecommenderRecipe.add_train_arguments`.
+
+    Args:
+        args: the parsed options, `--num-negatives` resolved (the recipe sets
+            its per-`--task` default).
+        model_name: the recipe's name, recorded in the preset and the metrics.
 
     Returns:
         The metrics written to `OUT/metrics.json`.
@@ -120,7 +121,6 @@ def run(args: argparse.Namespace) -> dict:
     from zoo.recommender.model import NextItemRetriever
     from zoo.recommender.model import SequentialRecommenderBackbone
     from zoo.recommender.preprocessor import RecommenderPreprocessor
-    from zoo.recommender.recipe import MODEL_NAME
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> dict:
         curves = ("loss", "auc", "hr_at_10")
     write_atomically(out / "model.keras", model.save, suffix=".keras")
     model.save_to_preset(out / "preset",
-                         description=f"{MODEL_NAME} ({args.task}) trained by the recipe on "
+                         description=f"{model_name} ({args.task}) trained by the recipe on "
                                      f"{Path(args.data).name}",
                          metrics=headline)
     training.plot_training_curves(record.history, out / "training_curves.png", metrics=curves)
@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> dict:
                    out / "attention_heatmap.png")
     clock.save()
     metrics = {
-        "model": MODEL_NAME,
+        "model": model_name,
         "task": args.task,
         "options": {key: value for key, value in vars(args).items()
                     if key not in ("command", "model_name", "verbose")},

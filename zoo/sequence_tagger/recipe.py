@@ -103,7 +103,7 @@ class SequenceTaggerRecipe(registry.Recipe):
     def train(self, args: argparse.Namespace) -> str:
         from zoo.sequence_tagger import train
 
-        metrics = train.run(args)
+        metrics = train.run(args, self.name)
         validation = metrics["validation"]["overall"]
         line = (f"validation entity F1 {validation['f1']:.4f} (precision "
                 f"{validation['precision']:.4f}, recall {validation['recall']:.4f}; best epoch "

@@ -70,8 +70,12 @@ def _heatmap_sentence(sentences) -> str:
     return " ".join(max(sentences.tokens, key=len))
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, model_name: str) -> dict:
     """Runs the recipe with the options of `SequenceTaggerRecipe.add_train_arguments`.
+
+    Args:
+        args: the parsed options.
+        model_name: the recipe's name, recorded in the preset and the metrics.
 
     Returns:
         The metrics written to `OUT/metrics.json`.
@@ -83,7 +87,6 @@ def run(args: argparse.Namespace) -> dict:
     from zoo.sequence_tagger.model import SequenceTaggerBackbone
     from zoo.sequence_tagger.plots import plot_attention
     from zoo.sequence_tagger.preprocessor import SequenceTaggerPreprocessor
-    from zoo.sequence_tagger.recipe import MODEL_NAME
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> dict:
     write_atomically(out / "model.keras", model.save, suffix=".keras")
     model.save_to_preset(
         out / "preset",
-        description=f"{MODEL_NAME} trained by the recipe on {Path(args.data).name} "
+        description=f"{model_name} trained by the recipe on {Path(args.data).name} "
                     f"(train.txt), selected on valid.txt; seed {args.seed}",
         metrics={"name": "entity_f1", "value": validation["overall"]["f1"],
                  "data": f"{Path(args.data).name} valid.txt (seqeval, strict IOB2)"},
@@ -166,7 +169,7 @@ def run(args: argparse.Namespace) -> dict:
     clock.save()
     tokens = sum(len(tokens) for tokens in splits.train.tokens)
     metrics = {
-        "model": MODEL_NAME,
+        "model": model_name,
         "options": {key: value for key, value in vars(args).items()
                     if key not in ("command", "model_name", "verbose")},
         "precision": policy,
