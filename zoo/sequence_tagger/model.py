@@ -134,10 +134,57 @@ class MaskedConvolution(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
+class UnknownWordDropout(keras.layers.Layer):
+    """In training, reads a word as unknown at `rate`, so the unknown word's embedding is learnt.
+
+    Without it the `[UNK]` embedding is never trained (every training word
+    has an id of its own), and every word unseen in training — most entity
+    names of a small or noisy data set — is read through the random vector
+    it was initialised with. Here a word id is replaced by `unknown_id` with
+    probability `rate` in training (padding stays); at inference the ids
+    pass unchanged.
+
+    Args:
+        rate: probability in [0, 1) of reading a word as unknown.
+        unknown_id: the `[UNK]` id. Defaults to 1.
+        seed: optional seed of the draws.
+        **kwargs: base layer arguments such as `name`.
+
+    Call arguments:
+        word_ids: int `(B, T)`, 0 for padding.
+        training: whether to replace words.
+
+    Returns:
+        The word ids, some replaced by `unknown_id` in training.
+    """
+
+    def __init__(self, rate: float, unknown_id: int = 1, seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = _validation.rate("rate", rate)
+        self.unknown_id = int(unknown_id)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, word_ids, training=None):
+        if not training or not self.rate:
+            return word_ids
+        unknown = keras.random.uniform(ops.shape(word_ids), seed=self.seed_generator) < self.rate
+        unknown = ops.logical_and(unknown, word_ids > 0)
+        return ops.where(unknown, ops.cast(self.unknown_id, word_ids.dtype), word_ids)
+
+    def compute_output_shape(self, word_ids_shape):
+        return word_ids_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rate": self.rate, "unknown_id": self.unknown_id,
+                "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
 class SequenceTaggerBackbone(Backbone):
     """Tokens to contextual features: characters and words → Transformer blocks.
 
-    Per token, a word embedding (dropped as a whole in training at
+    Per token, a word embedding (read as `[UNK]`'s in training at
     `word_dropout`) and the `CharacterEncoder` of its characters are
     concatenated, dropped out at `dropout`, and projected to `hidden_dim`
     (through an optional BiLSTM, `lstm_units` per direction; off by default:
@@ -163,8 +210,9 @@ class SequenceTaggerBackbone(Backbone):
         intermediate_dim: feed-forward width of the blocks.
         dropout: dropout on the token vectors (and after the BiLSTM).
         attention_dropout: dropout on the attention weights.
-        word_dropout: rate at which a whole word embedding is zeroed in
-            training (the characters stay), so that unknown words are learnt.
+        word_dropout: rate at which a word is read as unknown (`[UNK]`) in
+            training (its characters stay), so that the unknown word's
+            embedding is learnt (`UnknownWordDropout`).
         position_encoding: `"none"` or `"sinusoidal"`.
         context_window: with a positive odd size, a `MaskedConvolution` over
             that many neighbouring tokens is added to the projected token
@@ -203,14 +251,13 @@ class SequenceTaggerBackbone(Backbone):
         _validation.one_of("position_encoding", position_encoding, POSITION_ENCODINGS)
         inputs = tagger_inputs(max_word_length)
         padding_mask = inputs["padding_mask"]
+        word_ids = inputs["word_ids"]
+        if word_dropout:
+            word_ids = UnknownWordDropout(word_dropout, name="word_dropout")(word_ids)
         words = keras.layers.Embedding(
             vocabulary_size, word_dim, name="word_embedding", dtype=dtype,
             embeddings_initializer=keras.initializers.RandomNormal(stddev=0.1),
-        )(inputs["word_ids"])
-        if word_dropout:
-            words = keras.layers.Dropout(
-                word_dropout, noise_shape=(None, None, 1), name="word_dropout", dtype=dtype
-            )(words)
+        )(word_ids)
         parts = [words]
         if character_filters:
             parts.append(CharacterEncoder(
@@ -398,19 +445,45 @@ class SequenceTagger(Task):
         Returns:
             Per sentence `{"tokens", "tags", "confidence"}` (lists).
         """
+        return self._tag(sentences, batch_size, confidence=confidence)
+
+    def _tag(self, sentences: Sequence[str], batch_size: int, confidence: bool = False,
+             tokens: bool = True, by_length: bool = False, compiled: bool = False) -> list[dict]:
+        """The batching loop of `tag` and of `zoo.sequence_tagger.data.tag_sentences`.
+
+        Args:
+            sentences: strings of whitespace-separated tokens.
+            batch_size: sentences per batch.
+            confidence: also return each tag's marginal probability (else `None`).
+            tokens: also return each sentence's tokens (else no `"tokens"`).
+            by_length: batch the sentences sorted by their number of tokens
+                (fewer padded steps); the results stay in the order given.
+            compiled: run each batch through `predict_on_batch` (a traced
+                function) rather than calling the model eagerly.
+
+        Returns:
+            Per sentence, in the order given, `{"tokens", "tags", "confidence"}`
+            (lists; `"tokens"` only with `tokens=True`).
+        """
         import numpy as np
 
         if self.preprocessor is None:
             raise ValueError("Expected a tagger with a preprocessor, received: preprocessor=None")
-        results = []
+        order = (np.argsort([len(text.split()) for text in sentences], kind="stable")
+                 if by_length else range(len(sentences)))
+        results: list[Optional[dict]] = [None] * len(sentences)
         for start in range(0, len(sentences), batch_size):
-            batch = list(sentences[start:start + batch_size])
+            indices = order[start:start + batch_size]
+            batch = [sentences[index] for index in indices]
             features = self.preprocessor(batch)
-            outputs = self(features, training=False)
+            outputs = (self.predict_on_batch(features) if compiled
+                       else self(features, training=False))
             mask = np.asarray(features["padding_mask"])
             names = self.preprocessor.tag_names_of(outputs["tags"], mask)
-            tokens = [[token.decode("utf-8") for token in row]
-                      for row in self.preprocessor.tokenize(batch).to_list()]
+            words = None
+            if tokens:
+                words = [[token.decode("utf-8") for token in row]
+                         for row in self.preprocessor.tokenize(batch).to_list()]
             probabilities = None
             if confidence:
                 if self.head == "crf":
@@ -421,12 +494,11 @@ class SequenceTagger(Task):
                     np.asarray(marginals), np.asarray(outputs["tags"])[..., None], axis=-1
                 )[..., 0]
                 probabilities = [row[m].tolist() for row, m in zip(chosen, mask)]
-            for index in range(len(batch)):
-                results.append({
-                    "tokens": tokens[index],
-                    "tags": names[index],
-                    "confidence": None if probabilities is None else probabilities[index],
-                })
+            for position, index in enumerate(indices):
+                result = {} if words is None else {"tokens": words[position]}
+                result["tags"] = names[position]
+                result["confidence"] = None if probabilities is None else probabilities[position]
+                results[index] = result
         return results
 
     def get_config(self) -> dict:
