@@ -102,18 +102,11 @@ def training_batches(sentences: kdata.TaggedSentences, preprocessor, batch_size:
 def tag_sentences(model, texts: Sequence[str], batch_size: int = 128) -> list[list[str]]:
     """The model's tags of tokenised sentences, in the model's scheme.
 
-    Sentences are batched by length (sorted), then put back in order.
+    Sentences are batched by length (sorted), then put back in order: the loop
+    of `SequenceTagger.tag` (`SequenceTagger._tag`), traced (`predict_on_batch`).
     """
-    order = np.argsort([len(text.split()) for text in texts], kind="stable")
-    predicted: list[Optional[list[str]]] = [None] * len(texts)
-    for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
-        features = model.preprocessor([texts[i] for i in indices])
-        tags = model.predict_on_batch(features)["tags"]
-        names = model.preprocessor.tag_names_of(tags, features["padding_mask"])
-        for index, row in zip(indices, names):
-            predicted[index] = row
-    return predicted
+    results = model._tag(texts, batch_size, tokens=False, by_length=True, compiled=True)
+    return [result["tags"] for result in results]
 
 
 def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
