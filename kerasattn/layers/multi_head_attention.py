@@ -360,7 +360,10 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"query.shape={query_shape}, value.shape={value_shape}"
             )
 
-    def _check_call(self, query, value, key, masks, return_attention_scores) -> None:
+    def _check_call(self, query, value, key, query_mask, value_mask, key_mask, attention_mask,
+                    return_attention_scores) -> None:
+        """The checks `call` and `compute_output_spec` share: the inputs' shapes
+        and widths, the masks' shapes, and `return_attention_scores`."""
         self._check_shapes(query.shape, value.shape, None if key is None else key.shape)
         for name, x, width in (
             ("query", query, self._query_width),
@@ -376,10 +379,9 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         query_dims = tuple(query.shape[:-1])
         key_dims = tuple(value.shape[:-1])
-        check_broadcastable(masks["query_mask"], query_dims, "query_mask")
-        check_broadcastable(masks["value_mask"], key_dims, "value_mask")
-        check_broadcastable(masks["key_mask"], key_dims, "key_mask")
-        attention_mask = masks["attention_mask"]
+        check_broadcastable(query_mask, query_dims, "query_mask")
+        check_broadcastable(value_mask, key_dims, "value_mask")
+        check_broadcastable(key_mask, key_dims, "key_mask")
         target = self._mask_shape(tuple(query.shape), tuple(value.shape))
         if attention_mask is not None and len(attention_mask.shape) == len(target) + 1:
             # A per-head mask, laid out like the attention scores.
@@ -751,13 +753,8 @@ class MultiHeadAttention(keras.layers.Layer):
         training=None,
         use_causal_mask: bool = False,
     ):
-        masks = dict(
-            query_mask=query_mask,
-            value_mask=value_mask,
-            key_mask=key_mask,
-            attention_mask=attention_mask,
-        )
-        self._check_call(query, value, key, masks, return_attention_scores)
+        self._check_call(query, value, key, query_mask, value_mask, key_mask, attention_mask,
+                         return_attention_scores)
         if key is None:
             key = value
         # Our own `_compute_attention` takes the causal mask as a flag (the
@@ -824,13 +821,8 @@ class MultiHeadAttention(keras.layers.Layer):
         training=None,
         use_causal_mask: bool = False,
     ):
-        masks = dict(
-            query_mask=query_mask,
-            value_mask=value_mask,
-            key_mask=key_mask,
-            attention_mask=attention_mask,
-        )
-        self._check_call(query, value, key, masks, return_attention_scores)
+        self._check_call(query, value, key, query_mask, value_mask, key_mask, attention_mask,
+                         return_attention_scores)
         output_shape = self.compute_output_shape(
             query.shape, value.shape, None if key is None else key.shape
         )
