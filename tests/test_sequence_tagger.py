@@ -410,3 +410,37 @@ class PresetTest(tf.test.TestCase):
         self.assertAllClose(metadata["value"], scores["overall"]["f1"], atol=1e-6)
         self.assertEqual(3250, scores["sentences"])
         self.assertGreater(scores["overall"]["f1"], 0.89)
+
+
+class UnknownWordDropoutTest(tf.test.TestCase):
+    def test_reads_words_as_unknown_in_training_only(self):
+        from zoo.sequence_tagger.model import UnknownWordDropout
+
+        layer = UnknownWordDropout(0.25, seed=3)
+        ids = np.tile(np.array([[5, 6, 7, 8, 9, 10, 0, 0]], "int32"), (500, 1))
+        self.assertAllEqual(ids, layer(ids))  # inference: unchanged
+        dropped = keras.ops.convert_to_numpy(layer(ids, training=True))
+        self.assertAllEqual(ids[:, 6:], dropped[:, 6:])  # padding is never a word
+        replaced = dropped[:, :6] != ids[:, :6]
+        self.assertAllEqual(np.ones_like(dropped[:, :6])[replaced], dropped[:, :6][replaced])
+        self.assertBetween(replaced.mean(), 0.22, 0.28)  # 3,000 draws at 0.25
+        clone = UnknownWordDropout.from_config(layer.get_config())
+        self.assertEqual((0.25, 1, 3), (clone.rate, clone.unknown_id, clone.seed))
+
+    def test_the_unknown_word_embedding_learns(self):
+        # One training step moves [UNK]'s embedding row only when words are read as unknown.
+        preprocessor = SequenceTaggerPreprocessor(
+            ["[PAD]", "[UNK]", "a", "b"], ["[PAD]", "[UNK]", "a", "b"], ["O", "B-X", "I-X"])
+        for rate, moves in ((0.0, False), (0.5, True)):
+            keras.utils.set_random_seed(1)
+            backbone = SequenceTaggerBackbone(
+                4, 4, max_word_length=16, word_dim=4, character_filters=4, hidden_dim=8,
+                num_layers=0, word_dropout=rate)
+            tagger = SequenceTagger(backbone, 3, preprocessor=preprocessor)
+            tagger.compile()
+            embeddings = backbone.get_layer("word_embedding").embeddings
+            before = keras.ops.convert_to_numpy(embeddings)[1].copy()
+            tagger.fit(["a b a b"] * 8, ["B-X O B-X O"] * 8, batch_size=8,
+                       epochs=1, verbose=0)
+            moved = np.abs(keras.ops.convert_to_numpy(embeddings)[1] - before).max()
+            self.assertEqual(moves, bool(moved > 1e-4), (rate, moved))

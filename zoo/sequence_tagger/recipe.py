@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence
 
+from zoo import console
 from zoo import registry
 
 MODEL_NAME = "sequence-tagger"
@@ -87,7 +88,8 @@ class SequenceTaggerRecipe(registry.Recipe):
         add("--dropout", "dropout on the token vectors", type=float, default=0.5)
         add("--block-dropout", "dropout in the Transformer blocks", type=float, default=0.1)
         add("--attention-dropout", "dropout on attention weights", type=float, default=0.1)
-        add("--word-dropout", "rate at which whole word embeddings are zeroed", type=float,
+        add("--word-dropout", "rate at which a word is read as unknown ([UNK]) in training, "
+            "so that unseen words get a trained embedding", type=float,
             default=0.1)
         add("--epochs", "maximum epochs", type=int, default=20)
         add("--batch-size", "sentences per batch", type=int, default=32)
@@ -98,7 +100,7 @@ class SequenceTaggerRecipe(registry.Recipe):
             default=8)
         add("--seed", "random seed", type=int, default=1)
         registry.add_device_arguments(add)
-        add("--verbose", "Keras fit verbosity", type=int, choices=(0, 1, 2), default=1)
+        add("--verbose", console.VERBOSE_HELP, type=int, choices=(0, 1, 2), default=None)
 
     def train(self, args: argparse.Namespace) -> str:
         from zoo.sequence_tagger import train

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from kerasattn._files import write_atomically
+from zoo import console
 from zoo import training
 from zoo.files import read_json
 from zoo.files import write_json
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
                 probe_tokens=[text.split() for text in probe_texts],
             ))
         model.fit(batches, epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks,
-                  verbose=args.verbose)
+                  verbose=console.fit_verbosity(args.verbose))
     model = training.served_model(model)
     validation = tagger_data.score(model, splits.validation)
     test = None if splits.test is None else tagger_data.score(model, splits.test)
