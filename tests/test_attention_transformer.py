@@ -486,7 +486,8 @@ class RecipeTest(tf.test.TestCase):
                 + ["--fine-tune-seeds", "3,4", "--average", "weights"]
             )
             self.assertEqual(0, code, stderr)
-            self.assertRegex(stdout, r"^validation accuracy \d\.\d{4} on 8 held-out sentences, "
+            self.assertRegex(stdout.splitlines()[-1],
+                             r"^validation accuracy \d\.\d{4} on 8 held-out sentences, "
                                      r"dev accuracy \d\.\d{4}; wrote ")
             with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
                 metrics = json.load(file)

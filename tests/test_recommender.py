@@ -284,7 +284,12 @@ class RecipeTest(tf.test.TestCase):
             code, stdout, stderr = run_cli(["train", "recommender", "--data", data, "--out", out,
                                             "--loss", "sampled_softmax"] + TINY)
             self.assertEqual(0, code, stderr)
-            self.assertRegex(stdout, r"^validation HR@10 \d\.\d{4}, NDCG@10 \d\.\d{4} \(full: ")
+            derived, result = stdout.splitlines()
+            # The rule's outcome first: short histories, a sparse log, patience of 1,000 steps.
+            self.assertRegex(derived, r"^data: 40 users, \d+ items, \d+ interactions, .* -> "
+                                      r"dropout 0\.5 \(sparse log\), patience \d+ "
+                                      r"\([\d,]+ steps\); given: --max-length 8, --epochs 1$")
+            self.assertRegex(result, r"^validation HR@10 \d\.\d{4}, NDCG@10 \d\.\d{4} \(full: ")
             self.assertCountEqual(
                 ["model.keras", "preset", "metrics.json", "training_curves.png",
                  "attention_heatmap.png", "logs", "run", "wall_time.json"], os.listdir(out))
@@ -343,7 +348,8 @@ class RecipeTest(tf.test.TestCase):
                                             "--data", data, "--out", out, "--precision",
                                             precision] + TINY)
             self.assertEqual(0, code, stderr)
-            self.assertRegex(stdout, r"^validation AUC \d\.\d{4}, HR@10 \d\.\d{4}; test AUC")
+            self.assertRegex(stdout.splitlines()[-1],
+                             r"^validation AUC \d\.\d{4}, HR@10 \d\.\d{4}; test AUC")
             with open(os.path.join(out, "metrics.json"), encoding="utf-8") as file:
                 metrics = json.load(file)
             self.assertTrue(metrics["data"]["side_features"])
@@ -434,3 +440,41 @@ class PresetTest(tf.test.TestCase):
         # The card's test row (scored once, at the end of training).
         self.assertAllClose([0.7559, 0.5641], [scores["test"]["sampled"]["hr@10"],
                                                scores["test"]["sampled"]["ndcg@10"]], atol=1e-4)
+
+
+class DerivedDefaultsTest(tf.test.TestCase):
+    """The recommender's data-derived defaults, by hand from the written rule."""
+
+    def derive(self, lengths, steps_per_epoch, **given):
+        import argparse
+
+        from zoo.recommender import defaults
+
+        args = argparse.Namespace(**{"max_length": None, "dropout": None, "epochs": None,
+                                     "patience": None, **given})
+        derived = defaults.derive_architecture(args, len(lengths), 100, sum(lengths), lengths)
+        defaults.derive_budget(derived, steps_per_epoch)
+        return args, derived
+
+    def test_a_sparse_log_keeps_the_video_games_preset(self):
+        # Video Games: p90 of the histories 13 -> 50; mean 7.3 -> 0.5; 243 steps -> 80 and 8.
+        lengths = [4] * 50 + [7] * 30 + [13] * 10 + [20] * 10
+        args, derived = self.derive(lengths, 243)
+        self.assertEqual((50, 0.5, 80, 8),
+                         (args.max_length, args.dropout, args.epochs, args.patience))
+        self.assertIn("max length 50 (p90 of the histories)", derived.summary())
+
+    def test_a_dense_small_log_gets_long_histories_and_steps(self):
+        # 90th percentile 226.5 -> 230 -> 200 (the cap); mean 130 -> 0.2; 8 steps an epoch ->
+        # ceil(10,000 / 8) = 1,250 epochs, patience ceil(1,000 / 8) = 125.
+        lengths = list(range(10, 255, 5)) * 2
+        args, _ = self.derive(lengths, 8)
+        self.assertEqual((200, 0.2, 1250, 125),
+                         (args.max_length, args.dropout, args.epochs, args.patience))
+        args, _ = self.derive([30] * 10, 8)
+        self.assertEqual(50, args.max_length)  # never below SASRec's 50
+
+    def test_given_flags_win(self):
+        args, derived = self.derive([300] * 10, 8, max_length=64, dropout=0.3)
+        self.assertEqual((64, 0.3), (args.max_length, args.dropout))
+        self.assertEqual({"max_length": 64, "dropout": 0.3}, derived.given)

@@ -321,7 +321,14 @@ def scorer_batches(model, data: RecommenderData, batch_size: int, num_negatives:
     dataset = tf.data.Dataset.from_tensor_slices((histories, positives, users))
     dataset = dataset.shuffle(len(positives), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(make).repeat().prefetch(tf.data.AUTOTUNE)
-    return dataset, int(np.ceil(len(positives) / batch_size))
+    return dataset, scorer_steps(data, batch_size)
+
+
+def scorer_steps(data: RecommenderData, batch_size: int) -> int:
+    """The batches of one pass over `scorer_examples` (one example per training item but
+    each user's first)."""
+    examples = sum(max(0, len(sequence) - 1) for sequence in data.split.train)
+    return int(np.ceil(examples / batch_size))
 
 
 def evaluate_scorer(model, data: RecommenderData, evaluation: EvaluationSet,

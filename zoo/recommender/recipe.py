@@ -43,6 +43,10 @@ from typing import Optional
 
 from zoo import console
 from zoo import registry
+from zoo.recommender.defaults import BUDGET_STEPS
+from zoo.recommender.defaults import MIN_EPOCHS
+from zoo.recommender.defaults import MIN_PATIENCE_EPOCHS
+from zoo.recommender.defaults import PATIENCE_STEPS
 
 MODEL_NAME = "recommender"
 # --num-negatives by task; `RecommenderRecipe.train` sets it, when unset, before `train.run`.
@@ -88,23 +92,28 @@ class RecommenderRecipe(registry.Recipe):
                             "age, gender, occupation when the data has them (default: on)")
         add("--min-count", "keep the k-core of the log (users and items with >= k "
             "interactions)", type=int, default=None)
-        add("--max-length", "history positions L", type=int, default=50)
+        add("--max-length", "history positions L (default: from the data: the 90th "
+            "percentile of the history lengths within [50, 200])", type=int, default=None)
         add("--hidden-dim", "model width", type=int, default=50)
         add("--layers", "Transformer blocks", type=int, default=2)
         add("--heads", "attention heads", type=int, default=1)
         add("--intermediate-dim", "feed-forward width (default: --hidden-dim)", type=int,
             default=None)
-        add("--dropout", "dropout on the embeddings and in the blocks (SASRec: 0.5 on "
-            "Amazon data)", type=float, default=0.5)
+        add("--dropout", "dropout on the embeddings and in the blocks (default: from the "
+            "data: 0.5 where users average under 20 interactions, as SASRec on Amazon data, "
+            "else 0.2)", type=float, default=None)
         add("--attention-dropout", "dropout on attention weights", type=float, default=0.0)
-        add("--epochs", "maximum epochs (the cosine schedule's length)", type=int, default=80)
+        add("--epochs", "maximum epochs, the cosine schedule's length (default: from the "
+            f"data: at least {MIN_EPOCHS} epochs and {BUDGET_STEPS:,} steps)", type=int,
+            default=None)
         add("--batch-size", "users (retrieval) or examples (scorer) per batch", type=int,
             default=128)
         add("--learning-rate", "peak learning rate", type=float, default=1e-3)
         add("--warmup-steps", "linear warmup steps", type=int, default=100)
         add("--weight-decay", "AdamW weight decay", type=float, default=0.0)
-        add("--patience", "early stopping: epochs without a better validation metric",
-            type=int, default=8)
+        add("--patience", "early stopping: epochs without a better validation metric "
+            f"(default: from the data: at least {MIN_PATIENCE_EPOCHS} epochs and "
+            f"{PATIENCE_STEPS:,} steps)", type=int, default=None)
         add("--eval-batch-size", "users per scoring batch in evaluation", type=int,
             default=1024)
         add("--seed", "random seed", type=int, default=1)

@@ -19,6 +19,7 @@ import numpy as np
 from kerasattn._files import write_atomically
 from zoo import console
 from zoo import training
+from zoo.recommender import defaults
 from zoo.files import save_figure
 from zoo.files import write_json
 
@@ -126,6 +127,18 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     clock = training.WallClock(out / WALL_TIME_FILE)
     data = recommender_data.read(args.data, min_count=args.min_count)
+    derived = defaults.derive_architecture(
+        args, data.interactions.num_users, data.num_items, data.interactions.num_interactions,
+        [len(sequence) for sequence in data.split.train],
+    )
+    keras.utils.set_random_seed(args.seed)  # the batches' shuffle takes the global seed too
+    if args.task == "retrieval":
+        batches, steps = recommender_data.retrieval_batches(
+            data, args.max_length, args.batch_size, args.seed, args.sort_by_length)
+    else:
+        steps = recommender_data.scorer_steps(data, args.batch_size)
+    defaults.derive_budget(derived, steps)
+    print(derived.summary(), flush=True)
     side_features = args.side_features and data.side is not None
     policy = training.dtype_policy(args.precision)
     architecture = dict(
@@ -163,10 +176,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
                 user_feature_sizes=data.user_feature_sizes if side_features else (),
                 dropout=args.dropout,
             )
-    if args.task == "retrieval":
-        batches, steps = recommender_data.retrieval_batches(
-            data, args.max_length, args.batch_size, args.seed, args.sort_by_length)
-    else:
+    if args.task == "scorer":
         batches, steps = recommender_data.scorer_batches(model, data, args.batch_size,
                                                          args.num_negatives, args.seed)
     with strategy.scope():
@@ -235,6 +245,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
         "options": {key: value for key, value in vars(args).items()
                     if key not in ("command", "model_name", "verbose")},
         "precision": policy,
+        "derived": derived.record(),
         "data": {"users": data.interactions.num_users, "items": data.num_items,
                  "interactions": data.interactions.num_interactions,
                  "evaluated_users": int(len(data.split.users)),
