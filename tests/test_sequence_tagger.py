@@ -255,7 +255,12 @@ class RecipeTest(tf.test.TestCase):
             code, stdout, stderr = run_cli(
                 ["train", "sequence-tagger", "--data", folder, "--out", out] + tiny_options())
             self.assertEqual(0, code, stderr)
-            self.assertRegex(stdout, r"^validation entity F1 \d\.\d{4} .*test F1 \d\.\d{4}; wrote")
+            derived, result = stdout.splitlines()
+            # 48 sentences in batches of 8: 6 steps, so patience ceil(1,000 / 6) = 167 epochs.
+            self.assertRegex(derived, r"^data: 48 sentences, [\d,]+ tokens, 2 entity types, 6 "
+                                      r"steps per epoch -> patience 167 \(1,002 steps\); given: "
+                                      r"--epochs 1$")
+            self.assertRegex(result, r"^validation entity F1 \d\.\d{4} .*test F1 \d\.\d{4}; wrote")
             self.assertCountEqual(
                 ["model.keras", "preset", "metrics.json", "training_curves.png",
                  "attention_heatmap.png", "logs", "run", "vocabularies.json", "wall_time.json"],
@@ -444,3 +449,28 @@ class UnknownWordDropoutTest(tf.test.TestCase):
                        epochs=1, verbose=0)
             moved = np.abs(keras.ops.convert_to_numpy(embeddings)[1] - before).max()
             self.assertEqual(moves, bool(moved > 1e-4), (rate, moved))
+
+
+class DerivedDefaultsTest(tf.test.TestCase):
+    """The tagger's data-derived defaults, by hand from the written rule."""
+
+    def derive(self, steps_per_epoch, **given):
+        import argparse
+
+        from zoo.sequence_tagger.defaults import derive_training
+
+        args = argparse.Namespace(**{"epochs": None, "patience": None, **given})
+        return args, derive_training(args, 1000, 20000, ["PER", "LOC"], steps_per_epoch)
+
+    def test_conll2003_keeps_its_preset_and_small_data_gets_steps(self):
+        args, _ = self.derive(439)  # CoNLL-2003: 14,041 sentences in batches of 32
+        self.assertEqual((20, 8), (args.epochs, args.patience))
+        # 3,394 tweets: 107 steps -> ceil(4,000 / 107) = 38 epochs, ceil(1,000 / 107) = 10.
+        args, derived = self.derive(107)
+        self.assertEqual((38, 10), (args.epochs, args.patience))
+        self.assertIn("epochs 38 (4,066 steps), patience 10 (1,070 steps)", derived.summary())
+
+    def test_given_flags_win(self):
+        args, derived = self.derive(107, epochs=5)
+        self.assertEqual((5, 10), (args.epochs, args.patience))
+        self.assertEqual({"epochs": 5}, derived.given)

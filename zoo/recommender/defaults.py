@@ -10,7 +10,7 @@
   104 -> 0.2.
 - `--epochs`: at least 80 epochs (the cosine schedule's length) and at least
   10,000 optimizer steps; `--patience`: at least 8 epochs and 1,000 steps
-  (Video Games' 243 steps an epoch: 80 and 8, as its preset).
+  (Video Games' 240 steps an epoch: 80 and 8, as its preset).
 
 Options given on the command line win. Light on purpose (no TensorFlow):
 `recipe.py` shows these numbers in `--help`.

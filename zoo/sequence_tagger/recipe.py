@@ -33,6 +33,10 @@ from typing import Optional, Sequence
 
 from zoo import console
 from zoo import registry
+from zoo.sequence_tagger.defaults import BUDGET_STEPS
+from zoo.sequence_tagger.defaults import MIN_EPOCHS
+from zoo.sequence_tagger.defaults import MIN_PATIENCE_EPOCHS
+from zoo.sequence_tagger.defaults import PATIENCE_STEPS
 
 MODEL_NAME = "sequence-tagger"
 # Punctuation split off the words of raw text given to `predict` (CoNLL
@@ -91,13 +95,15 @@ class SequenceTaggerRecipe(registry.Recipe):
         add("--word-dropout", "rate at which a word is read as unknown ([UNK]) in training, "
             "so that unseen words get a trained embedding", type=float,
             default=0.1)
-        add("--epochs", "maximum epochs", type=int, default=20)
+        add("--epochs", "maximum epochs (default: from the data: at least "
+            f"{MIN_EPOCHS} epochs and {BUDGET_STEPS:,} steps)", type=int, default=None)
         add("--batch-size", "sentences per batch", type=int, default=32)
         add("--learning-rate", "peak learning rate", type=float, default=2e-3)
         add("--warmup-steps", "linear warmup steps", type=int, default=300)
         add("--weight-decay", "AdamW weight decay", type=float, default=0.01)
-        add("--patience", "early stopping: epochs without a better validation F1", type=int,
-            default=8)
+        add("--patience", "early stopping: epochs without a better validation F1 (default: "
+            f"from the data: at least {MIN_PATIENCE_EPOCHS} epochs and {PATIENCE_STEPS:,} "
+            "steps)", type=int, default=None)
         add("--seed", "random seed", type=int, default=1)
         registry.add_device_arguments(add)
         add("--verbose", console.VERBOSE_HELP, type=int, choices=(0, 1, 2), default=None)

@@ -16,6 +16,7 @@ import keras
 from kerasattn._files import write_atomically
 from zoo import console
 from zoo import training
+from zoo.sequence_tagger.defaults import derive_training
 from zoo.files import read_json
 from zoo.files import write_json
 
@@ -99,6 +100,13 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
     policy = training.dtype_policy(args.precision)
     preprocessor = SequenceTaggerPreprocessor(words, characters, tag_names,
                                               max_word_length=args.max_word_length)
+    keras.utils.set_random_seed(args.seed)
+    batches, steps = tagger_data.training_batches(splits.train, preprocessor, args.batch_size,
+                                                  args.seed)
+    derived = derive_training(args, len(splits.train.tokens),
+                              sum(len(tokens) for tokens in splits.train.tokens),
+                              splits.train.entity_types, steps)
+    print(derived.summary(), flush=True)
     architecture = dict(
         vocabulary_size=len(words), num_characters=len(characters),
         max_word_length=args.max_word_length, word_dim=args.word_dim,
@@ -118,8 +126,6 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
             "epochs", "batch_size", "learning_rate", "warmup_steps", "weight_decay", "patience")},
     })
     keras.utils.set_random_seed(args.seed)
-    batches, steps = tagger_data.training_batches(splits.train, preprocessor, args.batch_size,
-                                                  args.seed)
     strategy = training.distribution_strategy(args.strategy)
     with strategy.scope():
         backbone = SequenceTaggerBackbone(**architecture, dtype=policy)
@@ -174,6 +180,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
         "options": {key: value for key, value in vars(args).items()
                     if key not in ("command", "model_name", "verbose")},
         "precision": policy,
+        "derived": derived.record(),
         "tag_names": tag_names,
         "validation": validation,
         "test": test,
