@@ -400,6 +400,20 @@ class DerivedDefaultsTest(tf.test.TestCase):
         args, _ = self.derive(1050, sentences=6885)
         self.assertEqual((1000, 6, 3), (args.validation_sentences, args.epochs, args.patience))
 
+    def test_a_validation_split_that_empties_a_class_is_one_line(self):
+        from zoo.attention_transformer import data as recipe_data
+
+        with tempfile.TemporaryDirectory() as folder:
+            for name in ("train", "dev"):
+                with open(os.path.join(folder, f"{name}.tsv"), "w", encoding="utf-8") as file:
+                    file.write("sentence\tlabel\n" + "".join(
+                        f"sentence number {i} about {'abc'[i % 3]}\t{i % 3}\n" for i in range(9)))
+            # Eight of nine sentences held out: one training row, so two classes lack any.
+            with self.assertRaisesRegex(ValueError, r"train\.tsv: --validation-sentences 8 "
+                                                    r"leaves no training row of class"):
+                recipe_data.read_splits(folder, 8, 0)
+            self.assertEqual(1, recipe_data.read_splits(folder, None, 0).held_out)  # 15 % of 9
+
     def test_given_flags_win(self):
         args, derived = self.derive(73, epochs=2, validation_sentences=0)
         self.assertEqual((0, 2, 14), (args.validation_sentences, args.epochs, args.patience))
