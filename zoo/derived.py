@@ -31,7 +31,8 @@ class DerivedOptions:
 
     ```python
     derived = DerivedOptions(args, {"examples": 5452, "steps_per_epoch": 73})
-    derived.set("epochs", max(6, epochs_for(4000, 73)), "4,000 steps")
+    derived.set_budget(73, min_epochs=6, budget_steps=4000, min_patience_epochs=3,
+                       patience_steps=1000)
     print(derived.summary())  # data: 5,452 examples, 73 steps per epoch -> epochs 55 ...
     ```
     """
@@ -64,6 +65,16 @@ class DerivedOptions:
         else:
             self.given[name] = given
         return getattr(self.args, name)
+
+    def set_budget(self, steps_per_epoch: int, min_epochs: int, budget_steps: int,
+                   min_patience_epochs: int, patience_steps: int) -> None:
+        """Sets `epochs` and `patience` in optimizer steps rather than epochs: at least
+        `min_epochs` epochs and `budget_steps` steps of training, and early stopping after at
+        least `min_patience_epochs` epochs and `patience_steps` steps without improvement."""
+        for name, epochs, steps in (("epochs", min_epochs, budget_steps),
+                                    ("patience", min_patience_epochs, patience_steps)):
+            value = max(epochs, epochs_for(steps, steps_per_epoch))
+            self.set(name, value, f"{value * steps_per_epoch:,} steps")
 
     def summary(self) -> str:
         """One line: the measurements, then each derived option (and those given)."""

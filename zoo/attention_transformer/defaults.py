@@ -19,7 +19,6 @@ import argparse
 from typing import Sequence
 
 from zoo.derived import DerivedOptions
-from zoo.derived import epochs_for
 
 VALIDATION_SHARE, MAX_VALIDATION_SENTENCES = 0.15, 1000
 MIN_EPOCHS, BUDGET_STEPS = 6, 4000
@@ -55,8 +54,6 @@ def derive_fine_tuning(args: argparse.Namespace, sentences: int, held_out: int,
     })
     derived.set("validation_sentences", held_out,
                 f"{VALIDATION_SHARE:.0%} of the sentences, at most {MAX_VALIDATION_SENTENCES:,}")
-    epochs = max(MIN_EPOCHS, epochs_for(BUDGET_STEPS, steps_per_epoch))
-    derived.set("epochs", epochs, f"{epochs * steps_per_epoch:,} steps")
-    patience = max(MIN_PATIENCE_EPOCHS, epochs_for(PATIENCE_STEPS, steps_per_epoch))
-    derived.set("patience", patience, f"{patience * steps_per_epoch:,} steps")
+    derived.set_budget(steps_per_epoch, MIN_EPOCHS, BUDGET_STEPS, MIN_PATIENCE_EPOCHS,
+                       PATIENCE_STEPS)
     return derived

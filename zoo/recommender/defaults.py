@@ -23,7 +23,6 @@ import math
 from typing import Sequence
 
 from zoo.derived import DerivedOptions
-from zoo.derived import epochs_for
 
 MIN_LENGTH, MAX_LENGTH, LENGTH_PERCENTILE = 50, 200, 90
 SPARSE_DROPOUT, DENSE_DROPOUT, DENSE_MEAN_HISTORY = 0.5, 0.2, 20
@@ -70,7 +69,5 @@ def derive_architecture(args: argparse.Namespace, users: int, items: int, intera
 def derive_budget(derived: DerivedOptions, steps_per_epoch: int) -> None:
     """Fills `--epochs` and `--patience` where unset, in optimizer steps."""
     derived.measured(steps_per_epoch=steps_per_epoch)
-    epochs = max(MIN_EPOCHS, epochs_for(BUDGET_STEPS, steps_per_epoch))
-    derived.set("epochs", epochs, f"{epochs * steps_per_epoch:,} steps")
-    patience = max(MIN_PATIENCE_EPOCHS, epochs_for(PATIENCE_STEPS, steps_per_epoch))
-    derived.set("patience", patience, f"{patience * steps_per_epoch:,} steps")
+    derived.set_budget(steps_per_epoch, MIN_EPOCHS, BUDGET_STEPS, MIN_PATIENCE_EPOCHS,
+                       PATIENCE_STEPS)

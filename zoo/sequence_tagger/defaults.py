@@ -16,7 +16,6 @@ import argparse
 from typing import Sequence
 
 from zoo.derived import DerivedOptions
-from zoo.derived import epochs_for
 
 MIN_EPOCHS, BUDGET_STEPS = 20, 4000
 MIN_PATIENCE_EPOCHS, PATIENCE_STEPS = 8, 1000
@@ -39,8 +38,6 @@ def derive_training(args: argparse.Namespace, sentences: int, tokens: int,
         "sentences": sentences, "tokens": tokens, "entity_types": len(entity_types),
         "steps_per_epoch": steps_per_epoch,
     })
-    epochs = max(MIN_EPOCHS, epochs_for(BUDGET_STEPS, steps_per_epoch))
-    derived.set("epochs", epochs, f"{epochs * steps_per_epoch:,} steps")
-    patience = max(MIN_PATIENCE_EPOCHS, epochs_for(PATIENCE_STEPS, steps_per_epoch))
-    derived.set("patience", patience, f"{patience * steps_per_epoch:,} steps")
+    derived.set_budget(steps_per_epoch, MIN_EPOCHS, BUDGET_STEPS, MIN_PATIENCE_EPOCHS,
+                       PATIENCE_STEPS)
     return derived
