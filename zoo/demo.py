@@ -48,6 +48,7 @@ def run(out_dir: str, steps: int, seed: int) -> int:
     from kerasattn.callbacks import AttentionMapCallback
     from kerasattn.export import export
     from zoo import console
+    from zoo.attention_transformer import plots
     from zoo.attention_transformer import recipe
     from zoo.attention_transformer.model import AttentionTransformerClassifier
 
@@ -62,7 +63,7 @@ def run(out_dir: str, steps: int, seed: int) -> int:
     dataset = sample.to_dataset(batch_size=8, seed=seed)
     _, accuracy_before = classifier.evaluate(dataset, verbose=0)
     log_dir = os.path.join(out_dir, "logs")
-    probe, probe_tokens = recipe.attention_probe(classifier.preprocessor, SENTENCES[:2])
+    probe, probe_tokens = plots.attention_probe(classifier.preprocessor, SENTENCES[:2])
     classifier.fit(
         dataset.repeat(),
         steps_per_epoch=steps,

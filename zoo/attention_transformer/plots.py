@@ -1,12 +1,28 @@
-"""The model card's attention picture: what the pooling and the fusion attend to."""
+"""Attention pictures: the model card's (what the pooling and the fusion attend to) and
+the probe whose maps TensorBoard shows."""
 
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import numpy as np
 
 from zoo.files import save_figure
+
+
+def attention_probe(preprocessor, texts: Sequence[str]):
+    """`AttentionMapCallback`'s probe for `texts`: the features and, per text,
+    its real tokens (to label the heatmaps with)."""
+    features = preprocessor(list(texts))
+    tokens = [
+        [t.decode() for t, real in zip(row, mask) if real]
+        for row, mask in zip(
+            preprocessor.id_to_token(features["token_ids"]).numpy(),
+            features["padding_mask"].numpy(),
+        )
+    ]
+    return features, tokens
 
 
 def plot_attention(model, text: str, path: str | os.PathLike) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Sequence
 
 import keras
 
@@ -21,6 +20,7 @@ from zoo.attention_transformer import data as recipe_data
 from zoo.attention_transformer import fine_tuning
 from zoo.attention_transformer import pretraining
 from zoo.attention_transformer.defaults import derive_fine_tuning
+from zoo.attention_transformer.plots import attention_probe
 from zoo.attention_transformer.plots import plot_attention
 from zoo.files import write_json
 
@@ -84,20 +84,6 @@ def _vocabulary(args: argparse.Namespace, out: Path, texts) -> list[str]:
     vocabulary = ktext.learn_wordpiece_vocabulary(texts, args.vocabulary_size)
     ktext.save_vocabulary(vocabulary, out / VOCABULARY_FILE)
     return vocabulary
-
-
-def attention_probe(preprocessor, texts: Sequence[str]):
-    """`AttentionMapCallback`'s probe for `texts`: the features and, per text,
-    its real tokens (to label the heatmaps with)."""
-    features = preprocessor(list(texts))
-    tokens = [
-        [t.decode() for t, real in zip(row, mask) if real]
-        for row, mask in zip(
-            preprocessor.id_to_token(features["token_ids"]).numpy(),
-            features["padding_mask"].numpy(),
-        )
-    ]
-    return features, tokens
 
 
 def run(args: argparse.Namespace, model_name: str) -> dict:
