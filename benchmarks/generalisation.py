@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from zoo import console  # noqa: E402
+
 # Kim (2014), CNN-rand: random word vectors, trained on the task alone.
 CLASSIFIER_ANCHORS = {"sst2": 82.7, "mr": 76.1, "subj": 89.6}
 
@@ -41,7 +43,9 @@ def _fold_folder(source: Path, fold: int, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "dev.tsv").is_file():
         return folder
-    lines = source.read_text(encoding="utf-8").splitlines()
+    # Lines end with "\n" only: str.splitlines would also split at the form feeds and
+    # other separators a few sentences hold.
+    lines = source.read_text(encoding="utf-8").split("\n")
     header, rows = lines[0].split("\t"), [line.split("\t") for line in lines[1:] if line]
     if header != ["sentence", "label", "fold"]:
         raise SystemExit(f"{source}: expected the header sentence, label, fold; received {header}")
@@ -89,7 +93,7 @@ def main() -> None:
     parser.add_argument("--folds", default="0", help="folds of MR and SUBJ (default: %(default)s)")
     parser.add_argument("--flags", default="", help="extra recipe flags, e.g. '--seed 2'")
     args = parser.parse_args()
-
+    console.quiet()  # TensorFlow's start-up lines stay off the table
     from zoo import training
 
     work = Path(args.work).resolve()
