@@ -136,7 +136,7 @@ class _Verifier:
         self.specs = specs
         self.sets = sets
         self.feeds = sets if feeds is None else feeds
-        self._references = [_reference(model, inputs) for inputs in sets]
+        self.references = [_reference(model, inputs) for inputs in sets]
 
     def fixed(self, length: int) -> "_Verifier":
         return _Verifier(
@@ -145,7 +145,7 @@ class _Verifier:
 
     def check(self, runtime, artifact: str, path: str, tolerance: float) -> Dict[str, Any]:
         per_output: Dict[str, float] = {}
-        for inputs, reference in zip(self.feeds, self._references):
+        for inputs, reference in zip(self.feeds, self.references):
             try:
                 outputs = runtime.run(inputs)
             except Exception as error:
@@ -454,7 +454,7 @@ def export(
     if shorter is not None:
         sets.append(shorter)
     verifier = _Verifier(model, specs, sets)
-    precision = _precision_entry(original, model, sets)
+    precision = _precision_entry(original, model, sets, verifier.references)
     latency_inputs = _latency_inputs(samples, latency_batch_size)
     string_check = None
     if strings is not None and "saved_model" in formats:
@@ -505,7 +505,10 @@ def export(
 
 
 def _precision_entry(
-    original: keras.Model, served: keras.Model, sets: List[_inputs.Inputs]
+    original: keras.Model,
+    served: keras.Model,
+    sets: List[_inputs.Inputs],
+    served_outputs: List[Dict[str, np.ndarray]],
 ) -> Dict[str, Any]:
     """The manifest's record of the precision served: the model's policy, the float32 the
     artifacts compute in, and, for a mixed-precision model, how far its float32 computation's
@@ -513,8 +516,8 @@ def _precision_entry(
     entry = {"dtype_policy": _precision.layers_policy(original), "computed_in": "float32"}
     if served is not original:
         largest: Dict[str, float] = {}
-        for inputs in sets:
-            mixed, exact = _reference(original, inputs), _reference(served, inputs)
+        for inputs, exact in zip(sets, served_outputs):
+            mixed = _reference(original, inputs)
             for name, value in exact.items():
                 difference = float(np.max(np.abs(
                     value.astype(np.float64) - mixed[name].astype(np.float64)

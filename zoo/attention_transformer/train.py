@@ -241,9 +241,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
         "fine_tuning": {"seeds": results, "average": args.average, "shipped": shipped},
         "best_epoch": None if averaged else results[reference]["best_epoch"],
         "epochs_run": results[reference]["epochs_run"],
-        "steps_per_epoch": recipe_data.steps_per_epoch(
-            splits.train.texts, preprocessor, args.batch_size
-        ),
+        "steps_per_epoch": derived.data["steps_per_epoch"],
         "epoch_seconds": results[reference]["epoch_seconds"],
         "history": history,
         "wall_seconds": clock.seconds,
