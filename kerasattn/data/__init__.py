@@ -26,6 +26,9 @@ from kerasattn.data.interactions import pad_histories
 from kerasattn.data.interactions import read_interactions
 from kerasattn.data.interactions import read_movielens_side_features
 from kerasattn.data.interactions import training_sequences
+from kerasattn.data.parallel_text import ParallelText
+from kerasattn.data.parallel_text import read_parallel_text
+from kerasattn.data.parallel_text import write_parallel_tsv
 from kerasattn.data.phrase_split import hold_out_sentences
 from kerasattn.data.phrase_split import sentence_rows
 from kerasattn.data.text_classification import TextClassificationData
@@ -35,6 +38,7 @@ from kerasattn.data.text_classification import text_classification_dataset
 __all__ = [
     "DataError",
     "Interactions",
+    "ParallelText",
     "SCHEMES",
     "Split",
     "TaggedSentences",
@@ -47,9 +51,11 @@ __all__ = [
     "read_conll",
     "read_interactions",
     "read_movielens_side_features",
+    "read_parallel_text",
     "read_text_classification",
     "sentence_rows",
     "text_classification_dataset",
     "training_sequences",
     "write_conll",
+    "write_parallel_tsv",
 ]
