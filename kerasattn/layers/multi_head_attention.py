@@ -23,6 +23,7 @@ from kerasattn.ops.masking import causal_mask_between
 from kerasattn.ops.masking import check_broadcastable
 from kerasattn.ops.masking import masked_softmax
 from kerasattn.ops.masking import merge_masks
+from kerasattn.ops.masking import padding_attention_mask
 from kerasattn.ops.masking import sliding_window_mask
 from kerasattn.ops.masking import sliding_window_mask_between
 from kerasattn.ops.tracing import export_graph_enabled
@@ -140,13 +141,31 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores: also return the attention weights.
         training: whether dropout is active.
         use_causal_mask: query `i` sees only keys `j <= i`.
+        cache: optional key/value cache for incremental decoding, `(B, 2,
+            S, K, key_dim)` (keys at index 0, values at index 1, in the
+            layout of the projected heads; needs `value_dim == key_dim` and
+            rank-3 inputs), from `initial_cache` or `compute_cache`. With a
+            cache the layer attends over the cache's `S` positions, and the
+            padding masks of the value and key and `attention_mask` describe
+            those `S` positions: `(B, S)` and `(B, Tq, S)`.
+        cache_update_index: with a `cache`, the position (int or int32
+            scalar tensor) of the first query: the projected key and value
+            (`(B, Tq, dim)` each) are written into the cache at
+            `[index, index + Tq)` before attending, and `use_causal_mask`
+            and `sliding_window` count the query positions from there.
+            `None` attends over the cache as it is (a cross-attention cache;
+            `value` and `key` may then be `None`, and are not used). The
+            positions not yet written hold zeros: hide them with
+            `use_causal_mask=True` (or `attention_mask`).
 
     Returns:
         The output `(B, Tq, E)`, `E` the query's last dimension or
         `output_shape`, carrying the query's Keras mask; with
         `return_attention_scores=True` also the weights `(B, N, Tq, Tk)`
         (with attention axes `(B, <other axes>, N, <query attention axes>,
-        <key attention axes>)`) after masking and before dropout.
+        <key attention axes>)`) after masking and before dropout. With a
+        `cache`, the updated cache comes last: `(output, cache)` or
+        `(output, scores, cache)`.
 
     Example:
 
@@ -156,6 +175,19 @@ class MultiHeadAttention(keras.layers.Layer):
     >>> output, scores = layer(query, value, return_attention_scores=True)
     >>> tuple(output.shape), tuple(scores.shape)
     ((2, 5, 16), (2, 4, 5, 7))
+
+    Decoding step by step with a self-attention cache equals the causal pass:
+
+    >>> cache = layer.initial_cache(batch_size=2, max_length=5)
+    >>> steps = []
+    >>> for index in range(5):
+    ...     step = query[:, index : index + 1]
+    ...     output, cache = layer(step, step, use_causal_mask=True, cache=cache,
+    ...                           cache_update_index=index)
+    ...     steps.append(output)
+    >>> full = layer(query, query, use_causal_mask=True)
+    >>> bool(np.allclose(keras.ops.concatenate(steps, axis=1), full, atol=1e-5))
+    True
     """
 
     def __init__(
@@ -440,6 +472,11 @@ class MultiHeadAttention(keras.layers.Layer):
         return layer
 
     def build(self, query_shape, value_shape, key_shape=None):
+        if value_shape is None:
+            raise ValueError(
+                "Expected a `value` to build the layer from (a layer called with a "
+                "`cache` and no `value` must have been built before), received: value=None"
+            )
         self._check_shapes(query_shape, value_shape, key_shape)
         key_shape = value_shape if key_shape is None else key_shape
         for name, shape in (("query", query_shape), ("value", value_shape), ("key", key_shape)):
@@ -752,7 +789,14 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores: bool = False,
         training=None,
         use_causal_mask: bool = False,
+        cache=None,
+        cache_update_index=None,
     ):
+        if cache is not None or cache_update_index is not None:
+            return self._call_with_cache(
+                query, value, key, query_mask, value_mask, key_mask, attention_mask,
+                return_attention_scores, training, use_causal_mask, cache, cache_update_index,
+            )
         self._check_call(query, value, key, query_mask, value_mask, key_mask, attention_mask,
                          return_attention_scores)
         if key is None:
@@ -801,6 +845,171 @@ class MultiHeadAttention(keras.layers.Layer):
             return output, scores
         return output
 
+    # -- incremental decoding ------------------------------------------------
+
+    def _cache_shape(self, batch_size, length) -> tuple:
+        if self._value_dim != self._key_dim:
+            raise ValueError(
+                "Expected value_dim == key_dim for a key/value cache (keys and values "
+                f"share one tensor), received: key_dim={self._key_dim}, "
+                f"value_dim={self._value_dim}"
+            )
+        return (batch_size, 2, length, self.num_key_value_heads, self._key_dim)
+
+    def initial_cache(self, batch_size, max_length: int, dtype=None):
+        """An empty (all-zero) self-attention cache for incremental decoding.
+
+        Args:
+            batch_size: batch size `B` (int or int scalar tensor).
+            max_length: number of positions `S` the cache holds, the longest
+                sequence to decode.
+            dtype: the cache's dtype; defaults to the layer's compute dtype.
+
+        Returns:
+            Zeros of shape `(B, 2, S, K, key_dim)`, for `call`'s `cache`
+            with a `cache_update_index`.
+        """
+        max_length = _validation.positive_int("max_length", max_length)
+        shape = self._cache_shape(batch_size, max_length)
+        return ops.zeros(shape, dtype=dtype or self.compute_dtype)
+
+    def compute_cache(self, value, key=None):
+        """The projected keys and values of `value` (and `key`), computed once.
+
+        For cross-attention, where every decoding step attends to the same
+        encoder outputs: pass the result as `call`'s `cache` with
+        `cache_update_index=None`.
+
+        Args:
+            value: `(B, S, dim_v)`.
+            key: optional `(B, S, dim_k)`; defaults to `value`.
+
+        Returns:
+            `(B, 2, S, K, key_dim)` in the layer's compute dtype.
+        """
+        if not self.built:
+            raise ValueError(
+                "Expected a built layer (its projections make the cache): call it once "
+                "or build it first, received an unbuilt layer"
+            )
+        key = value if key is None else key
+        for name, x, width in (("value", value, self._value_width), ("key", key, self._key_width)):
+            _validation.rank(name, x.shape, 3)
+            _validation.last_dim(name, x.shape, width)
+        _validation.same_length("key", key.shape, "value", value.shape)
+        self._cache_shape(None, None)  # checks that keys and values fit one tensor
+        return ops.stack((self._key_dense(key), self._value_dense(value)), axis=1)
+
+    def _check_cached_call(
+        self, query, value, key, query_mask, value_mask, key_mask, attention_mask,
+        return_attention_scores, cache, cache_update_index,
+    ) -> None:
+        """`_check_call` for calls with a cache: rank-3 inputs, the cache's
+        shape, and masks over the cache's positions."""
+        if cache is None:
+            raise ValueError(
+                "Expected a `cache` with a `cache_update_index`, received: cache=None, "
+                f"cache_update_index={cache_update_index!r}"
+            )
+        _validation.rank("query", query.shape, 3)
+        _validation.last_dim("query", query.shape, self._query_width)
+        expected = self._cache_shape(query.shape[0], None)
+        if len(cache.shape) != 5 or not all(
+            want is None or got is None or want == got
+            for want, got in zip(expected, cache.shape)
+        ):
+            raise ValueError(
+                f"Expected a `cache` of shape {expected} (batch, keys and values, length, "
+                f"key/value heads, key_dim), received: cache.shape={tuple(cache.shape)}"
+            )
+        if cache_update_index is not None and value is None:
+            raise ValueError(
+                "Expected a `value` to write into the cache at `cache_update_index`, "
+                "received: value=None"
+            )
+        for name, x, width in (("value", value, self._value_width), ("key", key, self._key_width)):
+            if x is not None:
+                _validation.rank(name, x.shape, 3)
+                _validation.last_dim(name, x.shape, width)
+        if return_attention_scores and self._implementation == "chunked":
+            raise ValueError(
+                'Expected return_attention_scores=False with implementation="chunked" '
+                "(the chunked path never materialises the attention weights), "
+                "received: return_attention_scores=True"
+            )
+        batch, query_length, cache_length = query.shape[0], query.shape[1], cache.shape[2]
+        check_broadcastable(query_mask, (batch, query_length), "query_mask")
+        check_broadcastable(value_mask, (batch, cache_length), "value_mask")
+        check_broadcastable(key_mask, (batch, cache_length), "key_mask")
+        target = (batch, query_length, cache_length)
+        if attention_mask is not None and len(attention_mask.shape) == 4:
+            target = (batch, self._num_heads, query_length, cache_length)
+        check_broadcastable(attention_mask, target, "attention_mask")
+
+    def _cached_attention_mask(
+        self, query, cache, cache_update_index, query_mask, value_mask, key_mask,
+        attention_mask, use_causal_mask,
+    ):
+        """`_compute_attention_mask` over the cache's positions, the queries
+        at positions `cache_update_index + i`."""
+        padding = padding_attention_mask(query_mask, merge_masks(value_mask, key_mask))
+        structure = None
+        if use_causal_mask or self._sliding_window is not None:
+            start = 0 if cache_update_index is None else cache_update_index
+            rows = ops.arange(ops.shape(query)[1], dtype="int32") + ops.cast(start, "int32")
+            rows = ops.expand_dims(rows, -1)
+            cols = ops.expand_dims(ops.arange(ops.shape(cache)[2], dtype="int32"), 0)
+            if use_causal_mask:
+                # Also hides the positions not yet written.
+                structure = ops.greater_equal(rows, cols)
+            if self._sliding_window is not None:
+                window = ops.less(ops.abs(rows - cols), self._sliding_window)
+                structure = merge_masks(structure, window)
+        merged = merge_masks(padding, structure)
+        if attention_mask is not None:
+            attention_mask = as_bool_mask(attention_mask)
+            if merged is not None and len(attention_mask.shape) == 4:
+                merged = ops.expand_dims(merged, -3)
+            merged = merge_masks(merged, attention_mask)
+        return merged
+
+    def _call_with_cache(
+        self, query, value, key, query_mask, value_mask, key_mask, attention_mask,
+        return_attention_scores, training, use_causal_mask, cache, cache_update_index,
+    ):
+        self._check_cached_call(
+            query, value, key, query_mask, value_mask, key_mask, attention_mask,
+            return_attention_scores, cache, cache_update_index,
+        )
+        query_heads = self._query_dense(query)  # (B, Tq, N, H)
+        if cache_update_index is not None:
+            key = value if key is None else key
+            start = [0, ops.cast(cache_update_index, "int32"), 0, 0]
+            keys = ops.slice_update(
+                cache[:, 0], start, ops.cast(self._key_dense(key), cache.dtype)
+            )
+            values = ops.slice_update(
+                cache[:, 1], start, ops.cast(self._value_dense(value), cache.dtype)
+            )
+            cache = ops.stack((keys, values), axis=1)
+        key_heads = ops.cast(cache[:, 0], query_heads.dtype)  # (B, S, K, H)
+        value_heads = ops.cast(cache[:, 1], query_heads.dtype)
+        mask = self._cached_attention_mask(
+            query, cache, cache_update_index, query_mask, value_mask, key_mask,
+            attention_mask, use_causal_mask,
+        )
+        # The causal mask sits in `mask` (offset by the index), never in the
+        # flag, which would count the key positions from the queries'.
+        attended, scores = self._compute_attention(
+            query_heads, key_heads, value_heads, mask, training, return_attention_scores
+        )
+        if self._use_gate:
+            attended = attended * self._gate_dense(query)
+        output = self._output_dense(attended)
+        if return_attention_scores:
+            return output, scores, cache
+        return output, cache
+
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         self._check_shapes(query_shape, value_shape, key_shape)
         query_shape = tuple(query_shape)
@@ -820,7 +1029,20 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores: bool = False,
         training=None,
         use_causal_mask: bool = False,
+        cache=None,
+        cache_update_index=None,
     ):
+        if cache is not None or cache_update_index is not None:
+            self._check_cached_call(
+                query, value, key, query_mask, value_mask, key_mask, attention_mask,
+                return_attention_scores, cache, cache_update_index,
+            )
+            shape = tuple(query.shape[:-1]) + (self._output_shape or (query.shape[-1],))
+            outputs = (keras.KerasTensor(shape, dtype=self.compute_dtype),)
+            if return_attention_scores:
+                scores_shape = (query.shape[0], self._num_heads, query.shape[1], cache.shape[2])
+                outputs += (keras.KerasTensor(scores_shape, dtype=self.compute_dtype),)
+            return outputs + (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
         self._check_call(query, value, key, query_mask, value_mask, key_mask, attention_mask,
                          return_attention_scores)
         output_shape = self.compute_output_shape(

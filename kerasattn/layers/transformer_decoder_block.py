@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from kerasattn.layers import _validation
 from kerasattn.layers._transformer_block import TransformerBlockBase
@@ -38,6 +39,16 @@ class TransformerDecoderBlock(TransformerBlockBase):
     projections' biases) and then goes through the residual and feed-forward
     sub-layers, so its output is finite but meaningless; the decoder mask is
     passed on to the output.
+
+    Incremental decoding: with a `self_attention_cache` (from
+    `initial_cache`) and a `self_attention_cache_update_index`, the block
+    takes only the new decoder positions (one token, or a chunk) and attends
+    over the cache, into which it writes their keys and values; with a
+    `cross_attention_cache` (from `compute_cross_attention_cache`) the
+    cross-attention reuses the encoder's keys and values, projected once,
+    and `encoder_sequence` may be left out. Decoding position by position
+    gives the outputs of the full causal pass. The caches are for inference:
+    gradients through them are not a use case.
 
     Args:
         num_heads: number of attention heads (both attentions).
@@ -79,6 +90,22 @@ class TransformerDecoderBlock(TransformerBlockBase):
         return_attention_scores: whether to also return the attention
             weights.
         training: whether dropout is active.
+        self_attention_cache: optional `(B, 2, S, K, key_dim)` cache of the
+            self-attention's keys and values over `S` decoder positions
+            (`K = num_key_value_heads`), from `initial_cache`. With it,
+            `decoder_sequence` holds the `Tq` positions from
+            `self_attention_cache_update_index` on, `decoder_padding_mask`
+            covers all `S` cached positions, `(B, S)` (the slice at the new
+            positions masks the queries), and `decoder_attention_mask` is
+            `(B, Tq, S)`; the decoder's implicit Keras mask masks the new
+            positions' queries only.
+        self_attention_cache_update_index: with a `self_attention_cache`,
+            the position (int or int32 scalar tensor) of
+            `decoder_sequence`'s first position in the decoded sequence.
+        cross_attention_cache: optional `(B, 2, Tk, K, key_dim)` keys and
+            values of the encoder outputs, from
+            `compute_cross_attention_cache`; `encoder_sequence` is then not
+            needed (and not used), but its masks still apply.
         decoder_sequence_mask, encoder_sequence_mask, mask: the implicit
             Keras masks (`mask_zero=True` upstream), filled by Keras and
             merged with the padding masks above: `mask` holds the decoder's
@@ -91,7 +118,10 @@ class TransformerDecoderBlock(TransformerBlockBase):
         `return_attention_scores=True`, the tuple `(output, self_scores,
         cross_scores)`, of shapes `(B, num_heads, Tq, Tq)` and
         `(B, num_heads, Tq, Tk)` (weights after masking, before dropout), or
-        `(output, self_scores)` for a block without cross-attention.
+        `(output, self_scores)` for a block without cross-attention. With a
+        `self_attention_cache`, the updated cache is appended: `(output,
+        cache)`, or `(output, self_scores[, cross_scores], cache)` (the
+        self-attention scores then span the `S` cached positions).
 
     Example:
 
@@ -102,6 +132,30 @@ class TransformerDecoderBlock(TransformerBlockBase):
     >>> decoded = TransformerDecoderBlock(4, 128)(embedding(decoder_ids), encoded)
     >>> decoded.shape
     (None, None, 64)
+
+    Decoding one token at a time, the encoder's keys and values projected
+    once:
+
+    >>> block = TransformerDecoderBlock(num_heads=4, intermediate_dim=32,
+    ...                                 num_key_value_heads=2)
+    >>> target = keras.random.normal((2, 6, 16))
+    >>> source = keras.random.normal((2, 5, 16))
+    >>> source_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)
+    >>> full = block(target, source, encoder_padding_mask=source_mask)
+    >>> cache = block.initial_cache(batch_size=2, max_length=6)
+    >>> cross_cache = block.compute_cross_attention_cache(source)
+    >>> steps = []
+    >>> for index in range(6):
+    ...     output, cache = block(
+    ...         target[:, index : index + 1],
+    ...         encoder_padding_mask=source_mask,
+    ...         self_attention_cache=cache,
+    ...         self_attention_cache_update_index=index,
+    ...         cross_attention_cache=cross_cache,
+    ...     )
+    ...     steps.append(output)
+    >>> bool(np.allclose(keras.ops.concatenate(steps, axis=1), full, atol=1e-5))
+    True
     """
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
@@ -128,14 +182,76 @@ class TransformerDecoderBlock(TransformerBlockBase):
         self._build_feedforward(decoder_sequence_shape, seed_offset=4)
         self._width = width
 
-    def _check_call(self, decoder_sequence, encoder_sequence, masks) -> None:
+    # -- incremental decoding ------------------------------------------------
+
+    def _check_built(self, method: str) -> None:
+        if not self.built:
+            raise ValueError(
+                f"Expected a built block for `{method}` (its attention layers make the "
+                "cache): call it once or build it first, received an unbuilt block"
+            )
+
+    def initial_cache(self, batch_size, max_length: int, dtype=None):
+        """An empty self-attention cache for decoding up to `max_length` positions.
+
+        Args:
+            batch_size: batch size `B` (int or int scalar tensor).
+            max_length: the number of decoder positions `S` the cache holds.
+            dtype: the cache's dtype; defaults to the compute dtype.
+
+        Returns:
+            Zeros of shape `(B, 2, S, num_key_value_heads, key_dim)`, for
+            `call`'s `self_attention_cache`.
+        """
+        self._check_built("initial_cache")
+        return self._self_attention.initial_cache(batch_size, max_length, dtype=dtype)
+
+    def compute_cross_attention_cache(self, encoder_sequence):
+        """The cross-attention's keys and values of the encoder outputs.
+
+        Computed once per source, then passed to every decoding step as
+        `call`'s `cross_attention_cache`.
+
+        Args:
+            encoder_sequence: `(B, Tk, d_enc)` encoder outputs.
+
+        Returns:
+            `(B, 2, Tk, num_key_value_heads, key_dim)`.
+        """
+        self._check_built("compute_cross_attention_cache")
+        if self._cross_attention is None:
+            raise ValueError(
+                "Expected a block with cross-attention (first called with an "
+                "`encoder_sequence`), received a block built without one"
+            )
+        return self._cross_attention.compute_cache(encoder_sequence)
+
+    # -- calling ---------------------------------------------------------------
+
+    def _check_call(
+        self, decoder_sequence, encoder_sequence, masks, self_cache, update_index, cross_cache
+    ) -> None:
         self._check_width("decoder_sequence", decoder_sequence.shape)
         _validation.last_dim("decoder_sequence", decoder_sequence.shape, self._width)
-        has_cross = self._cross_attention is not None
-        if encoder_sequence is None and has_cross:
+        if (self_cache is None) != (update_index is None):
             raise ValueError(
-                "Expected an `encoder_sequence`: the block was built with cross-attention "
-                "(first called with one), received: encoder_sequence=None"
+                "Expected `self_attention_cache` and `self_attention_cache_update_index` "
+                f"both given or both None, received: self_attention_cache is "
+                f"{'None' if self_cache is None else 'given'}, "
+                f"self_attention_cache_update_index={update_index!r}"
+            )
+        has_cross = self._cross_attention is not None
+        if cross_cache is not None and not has_cross:
+            raise ValueError(
+                "Expected no `cross_attention_cache`: the block was built without "
+                "cross-attention (first called without an `encoder_sequence`), received: "
+                f"cross_attention_cache.shape={tuple(cross_cache.shape)}"
+            )
+        if encoder_sequence is None and cross_cache is None and has_cross:
+            raise ValueError(
+                "Expected an `encoder_sequence` (or a `cross_attention_cache`): the block "
+                "was built with cross-attention (first called with one), received: "
+                "encoder_sequence=None"
             )
         if encoder_sequence is not None and not has_cross:
             raise ValueError(
@@ -144,16 +260,19 @@ class TransformerDecoderBlock(TransformerBlockBase):
                 f"encoder_sequence.shape={tuple(encoder_sequence.shape)}"
             )
         batch, query_length = decoder_sequence.shape[0], decoder_sequence.shape[1]
-        decoder_dims = (batch, query_length)
-        check_broadcastable(masks["decoder_padding_mask"], decoder_dims, "decoder_padding_mask")
-        check_broadcastable(masks["mask"], decoder_dims, "mask")
-        check_broadcastable(masks["decoder_sequence_mask"], decoder_dims, "decoder_sequence_mask")
+        # With a cache, the self-attention's keys are the cache's positions.
+        key_length = query_length if self_cache is None else self_cache.shape[2]
+        check_broadcastable(masks["decoder_padding_mask"], (batch, key_length),
+                            "decoder_padding_mask")
+        check_broadcastable(masks["mask"], (batch, query_length), "mask")
+        check_broadcastable(masks["decoder_sequence_mask"], (batch, query_length),
+                            "decoder_sequence_mask")
         check_broadcastable(
             masks["decoder_attention_mask"],
-            (batch, query_length, query_length),
+            (batch, query_length, key_length),
             "decoder_attention_mask",
         )
-        if encoder_sequence is None:
+        if encoder_sequence is None and cross_cache is None:
             for name in ("encoder_padding_mask", "encoder_attention_mask"):
                 if masks[name] is not None:
                     raise ValueError(
@@ -161,15 +280,17 @@ class TransformerDecoderBlock(TransformerBlockBase):
                         f"received: {name}.shape={tuple(masks[name].shape)}"
                     )
             return
-        _validation.rank("encoder_sequence", encoder_sequence.shape, 3)
-        _validation.last_dim("encoder_sequence", encoder_sequence.shape, self._encoder_width)
-        key_length = encoder_sequence.shape[1]
-        encoder_dims = (encoder_sequence.shape[0], key_length)
+        if encoder_sequence is not None:
+            _validation.rank("encoder_sequence", encoder_sequence.shape, 3)
+            _validation.last_dim("encoder_sequence", encoder_sequence.shape, self._encoder_width)
+            encoder_dims = tuple(encoder_sequence.shape[:2])
+        else:
+            encoder_dims = (cross_cache.shape[0], cross_cache.shape[2])
         check_broadcastable(masks["encoder_padding_mask"], encoder_dims, "encoder_padding_mask")
         check_broadcastable(masks["encoder_sequence_mask"], encoder_dims, "encoder_sequence_mask")
         check_broadcastable(
             masks["encoder_attention_mask"],
-            (batch, query_length, key_length),
+            (batch, query_length, encoder_dims[1]),
             "encoder_attention_mask",
         )
 
@@ -184,6 +305,9 @@ class TransformerDecoderBlock(TransformerBlockBase):
         use_causal_mask: bool = True,
         return_attention_scores: bool = False,
         training=None,
+        self_attention_cache=None,
+        self_attention_cache_update_index=None,
+        cross_attention_cache=None,
         decoder_sequence_mask=None,
         encoder_sequence_mask=None,
         mask=None,
@@ -197,44 +321,70 @@ class TransformerDecoderBlock(TransformerBlockBase):
             encoder_sequence_mask=encoder_sequence_mask,
             mask=mask,
         )
-        self._check_call(decoder_sequence, encoder_sequence, masks)
-        decoder_padding = merge_masks(decoder_padding_mask, decoder_sequence_mask, mask)
+        self._check_call(
+            decoder_sequence, encoder_sequence, masks,
+            self_attention_cache, self_attention_cache_update_index, cross_attention_cache,
+        )
+        cached = self_attention_cache is not None
+        key_padding = merge_masks(decoder_padding_mask)
+        query_padding = merge_masks(decoder_sequence_mask, mask)
+        if cached and key_padding is not None:
+            # The new positions' slice of the mask over the cached positions.
+            if len(key_padding.shape) == 1:
+                key_padding = key_padding[None]
+            start = ops.cast(self_attention_cache_update_index, "int32")
+            size = (ops.shape(key_padding)[0], ops.shape(decoder_sequence)[1])
+            query_padding = merge_masks(ops.slice(key_padding, (0, start), size), query_padding)
+        elif not cached:
+            query_padding = key_padding = merge_masks(key_padding, query_padding)
         encoder_padding = merge_masks(encoder_padding_mask, encoder_sequence_mask)
 
-        def attention(layer, value, value_mask, attention_mask, causal):
+        def attention(layer, value, value_mask, attention_mask, causal, **cache_args):
             # The masks are passed explicitly, so that the attention does not
             # fill them from whatever Keras mask its inputs carry.
             def sublayer(x):
                 result = layer(
                     query=x,
-                    value=x if value is None else value,
-                    query_mask=decoder_padding,
+                    value=x if value is _SELF else value,
+                    query_mask=query_padding,
                     value_mask=value_mask,
                     attention_mask=attention_mask,
                     use_causal_mask=causal,
                     return_attention_scores=return_attention_scores,
                     training=training,
+                    **cache_args,
                 )
-                return result if return_attention_scores else (result, None)
+                # (output, [scores], [cache]) -> (output, ([scores], [cache]))
+                result = result if isinstance(result, tuple) else (result,)
+                return result[0], result[1:]
 
             return sublayer
 
-        x, self_scores = self._residual(
+        self_cache_args = {}
+        if cached:
+            self_cache_args = dict(
+                cache=self_attention_cache, cache_update_index=self_attention_cache_update_index
+            )
+        x, self_extras = self._residual(
             decoder_sequence,
             self._self_attention_layer_norm,
             attention(
                 self._self_attention,
-                None,
-                decoder_padding,
+                _SELF,
+                key_padding,
                 decoder_attention_mask,
                 use_causal_mask,
+                **self_cache_args,
             ),
             self._self_attention_dropout,
             training,
         )
-        cross_scores = None
-        if encoder_sequence is not None:
-            x, cross_scores = self._residual(
+        cross_extras = ()
+        if self._cross_attention is not None:
+            cross_cache_args = {}
+            if cross_attention_cache is not None:
+                cross_cache_args = dict(cache=cross_attention_cache)
+            x, cross_extras = self._residual(
                 x,
                 self._cross_attention_layer_norm,
                 attention(
@@ -243,16 +393,18 @@ class TransformerDecoderBlock(TransformerBlockBase):
                     encoder_padding,
                     encoder_attention_mask,
                     False,
+                    **cross_cache_args,
                 ),
                 self._cross_attention_dropout,
                 training,
             )
         x = self._feedforward(x, training)
-        if not return_attention_scores:
-            return x
-        if encoder_sequence is None:
-            return x, self_scores
-        return x, self_scores, cross_scores
+        outputs = (x,)
+        if return_attention_scores:
+            outputs += self_extras[:1] + cross_extras[:1]
+        if cached:
+            outputs += self_extras[-1:]
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def compute_output_spec(
         self,
@@ -265,6 +417,9 @@ class TransformerDecoderBlock(TransformerBlockBase):
         use_causal_mask: bool = True,
         return_attention_scores: bool = False,
         training=None,
+        self_attention_cache=None,
+        self_attention_cache_update_index=None,
+        cross_attention_cache=None,
         decoder_sequence_mask=None,
         encoder_sequence_mask=None,
         mask=None,
@@ -278,18 +433,39 @@ class TransformerDecoderBlock(TransformerBlockBase):
             encoder_sequence_mask=encoder_sequence_mask,
             mask=mask,
         )
-        self._check_call(decoder_sequence, encoder_sequence, masks)
-        output = keras.KerasTensor(decoder_sequence.shape, dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return output
+        self._check_call(
+            decoder_sequence, encoder_sequence, masks,
+            self_attention_cache, self_attention_cache_update_index, cross_attention_cache,
+        )
+        outputs = (keras.KerasTensor(decoder_sequence.shape, dtype=self.compute_dtype),)
         batch, query_length = decoder_sequence.shape[0], decoder_sequence.shape[1]
-        self_scores = keras.KerasTensor(
-            (batch, self.num_heads, query_length, query_length), dtype=self.compute_dtype
-        )
-        if encoder_sequence is None:
-            return output, self_scores
-        cross_scores = keras.KerasTensor(
-            (batch, self.num_heads, query_length, encoder_sequence.shape[1]),
-            dtype=self.compute_dtype,
-        )
-        return output, self_scores, cross_scores
+        if return_attention_scores:
+            key_length = query_length
+            if self_attention_cache is not None:
+                key_length = self_attention_cache.shape[2]
+            outputs += (
+                keras.KerasTensor(
+                    (batch, self.num_heads, query_length, key_length), dtype=self.compute_dtype
+                ),
+            )
+            if self._cross_attention is not None:
+                encoder_length = (
+                    cross_attention_cache.shape[2]
+                    if encoder_sequence is None
+                    else encoder_sequence.shape[1]
+                )
+                outputs += (
+                    keras.KerasTensor(
+                        (batch, self.num_heads, query_length, encoder_length),
+                        dtype=self.compute_dtype,
+                    ),
+                )
+        if self_attention_cache is not None:
+            outputs += (
+                keras.KerasTensor(self_attention_cache.shape, dtype=self_attention_cache.dtype),
+            )
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
+# Marks the self-attention's value: the sub-layer's own input.
+_SELF = object()
