@@ -11,6 +11,26 @@ run is printed, beside the anchor's number on the same data:
   per run: the fold is the test split, the other nine train; `--folds`
   picks which). Anchor: Kim's CNN-rand, as published (SST-2: 82.7 on the
   test sentences of the binary task, MR 76.1, SUBJ 89.6).
+- `--model tagger`: CoNLL-2003, BC5CDR and NCBI-disease (valid: the test
+  splits are not here). Anchor: spaCy 3.8's NER trained from scratch on the
+  same files by this script, as the issue ran it: `init config --optimize
+  accuracy` for CPU without static vectors, 3,000 steps, the best
+  checkpoint on valid kept (spaCy's own selection); its valid tags are
+  scored by the same seqeval call as ours (`entity_scores`). spaCy is
+  installed for this benchmark only (`pip install spacy==3.8.16`), never a
+  dependency.
+- `--model recommender`: Video Games (SASRec's file) and MovieLens-100k,
+  both protocols (100 sampled negatives; the full catalogue), test scored
+  once at the best validation epoch. Anchors: SASRec as issue 12 recorded
+  it on Video Games (HR@10 0.7442, NDCG@10 0.5376, sampled protocol), and
+  on MovieLens-100k a SASRec.pytorch-style run on the same split by this
+  script: `benchmarks/sasrec_speed.py`'s PyTorch SASRec from the paper with
+  SASRec.pytorch's MovieLens-1M settings (length 200, width 50, 2 blocks,
+  1 head, dropout 0.2, batch 128, Adam 1e-3, BCE with one negative),
+  validated every 20 epochs up to as many optimizer steps as our rule
+  gives (10,000) and stopped after 10 validations without a better
+  NDCG@10; the best validation's weights score test. PyTorch is installed
+  for this benchmark only (a `torch-*+cpu` wheel), never a dependency.
 
 A data set's folder is written under `--work` (the folds as `train.tsv` /
 `dev.tsv`, read from `--data`; nothing is copied into the repository), and
@@ -18,6 +38,8 @@ each run's output folder is kept there, so running the same command again
 resumes unfinished runs and reprints finished ones.
 
     python benchmarks/generalisation.py --model classifier --sets sst2,mr,subj --folds 0
+    python benchmarks/generalisation.py --model tagger --sets conll2003,bc5cdr,ncbi-disease
+    python benchmarks/generalisation.py --model recommender --sets ml-100k
 """
 
 from __future__ import annotations
@@ -36,6 +58,14 @@ from zoo import console  # noqa: E402
 
 # Kim (2014), CNN-rand: random word vectors, trained on the task alone.
 CLASSIFIER_ANCHORS = {"sst2": 82.7, "mr": 76.1, "subj": 89.6}
+TAGGER_SETS = ("conll2003", "bc5cdr", "ncbi-disease")
+SPACY_STEPS = 3000
+RECOMMENDER_SETS = {"video": "sasrec/Video.txt", "ml-100k": "ml-100k"}
+# Issue 12's record of SASRec on Video Games (sampled protocol).
+SASREC_VIDEO = {"hr@10": 0.7442, "ndcg@10": 0.5376}
+SASREC_STEPS = 10_000
+SASREC_EVERY = 20  # epochs between validations, as SASRec.pytorch
+SASREC_PATIENCE = 10  # validations
 
 
 def _fold_folder(source: Path, fold: int, folder: Path) -> Path:
@@ -82,35 +112,224 @@ def run_recipe(model: str, data: Path, out: Path, flags: list[str]) -> dict:
     return json.loads(metrics.read_text(encoding="utf-8"))
 
 
+def _write_json(path: Path, value: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    temporary.rename(path)
+
+
+def run_spacy_ner(folder: Path, out: Path) -> dict:
+    """spaCy's NER from scratch on `folder`'s train.txt, scored on its valid.txt;
+    returns (and keeps, in `out/metrics.json`) the scores and the wall time."""
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        return json.loads(metrics.read_text(encoding="utf-8"))
+    import time
+
+    import spacy
+    from spacy.cli.init_config import init_config
+    from spacy.cli.train import train
+    from spacy.tokens import Doc, DocBin, Span
+
+    from kerasattn import data as kdata
+    from zoo.sequence_tagger.data import entity_scores, read_splits
+
+    splits = read_splits(folder)
+    nlp = spacy.blank("en")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, sentences in (("train", splits.train), ("valid", splits.validation)):
+        docs = DocBin()
+        for tokens, tags in zip(sentences.tokens, sentences.tags):
+            doc = Doc(nlp.vocab, words=tokens)
+            doc.ents = [Span(doc, start, end, label=label)
+                        for label, start, end in kdata.entity_spans(tags, sentences.scheme)]
+            docs.add(doc)
+        docs.to_disk(out / f"{name}.spacy")
+    config = init_config(lang="en", pipeline=["ner"], optimize="accuracy", gpu=False)
+    # No static vectors: none can be downloaded, and the issue's spaCy run had none.
+    config["components"]["tok2vec"]["model"]["embed"]["include_static_vectors"] = False
+    config["initialize"]["vectors"] = None
+    config["paths"]["train"] = str(out / "train.spacy")
+    config["paths"]["dev"] = str(out / "valid.spacy")
+    config["training"]["max_steps"] = SPACY_STEPS
+    config.to_disk(out / "config.cfg")
+    start = time.perf_counter()
+    train(out / "config.cfg", out / "model", use_gpu=-1)
+    wall = time.perf_counter() - start
+    best = spacy.load(out / "model" / "model-best")
+    predicted = []
+    for doc in best.pipe(Doc(best.vocab, words=tokens) for tokens in splits.validation.tokens):
+        predicted.append([f"{token.ent_iob_}-{token.ent_type_}" if token.ent_iob_ != "O"
+                          else "O" for token in doc])
+    gold = [kdata.convert_tags(tags, splits.validation.scheme, "IOB2")
+            for tags in splits.validation.tags]
+    scores = entity_scores(gold, predicted)
+    parameters = sum(int(node.get_param(name).size)
+                     for _, component in best.components if hasattr(component, "model")
+                     for node in component.model.walk()
+                     for name in node.param_names if node.has_param(name))
+    result = {"validation": scores, "wall_seconds": round(wall, 1), "steps": SPACY_STEPS,
+              "parameters": parameters, "spacy": spacy.__version__}
+    _write_json(metrics, result)
+    return result
+
+
+def run_sasrec_anchor(path: Path, out: Path, seed: int = 1) -> dict:
+    """A PyTorch SASRec (SASRec.pytorch's MovieLens settings) trained on `path`'s
+    leave-one-out split; returns (and keeps, in `out/metrics.json`) both protocols
+    on validation and test, and the wall time."""
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        return json.loads(metrics.read_text(encoding="utf-8"))
+    import copy
+    import math
+    import time
+
+    # Before torch loads its OpenMP runtime (see sasrec_speed.py's docstring).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    from sasrec_speed import TorchTrainer, usable_users
+    from zoo.recommender import data as recommender_data
+    from zoo.recommender import ranking
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(os.cpu_count())
+    data = recommender_data.read(path)
+    settings = argparse.Namespace(max_length=200, hidden_dim=50, layers=2, heads=1, dropout=0.2,
+                                  batch_size=128, learning_rate=1e-3)
+    trainer = TorchTrainer(data.split.train, data.num_items, settings)
+    steps = math.ceil(usable_users(data.split.train) / settings.batch_size)
+
+    def evaluate(which: str) -> dict:
+        evaluation = recommender_data.evaluation_set(data, which)
+        return ranking.evaluate_ranking(
+            trainer.score_all, evaluation.padded(settings.max_length), evaluation.targets,
+            evaluation.histories, data.num_items, evaluation.negatives, batch_size=1024,
+            k=recommender_data.K)
+
+    start = time.perf_counter()
+    best, history, waited = None, [], 0
+    for epoch in range(SASREC_EVERY, math.ceil(SASREC_STEPS / steps) + 1, SASREC_EVERY):
+        trainer.run(steps * SASREC_EVERY)
+        valid = evaluate("valid")
+        history.append({"epoch": epoch, **valid["sampled"]})
+        print(f"  SASRec epoch {epoch}: valid NDCG@10 {valid['sampled']['ndcg@10']:.4f}",
+              flush=True)
+        if best is None or valid["sampled"]["ndcg@10"] > best[1]["sampled"]["ndcg@10"]:
+            best, waited = (epoch, valid, copy.deepcopy(trainer.model.state_dict())), 0
+        else:
+            waited += 1
+            if waited >= SASREC_PATIENCE:
+                break
+    epoch, valid, weights = best
+    trainer.model.load_state_dict(weights)
+    result = {"valid": valid, "test": evaluate("test"), "best_epoch": epoch,
+              "steps_per_epoch": steps, "history": history,
+              "wall_seconds": round(time.perf_counter() - start, 1),
+              "parameters": sum(p.numel() for p in trainer.model.parameters()),
+              "torch": torch.__version__}
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(metrics, result)
+    return result
+
+
+def recommender_table(args, work: Path) -> None:
+    sets = [name.strip() for name in args.sets.split(",") if name.strip()]
+    unknown = sorted(set(sets) - set(RECOMMENDER_SETS))
+    if unknown:
+        raise SystemExit(f"--sets: expected some of {', '.join(RECOMMENDER_SETS)}; "
+                         f"received {', '.join(unknown)}")
+    print("test HR@10 / NDCG@10, sampled (100 negatives) and full ranking; "
+          "the epoch chosen on validation NDCG@10")
+    print(f"{'data set':9} {'who':14} {'sampled':>15} {'full':>15} {'minutes':>8} "
+          f"{'parameters':>10}  derived")
+    for name in sets:
+        path = Path(args.data) / RECOMMENDER_SETS[name]
+        ours = run_recipe("recommender", path, work / "runs" / f"recommender-{name}",
+                          args.flags.split())
+        rows = [("ours", ours["test"], ours["wall_seconds"], ours["parameters"], _derived(ours))]
+        if name == "video":
+            rows.append(("SASRec (i. 12)", {"sampled": SASREC_VIDEO}, None, None, ""))
+        else:
+            theirs = run_sasrec_anchor(path, work / "runs" / f"sasrec-{name}")
+            rows.append(("SASRec PyTorch", theirs["test"], theirs["wall_seconds"],
+                         theirs["parameters"], f"best epoch {theirs['best_epoch']}"))
+        for who, test, seconds, parameters, note in rows:
+            sampled = f"{test['sampled']['hr@10']:.4f} / {test['sampled']['ndcg@10']:.4f}"
+            full = (f"{test['full']['hr@10']:.4f} / {test['full']['ndcg@10']:.4f}"
+                    if "full" in test else "-")
+            minutes = "-" if seconds is None else f"{seconds / 60:.1f}"
+            count = "-" if parameters is None else f"{parameters:,}"
+            print(f"{name:9} {who:14} {sampled:>15} {full:>15} {minutes:>8} {count:>10}  {note}",
+                  flush=True)
+
+
+def _derived(metrics: dict) -> str:
+    derived = metrics.get("derived", {}).get("derived", {})
+    return ", ".join(f"{key} {value}" for key, value in derived.items())
+
+
+def classifier_table(args, work: Path) -> None:
+    sets = [name.strip() for name in args.sets.split(",") if name.strip()]
+    folds = [int(fold) for fold in args.folds.split(",") if fold.strip()]
+    print(f"{'data set':16} {'accuracy':>8} {'Kim CNN-rand':>12} {'minutes':>8} "
+          f"{'parameters':>10}  derived")
+    for label, folder, anchor in classifier_runs(Path(args.data), work, sets, folds):
+        out = work / "runs" / f"classifier-{folder.name}"
+        metrics = run_recipe("attention-transformer", folder, out, args.flags.split())
+        print(f"{label:16} {100 * metrics['dev']['accuracy']:8.2f} {anchor:12.1f} "
+              f"{metrics['wall_seconds'] / 60:8.1f} {metrics['parameters']:10,}  "
+              + _derived(metrics), flush=True)
+
+
+def tagger_table(args, work: Path) -> None:
+    sets = [name.strip() for name in args.sets.split(",") if name.strip()]
+    unknown = sorted(set(sets) - set(TAGGER_SETS))
+    if unknown:
+        raise SystemExit(f"--sets: expected some of {', '.join(TAGGER_SETS)}; "
+                         f"received {', '.join(unknown)}")
+    print(f"{'data set':14} {'F1':>6} {'spaCy F1':>8} {'minutes':>8} {'spaCy min':>9} "
+          f"{'parameters':>10} {'spaCy par':>10}  derived")
+    for name in sets:
+        folder = Path(args.data) / name
+        ours = run_recipe("sequence-tagger", folder, work / "runs" / f"tagger-{name}",
+                          args.flags.split())
+        theirs = run_spacy_ner(folder, work / "runs" / f"spacy-{name}")
+        print(f"{name:14} {100 * ours['validation']['overall']['f1']:6.2f} "
+              f"{100 * theirs['validation']['overall']['f1']:8.2f} "
+              f"{ours['wall_seconds'] / 60:8.1f} {theirs['wall_seconds'] / 60:9.1f} "
+              f"{ours['parameters']:10,} {theirs['parameters']:10,}  " + _derived(ours),
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("classifier",), default="classifier")
+    parser.add_argument("--model", choices=("classifier", "tagger", "recommender"),
+                        default="classifier")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"),
                         help="the shared data folder (default: %(default)s)")
     parser.add_argument("--work", default="generalisation_runs",
                         help="where the fold folders and the runs go (default: %(default)s)")
-    parser.add_argument("--sets", default="sst2,mr,subj", help="data sets (default: %(default)s)")
+    parser.add_argument("--sets", default=None,
+                        help="data sets (default: sst2,mr,subj for the classifier, "
+                             f"{','.join(TAGGER_SETS)} for the tagger, "
+                             f"{','.join(RECOMMENDER_SETS)} for the recommender)")
     parser.add_argument("--folds", default="0", help="folds of MR and SUBJ (default: %(default)s)")
     parser.add_argument("--flags", default="", help="extra recipe flags, e.g. '--seed 2'")
     args = parser.parse_args()
+    if args.sets is None:
+        args.sets = {"classifier": "sst2,mr,subj", "tagger": ",".join(TAGGER_SETS),
+                     "recommender": ",".join(RECOMMENDER_SETS)}[args.model]
     console.quiet()  # TensorFlow's start-up lines stay off the table
     from zoo import training
 
-    work = Path(args.work).resolve()
-    sets = [name.strip() for name in args.sets.split(",") if name.strip()]
-    folds = [int(fold) for fold in args.folds.split(",") if fold.strip()]
     flags = sorted(flag for flag in training.cpu_flags()
                    if flag in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"))
     print(f"CPU: {training.cpu_name()}, {os.cpu_count()} cores, {' '.join(flags)}")
-    print(f"{'data set':16} {'accuracy':>8} {'Kim CNN-rand':>12} {'minutes':>8} "
-          f"{'parameters':>10}  derived")
-    for label, folder, anchor in classifier_runs(Path(args.data), work, sets, folds):
-        out = work / "runs" / f"{args.model}-{folder.name}"
-        metrics = run_recipe("attention-transformer", folder, out, args.flags.split())
-        derived = metrics.get("derived", {}).get("derived", {})
-        print(f"{label:16} {100 * metrics['dev']['accuracy']:8.2f} {anchor:12.1f} "
-              f"{metrics['wall_seconds'] / 60:8.1f} {metrics['parameters']:10,}  "
-              + ", ".join(f"{key} {value}" for key, value in derived.items()), flush=True)
+    tables = {"classifier": classifier_table, "tagger": tagger_table,
+              "recommender": recommender_table}
+    tables[args.model](args, Path(args.work).resolve())
 
 
 if __name__ == "__main__":
