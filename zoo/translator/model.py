@@ -707,7 +707,8 @@ class Translator(Task):
             indices = order[start:start + batch_size]
             features = self.preprocessor([texts[i] for i in indices])
             ids = self.generate(features["encoder_token_ids"], features["encoder_padding_mask"],
-                                beam=beam, max_length=max_length,
+                                beam=beam,
+                                max_length=None if max_length is None else max_length + 1,
                                 length_penalty=length_penalty)
             for index, text in zip(indices, self.preprocessor.detokenize(ids[:, 1:])):
                 results[index] = text

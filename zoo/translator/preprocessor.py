@@ -35,6 +35,12 @@ def _model_bytes(model) -> Optional[bytes]:
     return Path(model).read_bytes()
 
 
+def _lengths(tokenizer: SubwordPreprocessor, texts: Sequence[str]) -> np.ndarray:
+    if not texts:
+        return np.zeros((0,), "int64")
+    return tokenizer.tokenize(tf.constant(list(texts), tf.string)).row_lengths().numpy()
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class TranslatorPreprocessor(Preprocessor):
     """Source strings (and target strings) to a translator's ids and masks.
@@ -108,9 +114,12 @@ class TranslatorPreprocessor(Preprocessor):
         return self.target_tokenizer.vocabulary_size
 
     def source_lengths(self, texts: Sequence[str]) -> np.ndarray:
-        """Each text's number of source tokens, before any cut."""
-        return self.source_tokenizer.tokenize(tf.constant(list(texts), tf.string)).row_lengths(
-        ).numpy()
+        """Each source text's number of tokens, before any cut."""
+        return _lengths(self.source_tokenizer, texts)
+
+    def target_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Each target text's number of tokens, before any cut."""
+        return _lengths(self.target_tokenizer, texts)
 
     def call(self, x, y=None, sample_weight=None):
         source = self.source_tokenizer.tokenize(x)[:, : self.source_sequence_length]
@@ -138,7 +147,7 @@ class TranslatorPreprocessor(Preprocessor):
     def detokenize(self, token_ids) -> list[str]:
         """Target ids `(B, T)` to strings, each read up to its first `[END]`."""
         texts = self.target_tokenizer.detokenize(tf.convert_to_tensor(token_ids))
-        return [text.decode("utf-8") for text in texts.numpy()]
+        return [text.decode("utf-8", errors="replace") for text in texts.numpy()]
 
     def compute_output_spec(self, x, y=None, sample_weight=None):
         shape = tuple(x.shape)[:1] + (None,)

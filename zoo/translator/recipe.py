@@ -1,0 +1,177 @@
+"""The translator's recipe: train, predict, evaluate.
+
+`python -m zoo train translator --data DIR --out OUT` reads the training
+pairs from `DIR/train.<src>` and `DIR/train.<tgt>` (one sentence a line,
+aligned; `--source-language en --target-language de` by default, as
+Multi30k) or `DIR/train.tsv` (a `source<TAB>target` header), and the
+validation pairs from `val.*` the same way. It learns one SentencePiece
+vocabulary of both languages, trains a Transformer encoder–decoder with
+teacher forcing and label smoothing, early-stops on validation BLEU
+(sacreBLEU, cased, 13a; greedy decoding at every epoch's end), restores
+the best epoch, scores validation greedy and with `--beam`, and writes to
+`OUT`:
+
+- `model.keras`: the translator with its preprocessor (one file);
+- `preset/`: the same as a preset folder (`zoo/preset.py`), loadable with
+  `Translator.from_preset(path)`;
+- `metrics.json`: the options, the data-derived defaults, validation BLEU
+  and chrF (greedy and beam; BLEU lowercased too), decoding speed,
+  per-epoch history and times, wall time;
+- `training_curves.png`; `logs/`: TensorBoard (loss, accuracy, BLEU);
+- `sentencepiece.model` and `run/`: the vocabulary, the epoch record, best
+  weights and, while it trains, `BackupAndRestore`'s state: run the same
+  command again after an interruption and it resumes.
+
+No preset is shipped yet: `predict` and `evaluate` take `--model
+OUT/model.keras` (or `--preset FOLDER`) until `multi30k-en-de` is.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+from zoo import console
+from zoo import registry
+from zoo.translator.defaults import BUDGET_STEPS
+from zoo.translator.defaults import MAX_VOCABULARY
+from zoo.translator.defaults import MIN_EPOCHS
+from zoo.translator.defaults import MIN_PATIENCE_EPOCHS
+from zoo.translator.defaults import PATIENCE_STEPS
+
+MODEL_NAME = "translator"
+DEFAULT_BEAM = 4
+
+
+class TranslatorRecipe(registry.Recipe):
+    """The recipe of `zoo.translator` (see the module's docstring)."""
+
+    name = MODEL_NAME
+    package = "zoo.translator"
+    default_preset = "multi30k-en-de"
+    summary = ("translator (Multi30k En→De): Transformer encoder–decoder, multi-head or "
+               "additive cross-attention, cached greedy / beam decoding")
+    description = __doc__
+
+    # -- train ----------------------------------------------------------------
+
+    def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add = registry.option_adder(parser)
+        add("--data", "folder with train.<src>/train.<tgt> and val.<src>/val.<tgt> (or "
+            "train.tsv and val.tsv)", required=True)
+        add("--out", "output folder; running again with the same folder resumes", required=True)
+        add("--source-language", "file ending of the source sentences", default="en")
+        add("--target-language", "file ending of the target sentences", default="de")
+        add("--vocabulary-size", "joint SentencePiece vocabulary (default: from the data: "
+            f"half the distinct words, at most {MAX_VOCABULARY:,})", type=int, default=None)
+        add("--sequence-length", "most subword tokens of a source or target sentence",
+            type=int, default=128)
+        add("--cross-attention", "the decoder's attention over the source",
+            choices=("multi_head", "additive"), default="multi_head")
+        add("--encoder-layers", "encoder blocks", type=int, default=3)
+        add("--decoder-layers", "decoder layers", type=int, default=3)
+        add("--hidden-dim", "model width", type=int, default=256)
+        add("--heads", "attention heads", type=int, default=4)
+        add("--intermediate-dim", "feed-forward width", type=int, default=1024)
+        add("--dropout", "dropout after embeddings and in the blocks", type=float, default=0.1)
+        add("--attention-dropout", "dropout on attention weights", type=float, default=0.0)
+        add("--label-smoothing", "label smoothing of the training targets", type=float,
+            default=0.1)
+        add("--epochs", "maximum epochs (default: from the data: at least "
+            f"{MIN_EPOCHS} epochs and {BUDGET_STEPS:,} steps)", type=int, default=None)
+        add("--patience", "early stopping: epochs without a better validation BLEU (default: "
+            f"from the data: at least {MIN_PATIENCE_EPOCHS} epochs and {PATIENCE_STEPS:,} "
+            "steps)", type=int, default=None)
+        add("--batch-size", "sentence pairs per batch", type=int, default=64)
+        add("--learning-rate", "peak learning rate", type=float, default=7e-4)
+        add("--warmup-steps", "linear warmup steps (default: from the data: a tenth of the "
+            "training steps, at most 1,000)", type=int, default=None)
+        add("--weight-decay", "AdamW weight decay", type=float, default=0.01)
+        add("--beam", "beam width of the final validation score", type=int,
+            default=DEFAULT_BEAM)
+        add("--seed", "random seed", type=int, default=1)
+        registry.add_device_arguments(add)
+        add("--verbose", console.VERBOSE_HELP, type=int, choices=(0, 1, 2), default=None)
+
+    def train(self, args: argparse.Namespace) -> str:
+        from zoo.translator import train
+
+        metrics = train.run(args, self.name)
+        greedy, beam = metrics["validation"]["greedy"], metrics["validation"]["beam"]
+        return (f"validation BLEU {greedy['bleu']:.2f} greedy, {beam['bleu']:.2f} beam "
+                f"{beam['beam']} (chrF {beam['chrf']:.2f}; best epoch {metrics['best_epoch']}); "
+                f"wrote {args.out}")
+
+    # -- predict --------------------------------------------------------------
+
+    def _add_decoding_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--beam", type=int, default=DEFAULT_BEAM,
+                            help="beam width; 1 for greedy search (default: %(default)s)")
+        parser.add_argument("--max-length", type=int, default=None,
+                            help="most target tokens (default: 1.5 times the source's, plus 10)")
+        parser.add_argument("--batch-size", type=int, default=64,
+                            help="sentences decoded together (default: %(default)s)")
+
+    def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("texts", nargs="+", help="sentences to translate")
+        registry.add_model_source_arguments(parser, self.default_preset)
+        self._add_decoding_arguments(parser)
+        parser.add_argument("--json", action="store_true",
+                            help="print one JSON object per sentence")
+
+    def predict(self, args: argparse.Namespace) -> None:
+        import json
+
+        model = self.load(args.preset, args.model)
+        _check_decoding_arguments(args)
+        translations = model.translate(args.texts, beam=args.beam, max_length=args.max_length,
+                                       batch_size=args.batch_size)
+        for text, translation in zip(args.texts, translations):
+            print(json.dumps({"text": text, "translation": translation}, ensure_ascii=False)
+                  if args.json else translation)
+
+    # -- evaluate -------------------------------------------------------------
+
+    def add_evaluate_arguments(self, parser: argparse.ArgumentParser) -> None:
+        self._add_decoding_arguments(parser)
+
+    def load(self, preset: Optional[str], model_path: Optional[str]):
+        from zoo import preset as preset_format
+        from zoo.translator.model import Translator
+
+        if model_path is not None:
+            return registry.load_task_file(model_path, (Translator,))
+        name = preset or self.default_preset
+        if name not in preset_format.shipped(self.package) and not Path(name).is_dir():
+            raise ValueError(
+                f"expected a shipped preset or a preset folder, received: {name!r}, and no "
+                f"translator preset is shipped yet; train one (python -m zoo train {self.name} "
+                "--data DIR --out OUT) and pass --model OUT/model.keras")
+        return Translator.from_preset(name)
+
+    def evaluate(self, model, data: Path, args: argparse.Namespace) -> dict:
+        from kerasattn import data as kdata
+        from zoo.translator.data import score
+
+        _check_decoding_arguments(args)
+        scores = score(model, kdata.read_parallel_text(data), beam=args.beam,
+                       batch_size=args.batch_size, max_length=args.max_length)
+        return {key: scores[key]
+                for key in ("bleu", "chrf", "sentences", "beam", "target_tokens_per_second")}
+
+    def format_metrics(self, metrics: dict) -> str:
+        return (f"BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f} (sacreBLEU, cased, "
+                f"13a) on {metrics['sentences']} sentences, beam {metrics['beam']}; "
+                f"{metrics['target_tokens_per_second']:.0f} target tokens/s")
+
+
+def _check_decoding_arguments(args: argparse.Namespace) -> None:
+    from zoo import training
+
+    training.check_option_ranges(args, positive=("beam", "batch_size"))
+    if args.max_length is not None and args.max_length < 1:
+        raise ValueError(f"expected --max-length > 0, received: {args.max_length}")
+
+
+registry.register(TranslatorRecipe())
