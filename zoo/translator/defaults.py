@@ -1,10 +1,10 @@
 """The translator recipe's defaults that come from the training data, by written rules.
 
 - `--vocabulary-size`: the joint SentencePiece vocabulary of both
-  languages, half the distinct whitespace-separated words of the training
-  pairs rounded to hundreds, within [400, 8,000] (Multi30k's 29,000 pairs:
-  8,000; a few dozen pairs: 400, of which SentencePiece keeps what the text
-  holds).
+  languages: its 260 reserved and byte pieces plus half the distinct
+  whitespace-separated words of the training pairs, rounded to hundreds,
+  within [400, 8,000] (Multi30k's 29,000 pairs: 8,000; a few dozen pairs:
+  400, of which SentencePiece keeps what the text holds).
 - `--epochs`: at least 10 epochs and at least 10,000 optimizer steps
   (Multi30k at batch 64, 454 steps an epoch: 23 epochs).
 - `--patience`: early stopping after at least 3 epochs and at least 2,000
@@ -23,6 +23,8 @@ from typing import Sequence
 from zoo.derived import DerivedOptions
 
 MIN_VOCABULARY, MAX_VOCABULARY = 400, 8000
+# learn_sentencepiece_model's 4 reserved tokens and 256 byte pieces.
+BASE_PIECES = 260
 MIN_EPOCHS, BUDGET_STEPS = 10, 10_000
 MIN_PATIENCE_EPOCHS, PATIENCE_STEPS = 3, 2000
 MAX_WARMUP_STEPS = 1000
@@ -30,7 +32,7 @@ MAX_WARMUP_STEPS = 1000
 
 def vocabulary_size_for(distinct_words: int) -> int:
     """The joint vocabulary's size for training text of `distinct_words` words (see above)."""
-    return min(MAX_VOCABULARY, max(MIN_VOCABULARY, round(distinct_words / 2, -2)))
+    return min(MAX_VOCABULARY, max(MIN_VOCABULARY, round(BASE_PIECES + distinct_words / 2, -2)))
 
 
 def derive_data(args: argparse.Namespace, sources: Sequence[str],
@@ -48,7 +50,8 @@ def derive_data(args: argparse.Namespace, sources: Sequence[str],
         "target_words": len(target_words), "distinct_words": distinct,
     })
     derived.set("vocabulary_size", vocabulary_size_for(distinct),
-                f"half the distinct words, within [{MIN_VOCABULARY:,}, {MAX_VOCABULARY:,}]")
+                f"{BASE_PIECES} + half the distinct words, within "
+                f"[{MIN_VOCABULARY:,}, {MAX_VOCABULARY:,}]")
     return derived
 
 

@@ -64,7 +64,7 @@ class TranslatorRecipe(registry.Recipe):
         add("--source-language", "file ending of the source sentences", default="en")
         add("--target-language", "file ending of the target sentences", default="de")
         add("--vocabulary-size", "joint SentencePiece vocabulary (default: from the data: "
-            f"half the distinct words, at most {MAX_VOCABULARY:,})", type=int, default=None)
+            f"260 + half the distinct words, at most {MAX_VOCABULARY:,})", type=int, default=None)
         add("--sequence-length", "most subword tokens of a source or target sentence",
             type=int, default=128)
         add("--cross-attention", "the decoder's attention over the source",
