@@ -315,7 +315,7 @@ class TracedDecodingTest(tf.test.TestCase):
         super().setUpClass()
         cls.model = decoding_probe.TinyTranslator()
         cls.args = (decoding_probe.SOURCE, decoding_probe.SOURCE_MASK)
-        cls.eager = decoding_probe.run()
+        cls.eager = decoding_probe.eager_outputs()
 
     def test_saved_model_decodes_as_eager(self):
         model = self.model
@@ -338,6 +338,32 @@ class TracedDecodingTest(tf.test.TestCase):
         self.assertAllEqual(self.eager["beam_ids"], beam_ids)
         self.assertAllClose(self.eager["beam_scores"], beam_scores, atol=1e-5)
 
+    def test_tflite_builtins_decode_as_eager(self):
+        # The whole loop in one LiteRT file of built-in ops (no Flex).
+        from ai_edge_litert.interpreter import Interpreter
+
+        model = self.model
+        specs = (
+            tf.TensorSpec(decoding_probe.SOURCE.shape, tf.int32),
+            tf.TensorSpec(decoding_probe.SOURCE.shape, tf.bool),
+        )
+        for name, decode in (
+            ("greedy", model.greedy),
+            ("beam_ids", lambda source, mask: model.beam(source, mask)[0]),
+            ("sample", model.sample),
+        ):
+            with self.subTest(name):
+                function = tf.function(decode, input_signature=specs).get_concrete_function()
+                converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+                interpreter = Interpreter(model_content=converter.convert())
+                interpreter.allocate_tensors()
+                for detail, value in zip(interpreter.get_input_details(), self.args):
+                    interpreter.set_tensor(detail["index"], value)
+                interpreter.invoke()
+                (output,) = interpreter.get_output_details()
+                self.assertAllEqual(self.eager[name], interpreter.get_tensor(output["index"]))
+
     def test_xla_decodes_as_eager(self):
         model = self.model
         seed = tf.constant(3)
@@ -352,6 +378,7 @@ class TracedDecodingTest(tf.test.TestCase):
         self.assertAllEqual(self.eager["sample"], compiled["sample"])
 
     def test_jax_jit_decodes_as_tensorflow(self):
+        # Sampling draws the same ids on every backend.
         other = decoding_probe.outputs_under("jax")
         self.assertEqual("jax", str(other["backend"]))
         for name in ("greedy", "beam_ids", "sample"):

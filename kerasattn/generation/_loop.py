@@ -52,6 +52,15 @@ def token_buffer(prompt, max_length: int, pad_id: int):
     return ids, prompt, prompt_length
 
 
+def argmax(x):
+    """int32 index of the largest entry on the last axis, the first on ties.
+
+    By `ops.top_k`: Keras's TensorFlow `argmax` tells -0.0 from 0.0 with
+    bitwise ops that TFLite's built-in ops lack.
+    """
+    return ops.cast(ops.top_k(x, k=1)[1][..., 0], "int32")
+
+
 def prompt_token(prompt, prompt_length: int, index):
     """The prompt's ids at `index` (clamped into the prompt), `(B,)`."""
     return ops.take(prompt, ops.minimum(index, prompt_length - 1), axis=1)

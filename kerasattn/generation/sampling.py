@@ -9,18 +9,28 @@ from kerasattn.generation import _loop
 from kerasattn.generation._loop import NextFn
 
 
-def _uint32(value):
-    return ops.convert_to_tensor(value, dtype="uint32")
+def _int32(value: int):
+    """A 32-bit pattern as an int32 constant (`value` in [0, 2**32))."""
+    return ops.convert_to_tensor(value - 2**32 if value >= 2**31 else value, dtype="int32")
+
+
+def _shift_right(x, bits: int):
+    """Logical right shift of int32 bit patterns. `ops.right_shift` shifts
+    signed ints arithmetically: the copies of the sign bit are cleared."""
+    sign = ops.right_shift(x, _int32(31))  # 0 or -1
+    return ops.bitwise_xor(ops.right_shift(x, _int32(bits)), sign * _int32(2 ** (32 - bits)))
 
 
 def _hash(x):
     """A 32-bit integer mix (Chris Wellons's "lowbias32"): consecutive
-    inputs give unrelated outputs."""
-    x = ops.bitwise_xor(x, ops.right_shift(x, _uint32(16)))
-    x = ops.multiply(x, _uint32(0x7FEB352D))
-    x = ops.bitwise_xor(x, ops.right_shift(x, _uint32(15)))
-    x = ops.multiply(x, _uint32(0x846CA68B))
-    return ops.bitwise_xor(x, ops.right_shift(x, _uint32(16)))
+    inputs give unrelated outputs. In int32, whose products wrap around as
+    uint32's do, because the PyTorch backend and TFLite's built-in ops lack
+    unsigned arithmetic."""
+    x = ops.bitwise_xor(x, _shift_right(x, 16))
+    x = ops.multiply(x, _int32(0x7FEB352D))
+    x = ops.bitwise_xor(x, _shift_right(x, 15))
+    x = ops.multiply(x, _int32(0x846CA68B))
+    return ops.bitwise_xor(x, _shift_right(x, 16))
 
 
 def _gumbel_noise(seed, index, shape):
@@ -31,13 +41,13 @@ def _gumbel_noise(seed, index, shape):
     cannot advance on every backend (JAX); a counter-based hash is
     stateless, so each step derives its own noise from its index.
     """
-    step = _hash(ops.bitwise_xor(_hash(ops.cast(seed, "uint32")), ops.cast(index, "uint32")))
-    rows = ops.expand_dims(ops.cast(ops.arange(shape[0], dtype="int32"), "uint32"), 1)
-    cols = ops.expand_dims(ops.cast(ops.arange(shape[1], dtype="int32"), "uint32"), 0)
-    counter = ops.add(ops.multiply(rows, ops.cast(shape[1], "uint32")), cols)
-    bits = _hash(ops.add(_hash(ops.bitwise_xor(counter, step)), step))
+    step = _hash(ops.bitwise_xor(_hash(ops.cast(seed, "int32")), ops.cast(index, "int32")))
+    rows = ops.expand_dims(ops.arange(shape[0], dtype="int32"), 1)
+    cols = ops.expand_dims(ops.arange(shape[1], dtype="int32"), 0)
+    counter = rows * ops.cast(shape[1], "int32") + cols
+    bits = _hash(_hash(ops.bitwise_xor(counter, step)) + step)
     # The top 24 bits, centred in their interval: uniform in (0, 1).
-    uniform = (ops.cast(ops.right_shift(bits, _uint32(8)), "float32") + 0.5) / 2.0**24
+    uniform = (ops.cast(_shift_right(bits, 8), "float32") + 0.5) / 2.0**24
     return -ops.log(-ops.log(uniform))
 
 
@@ -150,6 +160,6 @@ def sample(
 
     def choose(logits, index):
         logits = filter_logits(ops.cast(logits, "float32") / temperature, top_k, top_p)
-        return ops.argmax(logits + _gumbel_noise(seed, index, ops.shape(logits)), axis=-1)
+        return _loop.argmax(logits + _gumbel_noise(seed, index, ops.shape(logits)))
 
     return _loop.decode(next_fn, prompt, cache, max_length, end_id, pad_id, choose)

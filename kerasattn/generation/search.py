@@ -56,7 +56,7 @@ def greedy_search(
     """
     return _loop.decode(
         next_fn, prompt, cache, max_length, end_id, pad_id,
-        choose=lambda logits, index: ops.argmax(logits, axis=-1),
+        choose=lambda logits, index: _loop.argmax(logits),
     )
 
 
@@ -234,7 +234,7 @@ def beam_search(
     scores = ops.reshape(log_probs / length_penalty(lengths, alpha), (batch, width))
     ids = ops.reshape(ids, (batch, width, max_length))
     if not return_all_beams:
-        best = ops.expand_dims(ops.argmax(scores, axis=1), 1)
+        best = ops.expand_dims(_loop.argmax(scores), 1)
         ids = ops.take_along_axis(ids, ops.expand_dims(best, 2), axis=1)[:, 0]
         return ids, ops.take_along_axis(scores, best, axis=1)[:, 0]
     order = ops.argsort(-scores, axis=1)
