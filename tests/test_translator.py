@@ -320,6 +320,7 @@ class RecipeTest(tf.test.TestCase):
             self.assertIn("val_bleu", metrics["history"])
             model = os.path.join(out, "model.keras")
             self.assertTrue(os.path.isfile(os.path.join(out, "preset", "metadata.json")))
+            self.assertTrue(os.listdir(os.path.join(out, "logs", "attention")))
 
             tsv = os.path.join(folder, "val.tsv")
             kdata.write_parallel_tsv(pairs(6, seed=2), tsv)

@@ -45,7 +45,8 @@ def score(model, pairs: kdata.ParallelText, beam: int = 1, batch_size: int = 64,
         pairs: the sentence pairs.
         beam: 1 for greedy search, else the beam width.
         batch_size: sentences decoded together.
-        max_length: the most target tokens; `None` for the model's default.
+        max_length: the most target tokens; `None` for the model's default for
+            the longest source.
         lowercase: also return `"bleu_lowercase"` (output and references
             lowercased, 13a), the measure of the anchors that report
             lowercased BLEU.
@@ -57,6 +58,13 @@ def score(model, pairs: kdata.ParallelText, beam: int = 1, batch_size: int = 64,
     """
     import sacrebleu
 
+    if max_length is None:
+        # One output length for every batch: the decoding loop is traced once, here, on
+        # the first sentence, so that the timing below measures decoding alone.
+        longest = min(int(model.preprocessor.source_lengths(pairs.sources).max(initial=1)),
+                      model.preprocessor.source_sequence_length)
+        max_length = model.default_max_length(longest) - 1
+    model.translate(pairs.sources[:1], beam=beam, max_length=max_length, truncate=True)
     start = time.perf_counter()
     translations = model.translate(pairs.sources, beam=beam, max_length=max_length,
                                    batch_size=batch_size, truncate=True)

@@ -586,7 +586,9 @@ class Translator(Task):
             return self._generators[key]
         backbone = self.backbone
 
-        @tf.function(reduce_retracing=True)
+        # One trace per setting, whatever the batch's shape.
+        @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32),
+                                      tf.TensorSpec((None, None), tf.bool)])
         def run(source_ids, source_padding_mask):
             encoded = backbone.encode(source_ids, source_padding_mask)
             batch = ops.shape(source_ids)[0]

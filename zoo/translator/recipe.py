@@ -17,7 +17,8 @@ the best epoch, scores validation greedy and with `--beam`, and writes to
 - `metrics.json`: the options, the data-derived defaults, validation BLEU
   and chrF (greedy and beam; BLEU lowercased too), decoding speed,
   per-epoch history and times, wall time;
-- `training_curves.png`; `logs/`: TensorBoard (loss, accuracy, BLEU);
+- `training_curves.png`; `logs/`: TensorBoard (loss, accuracy, BLEU, and
+  the self- and cross-attention maps of two validation pairs);
 - `sentencepiece.model` and `run/`: the vocabulary, the epoch record, best
   weights and, while it trains, `BackupAndRestore`'s state: run the same
   command again after an interruption and it resumes.

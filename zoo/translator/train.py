@@ -27,6 +27,7 @@ OPTIONS_FILE = "options.json"
 VOCABULARY_FILE = "sentencepiece.model"
 WALL_TIME_FILE = "wall_time.json"
 SPLITS = ("train", "val")
+PROBE_SENTENCES = 2  # validation pairs whose attention maps TensorBoard shows
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
         The metrics written to `OUT/metrics.json`.
     """
     check_options(args)
+    from kerasattn.callbacks import AttentionMapCallback
     from zoo.translator.data import BleuCallback
     from zoo.translator.data import score
     from zoo.translator.model import Translator
@@ -143,6 +145,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
         run_dir / "history.json", run_dir / "best.weights.h5", monitor="val_bleu", mode="max",
         patience=args.patience, wall_clock=clock,
     )
+    log_dir = str(out / "logs")
     if record.finished:
         training.load_weights(model, record.best_weights_path)
     else:
@@ -150,7 +153,11 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
             keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
             BleuCallback(validation, batch_size=args.batch_size),
             record,
-            keras.callbacks.TensorBoard(str(out / "logs")),
+            keras.callbacks.TensorBoard(log_dir),
+            # Self- and cross-attention maps of the first validation pairs, teacher-forced.
+            AttentionMapCallback(preprocessor(validation.sources[:PROBE_SENTENCES],
+                                              validation.targets[:PROBE_SENTENCES])[0],
+                                 log_dir, every_n_epochs=1, max_examples=PROBE_SENTENCES),
         ]
         model.fit(batches, epochs=args.epochs, validation_data=validation_batches,
                   callbacks=callbacks, verbose=console.fit_verbosity(args.verbose))
