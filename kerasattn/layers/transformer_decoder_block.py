@@ -47,8 +47,7 @@ class TransformerDecoderBlock(TransformerBlockBase):
     `cross_attention_cache` (from `compute_cross_attention_cache`) the
     cross-attention reuses the encoder's keys and values, projected once,
     and `encoder_sequence` may be left out. Decoding position by position
-    gives the outputs of the full causal pass. The caches are for inference:
-    gradients through them are not a use case.
+    gives the outputs of the full causal pass.
 
     Args:
         num_heads: number of attention heads (both attentions).
