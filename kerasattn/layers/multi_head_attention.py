@@ -984,14 +984,11 @@ class MultiHeadAttention(keras.layers.Layer):
         query_heads = self._query_dense(query)  # (B, Tq, N, H)
         if cache_update_index is not None:
             key = value if key is None else key
-            start = [0, ops.cast(cache_update_index, "int32"), 0, 0]
-            keys = ops.slice_update(
-                cache[:, 0], start, ops.cast(self._key_dense(key), cache.dtype)
-            )
-            values = ops.slice_update(
-                cache[:, 1], start, ops.cast(self._value_dense(value), cache.dtype)
-            )
-            cache = ops.stack((keys, values), axis=1)
+            # One in-place update of the new positions' keys and values (a
+            # stack of the two caches would copy them whole at every step).
+            update = ops.stack((self._key_dense(key), self._value_dense(value)), axis=1)
+            start = (0, 0, ops.cast(cache_update_index, "int32"), 0, 0)
+            cache = ops.slice_update(cache, start, ops.cast(update, cache.dtype))
         key_heads = ops.cast(cache[:, 0], query_heads.dtype)  # (B, S, K, H)
         value_heads = ops.cast(cache[:, 1], query_heads.dtype)
         mask = self._cached_attention_mask(
