@@ -56,7 +56,7 @@ def greedy_search(
     """
     return _loop.decode(
         next_fn, prompt, cache, max_length, end_id, pad_id,
-        choose=lambda logits, index: _loop.argmax(logits),
+        choose=lambda logits, index: _loop.argmax(ops.cast(logits, "float32")),
     )
 
 
