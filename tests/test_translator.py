@@ -276,6 +276,9 @@ class TranslatorTest(TestCase):
         with self.assertRaisesRegex(ValueError, "at most 24 subword tokens.*truncate=True"):
             self.model.translate([long])
         self.assertLen(self.model.translate([long], max_length=3, truncate=True), 1)
+        # Not UTF-8: as bytes, or as Python reads such bytes in command-line arguments.
+        self.assertLen(self.model.translate([b"A dog \xff runs.", "A cat \udcff eats."],
+                                            max_length=3), 2)
         with self.assertRaisesRegex(ValueError, "a single string"):
             self.model.translate("A dog runs.")
 

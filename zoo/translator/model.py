@@ -680,7 +680,8 @@ class Translator(Task):
 
         Raises:
             ValueError: for an empty text or (without `truncate`) a text of
-                more subword tokens than the model reads.
+                more subword tokens than the model reads. Bytes that are not
+                UTF-8 are no error: they read as U+FFFD.
         """
         import numpy as np
 
@@ -689,7 +690,11 @@ class Translator(Task):
                              "received: preprocessor=None")
         if isinstance(texts, (str, bytes)):
             raise ValueError(f"Expected a list of texts, received: a single string {texts!r:.60}")
-        texts = [text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+        # Bytes that are not UTF-8 (given as bytes, or as the lone surrogates Python
+        # makes of them in command-line arguments) read as U+FFFD.
+        texts = [text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+                 for text in texts]
+        texts = [text.decode("utf-8", "replace") if isinstance(text, bytes) else text
                  for text in texts]
         for index, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
