@@ -33,7 +33,8 @@ def read_split(folder: str | Path, name: str, source_language: str,
 
 
 def score(model, pairs: kdata.ParallelText, beam: int = 1, batch_size: int = 64,
-          max_length: Optional[int] = None, lowercase: bool = False) -> dict:
+          max_length: Optional[int] = None, length_penalty: float = 0.6,
+          lowercase: bool = False) -> dict:
     """Translates `pairs.sources` and scores them against `pairs.targets` with sacreBLEU.
 
     BLEU and chrF are sacreBLEU's defaults (cased, the 13a tokenizer) on the
@@ -47,6 +48,7 @@ def score(model, pairs: kdata.ParallelText, beam: int = 1, batch_size: int = 64,
         batch_size: sentences decoded together.
         max_length: the most target tokens; `None` for the model's default for
             the longest source.
+        length_penalty: GNMT's `alpha` of beam search.
         lowercase: also return `"bleu_lowercase"` (output and references
             lowercased, 13a), the measure of the anchors that report
             lowercased BLEU.
@@ -64,10 +66,11 @@ def score(model, pairs: kdata.ParallelText, beam: int = 1, batch_size: int = 64,
         longest = min(int(model.preprocessor.source_lengths(pairs.sources).max(initial=1)),
                       model.preprocessor.source_sequence_length)
         max_length = model.default_max_length(longest) - 1
-    model.translate(pairs.sources[:1], beam=beam, max_length=max_length, truncate=True)
+    decoding = dict(beam=beam, max_length=max_length, length_penalty=length_penalty,
+                    truncate=True)
+    model.translate(pairs.sources[:1], **decoding)
     start = time.perf_counter()
-    translations = model.translate(pairs.sources, beam=beam, max_length=max_length,
-                                   batch_size=batch_size, truncate=True)
+    translations = model.translate(pairs.sources, batch_size=batch_size, **decoding)
     seconds = time.perf_counter() - start
     # Generated tokens: each translation's subwords and its end token.
     tokens = int(model.preprocessor.target_lengths(translations).sum()) + len(translations)

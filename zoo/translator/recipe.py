@@ -43,6 +43,7 @@ from zoo.translator.defaults import PATIENCE_STEPS
 
 MODEL_NAME = "translator"
 DEFAULT_BEAM = 4
+DEFAULT_LENGTH_PENALTY = 0.6
 
 
 class TranslatorRecipe(registry.Recipe):
@@ -111,6 +112,9 @@ class TranslatorRecipe(registry.Recipe):
                             help="beam width; 1 for greedy search (default: %(default)s)")
         parser.add_argument("--max-length", type=int, default=None,
                             help="most target tokens (default: 1.5 times the source's, plus 10)")
+        parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
+                            help="beam search's GNMT length penalty alpha; 0 ranks by "
+                                 "log-probability (default: %(default)s)")
         parser.add_argument("--batch-size", type=int, default=64,
                             help="sentences decoded together (default: %(default)s)")
 
@@ -127,6 +131,7 @@ class TranslatorRecipe(registry.Recipe):
         model = self.load(args.preset, args.model)
         _check_decoding_arguments(args)
         translations = model.translate(args.texts, beam=args.beam, max_length=args.max_length,
+                                       length_penalty=args.length_penalty,
                                        batch_size=args.batch_size)
         for text, translation in zip(args.texts, translations):
             print(json.dumps({"text": text, "translation": translation}, ensure_ascii=False)
@@ -157,7 +162,8 @@ class TranslatorRecipe(registry.Recipe):
 
         _check_decoding_arguments(args)
         scores = score(model, kdata.read_parallel_text(data), beam=args.beam,
-                       batch_size=args.batch_size, max_length=args.max_length)
+                       batch_size=args.batch_size, max_length=args.max_length,
+                       length_penalty=args.length_penalty)
         return {key: scores[key]
                 for key in ("bleu", "chrf", "sentences", "beam", "target_tokens_per_second")}
 
@@ -170,7 +176,8 @@ class TranslatorRecipe(registry.Recipe):
 def _check_decoding_arguments(args: argparse.Namespace) -> None:
     from zoo import training
 
-    training.check_option_ranges(args, positive=("beam", "batch_size"))
+    training.check_option_ranges(args, positive=("beam", "batch_size"),
+                                 non_negative=("length_penalty",))
     if args.max_length is not None and args.max_length < 1:
         raise ValueError(f"expected --max-length > 0, received: {args.max_length}")
 
