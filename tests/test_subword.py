@@ -79,6 +79,7 @@ class LearnSentencepieceModelTest(tf.test.TestCase):
             (dict(texts=["a", 3]), r"texts\[1\]=3"),
             (dict(texts=["", " "]), "at least one non-empty string, received: none"),
             (dict(texts=tf.data.Dataset.range(3)), "dataset of strings"),
+            (dict(texts=tf.data.Dataset.from_tensors([["a"]])), r"\(B,\)` batches"),
             # More characters than the pieces left after the reserved and byte ones.
             (dict(texts=["".join(map(chr, range(0x4E00, 0x4E00 + 300)))], vocabulary_size=300),
              "Expected texts SentencePiece can learn from"),

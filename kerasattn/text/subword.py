@@ -62,9 +62,13 @@ def _nfc_rules() -> str:
 def _texts_list(texts: Iterable[str] | tf.data.Dataset) -> list[str]:
     if isinstance(texts, tf.data.Dataset):
         spec = texts.element_spec
-        if not isinstance(spec, tf.TensorSpec) or spec.dtype != tf.string:
+        if (
+            not isinstance(spec, tf.TensorSpec)
+            or spec.dtype != tf.string
+            or spec.shape.rank not in (0, 1)
+        ):
             raise ValueError(
-                "Expected `texts` to be a dataset of strings (scalars or batches), "
+                "Expected `texts` to be a dataset of strings (scalars or `(B,)` batches), "
                 f"received: element_spec={spec}"
             )
         rows = texts.unbatch() if spec.shape.rank else texts
@@ -238,10 +242,11 @@ class SubwordPreprocessor(keras.layers.Layer):
     Example:
 
     ```python
-    model = learn_sentencepiece_model(english + german, vocabulary_size=8000)
+    train = kerasattn.data.read_parallel_text("multi30k/train.en", "multi30k/train.de")
+    model = learn_sentencepiece_model(train.sources + train.targets, vocabulary_size=8000)
     preprocessor = SubwordPreprocessor(model, sequence_length=8, add_end=True)
     features = preprocessor(["A dog runs."])
-    features["token_ids"]  # [[ 31, 112, 1057,   7,   3,   0,   0,   0]]
+    features["token_ids"]  # [[265, 326, 714, 260, 3, 0, 0, 0]]: "▁A", "▁dog", "▁runs", "."
     preprocessor.detokenize(features["token_ids"])  # [b"A dog runs."]
     ```
     """
