@@ -466,6 +466,18 @@ class TranslatorBackbone(Backbone):
         }
 
 
+class _TracedDecoders:
+    """`Translator.generate`'s traced functions by setting.
+
+    A plain object rather than a dict attribute: TensorFlow would track a dict
+    (and then refuse to save the model with `tf.saved_model.save`, its keys
+    being tuples), and the functions are a cache, not state.
+    """
+
+    def __init__(self):
+        self.functions = {}
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class Translator(Task):
     """A translator: a `TranslatorBackbone` and next-token logits, trained with teacher forcing.
@@ -529,7 +541,7 @@ class Translator(Task):
                          preprocessor=preprocessor, **kwargs)
         self.tie_embeddings = bool(tie_embeddings)
         self.label_smoothing = float(label_smoothing)
-        self._generators = {}
+        self._generators = _TracedDecoders()
 
     def _logits(self, features):
         if self.tie_embeddings:
@@ -582,8 +594,8 @@ class Translator(Task):
         from kerasattn import generation
 
         key = (beam, max_length, length_penalty)
-        if key in self._generators:
-            return self._generators[key]
+        if key in self._generators.functions:
+            return self._generators.functions[key]
         backbone = self.backbone
 
         # One trace per setting, whatever the batch's shape.
@@ -614,7 +626,7 @@ class Translator(Task):
                 length_penalty_alpha=length_penalty, end_id=END_ID, pad_id=PAD_ID)
             return ids
 
-        self._generators[key] = run
+        self._generators.functions[key] = run
         return run
 
     def generate(self, source_ids, source_padding_mask=None, beam: int = 1,
@@ -720,6 +732,56 @@ class Translator(Task):
             for index, text in zip(indices, self.preprocessor.detokenize(ids[:, 1:])):
                 results[index] = text
         return results
+
+    def translate_function(self, beam: int = 1, max_length: Optional[int] = None,
+                           length_penalty: float = 0.6):
+        """The whole translation as one graph: a `tf.function` from strings to strings.
+
+        Tokenisation, the encoder, the cached search loop and detokenisation
+        all run inside it, so it serves as a SavedModel's signature (see the
+        example). Sources longer than the preprocessor's
+        `source_sequence_length` are cut; bytes that are not UTF-8 read as
+        U+FFFD.
+
+        Args:
+            beam: 1 for greedy search, else the beam width.
+            max_length: the most target tokens (the end token included);
+                defaults to the preprocessor's `target_sequence_length`.
+            length_penalty: GNMT's `alpha` of beam search.
+
+        Returns:
+            A `tf.function` taking `tf.string` `(B,)` and returning the
+            translations, `tf.string` `(B,)`.
+
+        Example:
+
+        ```python
+        module = tf.Module()
+        module.translator = translator
+        translate = translator.translate_function(beam=4)
+        tf.saved_model.save(module, "translator", signatures={"translate": translate})
+        reloaded = tf.saved_model.load("translator").signatures["translate"]
+        reloaded(texts=tf.constant(["A dog runs."]))["output_0"]  # [b"Ein Hund rennt."]
+        ```
+        """
+        import tensorflow as tf
+
+        if self.preprocessor is None:
+            raise ValueError("Expected a translator with a preprocessor, "
+                             "received: preprocessor=None")
+        _validation.positive_int("beam", beam)
+        max_length = _validation.positive_int("max_length", max_length, allow_none=True)
+        run = self._generator(beam, (max_length or self.preprocessor.target_sequence_length) + 1,
+                              float(length_penalty))
+        preprocessor = self.preprocessor
+
+        @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name="texts")])
+        def translate(texts):
+            features = preprocessor(texts)
+            ids = run(features["encoder_token_ids"], features["encoder_padding_mask"])
+            return preprocessor.target_tokenizer.detokenize(ids[:, 1:])
+
+        return translate
 
     def get_config(self) -> dict:
         return {**super().get_config(), "tie_embeddings": self.tie_embeddings,
