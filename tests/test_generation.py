@@ -4,7 +4,9 @@ under JAX (`tests/decoding_probe.py`, inside `jax.jit`)."""
 
 from __future__ import annotations
 
+import ast
 import doctest
+import inspect
 import os
 import tempfile
 
@@ -16,6 +18,7 @@ from keras import ops
 
 import kerasattn.generation
 from kerasattn import generation
+from kerasattn.generation import _loop
 from kerasattn.generation import sampling
 from kerasattn.generation import search
 from tests import decoding_probe
@@ -295,6 +298,18 @@ class GreedyAndSamplingTest(tf.test.TestCase, parameterized.TestCase):
                     generation.sample(next_fn, start, max_length=3, **kwargs)
         with self.assertRaisesRegex(ValueError, "Expected `prompt` with a static length"):
             generation.greedy_search(next_fn, np.zeros((1, 0), "int32"), max_length=3)
+
+    def test_imports_neither_numpy_nor_tensorflow(self):
+        # Backend-agnostic graphs: keras.ops only.
+        for module in (kerasattn.generation, search, sampling, _loop):
+            roots = set()
+            for node in ast.walk(ast.parse(inspect.getsource(module))):
+                if isinstance(node, ast.Import):
+                    roots.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    roots.add(node.module.split(".")[0])
+            with self.subTest(module=module.__name__):
+                self.assertEqual(set(), roots & {"numpy", "tensorflow", "jax", "torch"})
 
     def test_docstring_examples(self):
         names = {name: getattr(generation, name) for name in kerasattn.generation.__all__}
