@@ -68,16 +68,7 @@ def tiny_translator(cross_attention="multi_head", **preprocessor_arguments) -> T
     return translator
 
 
-class TestCase(tf.test.TestCase):
-    def setUp(self):
-        # tf.test.TestCase seeds TensorFlow before each test, and `tf.random.set_seed`
-        # clears the eager context's resources, the SentencePiece op's among them: a
-        # preprocessor built in `setUpClass` would fail in every test after the first.
-        self._set_default_seed = False
-        super().setUp()
-
-
-class PreprocessorTest(TestCase):
+class PreprocessorTest(tf.test.TestCase):
     def test_teacher_forcing_layout(self):
         preprocessor = TranslatorPreprocessor(sentencepiece_model())
         text = pairs(3)
@@ -133,7 +124,7 @@ class PreprocessorTest(TestCase):
         self.assertEqual(preprocessor.target_vocabulary_size, clone.target_vocabulary_size)
 
 
-class BackboneTest(TestCase):
+class BackboneTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -211,7 +202,7 @@ class BackboneTest(TestCase):
                 TranslatorBackbone(300, **arguments)
 
 
-class TranslatorTest(TestCase):
+class TranslatorTest(tf.test.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()

@@ -284,9 +284,8 @@ class SubwordPreprocessor(keras.layers.Layer):
         try:
             # Eagerly, also when the layer is built inside a tf.function.
             with tf.init_scope():
-                self._tokenizer = tf_text.SentencepieceTokenizer(model, out_type=tf.int32)
-                pieces = self._tokenizer.id_to_string(tf.range(self._tokenizer.vocab_size()))
-                pieces = pieces.numpy()
+                tokenizer = self._sentencepiece()
+                pieces = tokenizer.id_to_string(tf.range(tokenizer.vocab_size())).numpy()
         except tf.errors.OpError:
             raise ValueError(
                 "Expected `model` to be a serialized SentencePiece model, received: "
@@ -305,6 +304,13 @@ class SubwordPreprocessor(keras.layers.Layer):
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         self.built = True
+
+    def _sentencepiece(self) -> tf_text.SentencepieceTokenizer:
+        # A new op at each use, not one kept from __init__: the op's kernel owns the model's
+        # resource, and TensorFlow drops eager kernels (and with them the resource) whenever
+        # the global seed is set (`keras.utils.set_random_seed`), which a kept handle would not
+        # survive. Eagerly the kernel is cached per model; in a graph it is built once.
+        return tf_text.SentencepieceTokenizer(self._model, out_type=tf.int32)
 
     @property
     def model(self) -> bytes:
@@ -349,13 +355,13 @@ class SubwordPreprocessor(keras.layers.Layer):
             an int32 `(None,)` tensor.
         """
         strings, scalar = self._as_batch(inputs)
-        ids = self._tokenizer.tokenize(strings)
+        ids = self._sentencepiece().tokenize(strings)
         return ids[0] if scalar else ids
 
     def call(self, inputs):
         strings, scalar = self._as_batch(inputs)
         room = self.sequence_length - self.add_start - self.add_end
-        ids = self._tokenizer.tokenize(strings)[:, :room]
+        ids = self._sentencepiece().tokenize(strings)[:, :room]
         parts = [ids]
         if self.add_start:
             parts.insert(0, tf.fill([ids.nrows(), 1], START_ID))
@@ -426,7 +432,7 @@ class SubwordPreprocessor(keras.layers.Layer):
         token_ids = self._known(tf.cast(token_ids, tf.int32).to_tensor(default_value=PAD_ID))
         # Positions from the first [END] on are dropped; padding reads as nothing.
         before_end = tf.equal(tf.math.cumsum(tf.cast(token_ids == END_ID, tf.int32), axis=1), 0)
-        text = self._tokenizer.detokenize(tf.ragged.boolean_mask(token_ids, before_end))
+        text = self._sentencepiece().detokenize(tf.ragged.boolean_mask(token_ids, before_end))
         return text[0] if scalar else text
 
     def get_config(self):

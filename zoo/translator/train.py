@@ -105,8 +105,6 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
     splits = read_splits(args)
     train, validation = splits["train"], splits["val"]
     derived = derive_data(args, train.sources, train.targets)
-    # Seeded before the preprocessor exists: `tf.random.set_seed` resets TensorFlow's
-    # eager context, which drops the SentencePiece op's resource made before it.
     keras.utils.set_random_seed(args.seed)
     preprocessor = TranslatorPreprocessor(
         _sentencepiece_model(out, train, args.vocabulary_size),
