@@ -75,6 +75,8 @@ this process's setting; the manifest records its intra-op thread count, or
 `null` for TensorFlow's default (all cores).
 """
 
+from kerasattn.export._converters import convert_onnx
+from kerasattn.export._converters import convert_tflite
 from kerasattn.export._errors import ExportError
 from kerasattn.export._exporter import DEFAULT_TOLERANCES
 from kerasattn.export._exporter import FORMATS
@@ -88,11 +90,13 @@ from kerasattn.export._precision import float32_copy
 from kerasattn.export._runtimes import LiteRTRuntime
 from kerasattn.export._runtimes import OnnxRuntime
 from kerasattn.export._runtimes import SavedModelRuntime
+from kerasattn.export._runtimes import median_latency_ms
 
-# For exporters of other signatures (the recommender's retrieval SavedModel): the staging
-# folder, the output-folder check, artifact sizes, the runtimes each format is checked in.
+# For exporters of other signatures (the recommender's retrieval SavedModel, the translator's
+# decoding loop): the staging folder, the output-folder check, artifact sizes, the converters
+# of one SavedModel signature, the runtimes each format is checked in, and their timing.
 __all__ = [
     "DEFAULT_TOLERANCES", "ExportError", "FORMATS", "LiteRTRuntime", "MANIFEST", "OnnxRuntime",
-    "QUANTIZE_MODES", "SavedModelRuntime", "check_out_dir", "export", "float32_copy",
-    "size_bytes", "staged",
+    "QUANTIZE_MODES", "SavedModelRuntime", "check_out_dir", "convert_onnx", "convert_tflite",
+    "export", "float32_copy", "median_latency_ms", "size_bytes", "staged",
 ]

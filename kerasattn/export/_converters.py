@@ -208,28 +208,38 @@ def convert_tflite(
     saved_model_dir: str,
     mode: str,
     model: keras.Model,
-    specs: List[InputSpec],
-    representative: Optional[List[Inputs]],
-    fixed_length: Optional[int],
+    specs: Optional[List[InputSpec]] = None,
+    representative: Optional[List[Inputs]] = None,
+    fixed_length: Optional[int] = None,
     signature: str = SIGNATURE,
 ) -> bytes:
-    """Converts the SavedModel to a TFLite flatbuffer with built-in ops only.
+    """Converts a SavedModel signature to a TFLite flatbuffer with built-in ops only.
 
     The flatbuffer has one signature, `serving_default`, converted from the
-    SavedModel's `signature`.
+    SavedModel's `signature`, with its input and output names. Any
+    signature converts, such as a whole decoding loop from ids to ids.
 
     Args:
-        saved_model_dir: the SavedModel written by `export_saved_model`.
+        saved_model_dir: a SavedModel (as `export_saved_model` writes).
         mode: `"float32"`, `"float16"`, `"dynamic_int8"` or `"full_int8"`.
         model: the Keras model, to name the layer behind an unsupported op.
-        specs: the model's input specs.
+        specs: the model's input specs (needed with `fixed_length`).
         representative: batch-1 calibration examples (needed for `"full_int8"`).
         fixed_length: `None` keeps the sequence axes dynamic; an integer
             fixes them to that length.
-        signature: the SavedModel signature taking the model's inputs.
+        signature: the SavedModel signature to convert.
 
     Returns:
         The `.tflite` file's bytes.
+
+    Raises:
+        ExportError: naming the ops outside the built-in set and their layers.
+
+    Example:
+
+    ```python
+    content = convert_tflite("out/saved_model", "float32", model, signature="generate_ids")
+    ```
     """
     import tensorflow as tf
 
@@ -294,18 +304,94 @@ def _erfc_as_one_minus_erf(ctx, node, name, args):
     return node
 
 
-def convert_onnx(
-    saved_model_dir: str, path: str, specs: List[InputSpec], signature: str = SIGNATURE
-) -> None:
-    """Converts the SavedModel's id signature (`signature`) to ONNX with tf2onnx.
+def _dynamic_update_slice_as_scatter(ctx, node, name, args):
+    """tf2onnx handler for XLA's DynamicUpdateSlice (what `keras.ops.slice_update`
+    traces to: a key/value cache written in place), which tf2onnx lacks: a
+    ScatterND of the update at the index grid `start + arange(update.shape)`,
+    starts clamped as XLA clamps them so that the update fits."""
+    from onnx import TensorProto
+    from tf2onnx import utils
 
-    The batch axis of every input is named `batch` and a dynamic sequence
-    axis `<input>_length`.
+    operand, update, starts = node.input
+    rank = len(ctx.get_shape(operand))
+
+    def const(value, label):
+        return ctx.make_const(utils.make_name(f"{name}_{label}"), np.array(value, np.int64))
+
+    def op(op_type, inputs, **attr):
+        return ctx.make_node(op_type, inputs, attr=attr).output[0]
+
+    update_shape = op("Shape", [update])
+    starts = op("Cast", [starts], to=TensorProto.INT64)
+    starts = op("Max", [op("Min", [starts, op("Sub", [op("Shape", [operand]), update_shape])]),
+                        const(0, "zero").output[0]])
+    columns = []
+    for axis in range(rank):
+        start = op("Gather", [starts, const(axis, f"axis{axis}").output[0]])
+        size = op("Gather", [update_shape, const(axis, f"axis{axis}_").output[0]])
+        positions = op("Range", [start, op("Add", [start, size]), const(1, "one").output[0]])
+        shape = [1] * rank
+        shape[axis] = -1
+        positions = op("Reshape", [positions, const(shape, f"shape{axis}").output[0]])
+        positions = op("Expand", [positions, update_shape])
+        columns.append(op("Unsqueeze", [positions, const([-1], "last").output[0]]))
+    node.type = "ScatterND"
+    ctx.replace_inputs(node, [operand, op("Concat", columns, axis=-1), update])
+    return node
+
+
+def _name_dynamic_axes(graph_input, spec: InputSpec) -> None:
+    """Names an ONNX input's dynamic axes: `batch`, `<input>_length` for axis
+    1 (the sequence), `<input>_dim<i>` for others; scalars have none."""
+    dims = graph_input.type.tensor_type.shape.dim
+    for axis, size in enumerate(spec.shape[:len(dims)]):
+        if size is None:
+            dims[axis].dim_param = ("batch" if axis == 0 else f"{graph_input.name}_length"
+                                    if axis == 1 else f"{graph_input.name}_dim{axis}")
+
+
+def signature_specs(saved_model_dir: str, signature: str) -> List[InputSpec]:
+    """The inputs of a SavedModel signature, sorted by name."""
+    import tensorflow as tf
+
+    _, arguments = tf.saved_model.load(saved_model_dir).signatures[
+        signature].structured_input_signature
+    return [InputSpec(name, tuple(spec.shape.as_list()), spec.dtype.name)
+            for name, spec in sorted(arguments.items())]
+
+
+def convert_onnx(
+    saved_model_dir: str, path: str, specs: Optional[List[InputSpec]] = None,
+    signature: str = SIGNATURE,
+) -> None:
+    """Converts a SavedModel signature (the model's id signature) to ONNX with tf2onnx.
+
+    Args:
+        saved_model_dir: a SavedModel.
+        path: the `.onnx` file to write.
+        specs: the signature's inputs, in the ONNX file's input order;
+            `None` for all of them, sorted by name.
+        signature: the SavedModel signature to convert.
+
+    Raises:
+        ExportError: naming the first op tf2onnx could not convert.
+
+    Example:
+
+    ```python
+    convert_onnx("out/saved_model", "out/decoder_step.onnx", signature="decode_step")
+    ```
+
+    The batch axis of every input is named `batch`, a dynamic sequence axis
+    `<input>_length` and any other dynamic axis `<input>_dim<i>`. XLA's
+    DynamicUpdateSlice (a cache written in place) becomes a ScatterND.
     """
     import onnx
     import tensorflow as tf
     import tf2onnx
 
+    if specs is None:
+        specs = signature_specs(saved_model_dir, signature)
     loaded = tf.saved_model.load(saved_model_dir)
     signature = loaded.signatures[signature]
     names = [spec.name for spec in specs]
@@ -320,7 +406,10 @@ def convert_onnx(
             function,
             input_signature=[arguments[name] for name in names],
             opset=ONNX_OPSET,
-            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+            custom_op_handlers={
+                "Erfc": (_erfc_as_one_minus_erf, []),
+                "XlaDynamicUpdateSlice": (_dynamic_update_slice_as_scatter, []),
+            },
         )
     except Exception as error:
         raise ExportError(
@@ -336,8 +425,5 @@ def convert_onnx(
         )
     by_name = {spec.name: spec for spec in specs}
     for graph_input in model_proto.graph.input:
-        dims = graph_input.type.tensor_type.shape.dim
-        dims[0].dim_param = "batch"
-        if by_name[graph_input.name].dynamic_sequence:
-            dims[1].dim_param = f"{graph_input.name}_length"
+        _name_dynamic_axes(graph_input, by_name[graph_input.name])
     onnx.save(model_proto, path)

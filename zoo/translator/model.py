@@ -589,13 +589,41 @@ class Translator(Task):
 
     def _generator(self, beam: int, max_length: int, length_penalty: float):
         """The traced decoding function of one setting (traced once, then reused)."""
+        key = (beam, max_length, length_penalty)
+        if key not in self._generators.functions:
+            self._generators.functions[key] = self.decoding_function(beam, max_length,
+                                                                     length_penalty)
+        return self._generators.functions[key]
+
+    def decoding_function(self, beam: int, max_length: int, length_penalty: float = 0.6):
+        """A new `tf.function` from source ids to target ids: `generate` as one graph.
+
+        The encoder, the cross-attention caches and the cached greedy or
+        beam search loop, for any batch size and source length. Each call
+        returns a function not yet traced, so that an exporter traces it in
+        its own context (`kerasattn.ops.tracing.export_graph`).
+
+        Args:
+            beam: 1 for greedy search, else the beam width.
+            max_length: the output length, start token included (at least 2).
+            length_penalty: GNMT's `alpha` of beam search.
+
+        Returns:
+            A `tf.function` taking int32 `source_ids (B, Ts)` and bool
+            `source_padding_mask (B, Ts)` and returning int32 `(B,
+            max_length)` ids, as `generate`.
+
+        Example:
+
+        ```python
+        run = translator.decoding_function(beam=4, max_length=33)
+        ids = run(features["encoder_token_ids"], features["encoder_padding_mask"])
+        ```
+        """
         import tensorflow as tf
 
         from kerasattn import generation
 
-        key = (beam, max_length, length_penalty)
-        if key in self._generators.functions:
-            return self._generators.functions[key]
         backbone = self.backbone
 
         # One trace per setting, whatever the batch's shape.
@@ -626,7 +654,6 @@ class Translator(Task):
                 length_penalty_alpha=length_penalty, end_id=END_ID, pad_id=PAD_ID)
             return ids
 
-        self._generators.functions[key] = run
         return run
 
     def generate(self, source_ids, source_padding_mask=None, beam: int = 1,
@@ -741,7 +768,9 @@ class Translator(Task):
         all run inside it, so it serves as a SavedModel's signature (see the
         example). Sources longer than the preprocessor's
         `source_sequence_length` are cut; bytes that are not UTF-8 read as
-        U+FFFD.
+        U+FFFD (as `translate` reads them); an empty or blank source
+        translates to the empty string. The decoding loop is traced anew for
+        each function.
 
         Args:
             beam: 1 for greedy search, else the beam width.
@@ -771,15 +800,21 @@ class Translator(Task):
                              "received: preprocessor=None")
         _validation.positive_int("beam", beam)
         max_length = _validation.positive_int("max_length", max_length, allow_none=True)
-        run = self._generator(beam, (max_length or self.preprocessor.target_sequence_length) + 1,
-                              float(length_penalty))
+        run = self.decoding_function(
+            beam, (max_length or self.preprocessor.target_sequence_length) + 1,
+            float(length_penalty))
         preprocessor = self.preprocessor
 
         @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name="texts")])
         def translate(texts):
+            texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace",
+                                                 replacement_char=0xFFFD)
             features = preprocessor(texts)
             ids = run(features["encoder_token_ids"], features["encoder_padding_mask"])
-            return preprocessor.target_tokenizer.detokenize(ids[:, 1:])
+            translations = preprocessor.target_tokenizer.detokenize(ids[:, 1:])
+            # Nothing to translate, nothing translated (not what the model makes of nothing).
+            blank = tf.equal(tf.strings.length(tf.strings.strip(texts)), 0)
+            return tf.where(blank, tf.constant(""), translations)
 
         return translate
 
