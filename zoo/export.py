@@ -2,9 +2,14 @@
 
 A thin command line over `kerasattn.export.export`: it loads the model,
 reads sample and calibration inputs from `.npz` files, exports, and prints
-a summary of the manifest. Bad input (a missing or non-Keras file, an
-unknown format or quantize mode, arrays of the wrong shape) exits with
-status 2 and one line on stderr; a failed conversion or check exits with 1.
+a summary of the manifest. A translator goes to
+`zoo.translator.export.export_translator` instead (strings in and out of the
+SavedModel, the decoding loop in TFLite, an ONNX encoder and decoder step),
+with `--beam`, `--max-length`, `--length-penalty` fixed at export and
+`--data` a file of sentence pairs to measure parity with Keras on. Bad
+input (a missing or non-Keras file, an unknown format or quantize mode,
+arrays of the wrong shape) exits with status 2 and one line on stderr; a
+failed conversion or check exits with 1.
 """
 
 from __future__ import annotations
@@ -77,6 +82,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --out if it is empty or a previous export"
+    )
+    translator = parser.add_argument_group(
+        "translator", "for a zoo translator (its own artifacts: see zoo.translator.export)"
+    )
+    translator.add_argument(
+        "--beam", type=int, default=4, help="beam width fixed in the graphs (default: %(default)s)"
+    )
+    translator.add_argument(
+        "--max-length",
+        type=int,
+        metavar="N",
+        help="most target tokens, fixed in the graphs (default: the preprocessor's "
+        "target_sequence_length)",
+    )
+    translator.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.6,
+        help="beam search's GNMT alpha (default: %(default)s)",
+    )
+    translator.add_argument(
+        "--data",
+        metavar="FILE",
+        help="sentence pairs (source<TAB>target TSV, as zoo evaluate): its first 8 sources are "
+        "the sample sentences, and every artifact's parity with Keras is measured on all of it",
     )
 
 
@@ -178,6 +208,60 @@ def _summary(manifest: Dict[str, Any], out_dir: str) -> str:
     return "\n".join(lines)
 
 
+def _translator_summary(manifest: Dict[str, Any], out_dir: str) -> str:
+    rows = [("artifact", "size", "greedy = keras", "beam = keras", "beam BLEU diff",
+             "ms @ batch 1")]
+    for name, artifact in manifest["artifacts"].items():
+        parity = artifact["parity"]
+        latency = artifact.get("latency_ms") or artifact["signatures"]["translate"]["latency_ms"]
+        rows.append((
+            name,
+            f"{artifact['size_bytes'] / 1024:.1f} KiB",
+            f"{parity.get('greedy_identical_fraction', '-')}",
+            f"{parity.get('beam_identical_fraction', '-')}",
+            f"{parity.get('beam_bleu_difference', '-')}",
+            f"{latency['batch_1']:.3f}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"exported {manifest['model']} (beam {manifest['beam']}, max length "
+             f"{manifest['max_length']}) to {out_dir} (manifest.json lists every artifact):"]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    data = manifest.get("parity_on_data")
+    if data:
+        lines.append(f"parity on {data['sentences']} pairs of --data: " + "; ".join(
+            f"{name} greedy {entry['greedy_identical_fraction']}"
+            + (f", beam BLEU diff {entry['beam_bleu_difference']}" if "beam_bleu" in entry
+               else "")
+            for name, entry in data["artifacts"].items()) + f" (Keras: {data['keras']})")
+    return "\n".join(lines)
+
+
+def _export_translator(model, args: argparse.Namespace, formats, quantize) -> Dict[str, Any]:
+    """`zoo export` of a translator: `zoo.translator.export.export_translator`."""
+    from kerasattn import data as kdata
+    from zoo.translator.export import export_translator
+
+    if list(formats) != list(FORMATS) or list(quantize) != ["float32"]:
+        raise _BadInput("a translator exports every format in float32 (SavedModel, TFLite and "
+                        "ONNX); leave out --formats and --quantize")
+    for option in ("sample_inputs", "representative_data", "sequence_length"):
+        if getattr(args, option) is not None:
+            raise _BadInput(f"--{option.replace('_', '-')}: not for a translator (use --data)")
+    if args.beam <= 0 or (args.max_length is not None and args.max_length <= 0):
+        raise _BadInput(f"--beam, --max-length: expected positive integers, received: "
+                        f"{args.beam}, {args.max_length}")
+    pairs = None
+    if args.data is not None:
+        try:
+            pairs = kdata.read_parallel_text(args.data)
+        except ValueError as error:
+            raise _BadInput(str(error)) from None
+    return export_translator(
+        model, args.out, sample_texts=None if pairs is None else pairs.sources[:8],
+        beam=args.beam, max_length=args.max_length, length_penalty=args.length_penalty,
+        parity_data=pairs, latency_runs=args.latency_runs, overwrite=args.overwrite)
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs `zoo export` on parsed arguments; returns the exit status."""
     try:
@@ -210,11 +294,20 @@ def run(args: argparse.Namespace) -> int:
         from kerasattn.export import ExportError, export
 
         model = _load_model(args.model)
+        from zoo.translator.model import Translator
+
+        translator = isinstance(model, Translator)
+        if not translator and args.data is not None:
+            raise _BadInput("--data: only for a translator")
     except _BadInput as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     try:
         with console.native_logging_silenced():  # the LiteRT interpreter's delegate notice
+            if translator:
+                manifest = _export_translator(model, args, formats, quantize)
+                print(_translator_summary(manifest, args.out))
+                return 0
             manifest = export(
                 model,
                 args.out,
@@ -227,6 +320,9 @@ def run(args: argparse.Namespace) -> int:
                 latency_runs=args.latency_runs,
                 overwrite=args.overwrite,
             )
+    except _BadInput as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
     except ExportError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2 if error.kind == "argument" else 1

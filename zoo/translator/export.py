@@ -41,8 +41,7 @@ Parity (`measure_parity`, also usable on a validation file): every
 artifact's greedy ids must equal `Translator.generate`'s token for token on
 the same batches; the beam-search artifacts must keep their BLEU within
 `beam_bleu_tolerance` of Keras's (against the references when given, else
-against Keras's own beam translations, where the difference is `100 -
-BLEU`).
+against Keras's own beam translations).
 
 Example:
 
@@ -312,8 +311,8 @@ def measure_parity(folder: Union[str, os.PathLike], model: Translator, sources: 
         `greedy_identical` / `beam_identical` (rows whose ids equal Keras's
         token for token), `greedy_identical_fraction` /
         `beam_identical_fraction`, and for beam search `beam_bleu` and
-        `beam_bleu_difference` (against the references, or, without them,
-        against Keras's beam translations, where Keras scores 100).
+        `beam_bleu_difference` from Keras's (against the references, or,
+        without them, against Keras's beam translations themselves).
 
     Example:
 
@@ -371,9 +370,9 @@ def measure_parity(folder: Union[str, os.PathLike], model: Translator, sources: 
                 against = list(references) if references is not None else keras_texts["beam"]
                 bleu = _bleu(texts(ids), against)
                 entry["beam_bleu"] = bleu
+                # Keras's own score on the same references (100, or 0 for empty output, alone).
                 entry["beam_bleu_difference"] = round(
-                    abs(bleu - (_bleu(keras_texts["beam"], against)
-                                if references is not None else 100.0)), 2)
+                    abs(bleu - _bleu(keras_texts["beam"], against)), 2)
         result["artifacts"][name] = entry
     return result
 
@@ -406,6 +405,7 @@ def export_translator(
     max_length: Optional[int] = None,
     length_penalty: float = 0.6,
     beam_bleu_tolerance: float = 0.1,
+    parity_data: Optional[Any] = None,
     latency_runs: int = 10,
     overwrite: bool = False,
 ) -> Dict[str, Any]:
@@ -426,7 +426,11 @@ def export_translator(
             `None` for the preprocessor's `target_sequence_length`.
         length_penalty: GNMT's `alpha` of beam search.
         beam_bleu_tolerance: the most BLEU a beam-search artifact may lose
-            or gain against Keras on the sample texts.
+            or gain against Keras on the sample texts (and `parity_data`).
+        parity_data: optional sentence pairs (a `kerasattn.data.ParallelText`,
+            such as the validation file) on which `measure_parity` also runs,
+            checked as the sample texts are; the manifest records the numbers
+            under `"parity_on_data"`.
         latency_runs: timed runs per artifact and batch (the median is kept).
         overwrite: replace an existing `out_dir` (only an empty folder or a
             previous export), once the new export has passed.
@@ -530,6 +534,10 @@ def export_translator(
 
         parity = measure_parity(staging, model, texts)
         _check_parity(parity, beam_bleu_tolerance)
+        if parity_data is not None:
+            manifest["parity_on_data"] = measure_parity(
+                staging, model, parity_data.sources, parity_data.targets)
+            _check_parity(manifest["parity_on_data"], beam_bleu_tolerance)
         features = next(_batches(model, texts, len(texts)))[1]
         runners = _runners(staging, manifest)
         string_runtime = SavedModelRuntime(saved_model, "translate")
