@@ -162,6 +162,8 @@ class TranslatorExportTest(tf.test.TestCase):
         self.assertEqual(5, numbers["sentences"])
         self.assertEqual({"saved_model", "tflite", "onnx"}, set(numbers["artifacts"]))
         self.assertEqual(5, numbers["artifacts"]["onnx"]["greedy_identical"])
+        saved = numbers["artifacts"]["saved_model"]
+        self.assertEqual((5, 5), (saved["greedy_strings_identical"], saved["greedy_identical"]))
         self.assertNotIn("beam_bleu", numbers["artifacts"]["onnx"])
 
     def test_bad_arguments(self):

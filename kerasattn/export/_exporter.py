@@ -88,7 +88,20 @@ def _tolerances(overrides: Optional[Mapping[str, float]]) -> Dict[str, float]:
     return tolerances
 
 
-def check_out_dir(out_dir: str, overwrite: bool) -> None:
+def check_out_dir(out_dir: Union[str, os.PathLike], overwrite: bool) -> str:
+    """`out_dir` as an absolute path, once it is known to be free (or, with
+    `overwrite`, an empty folder or a previous export to replace).
+
+    Raises:
+        ExportError: for a value that is not a path, an existing file, or a
+            folder that may not be replaced.
+    """
+    try:
+        out_dir = os.path.abspath(os.fspath(out_dir))
+    except TypeError:
+        raise ExportError(
+            f"Expected `out_dir` to be a path, received: out_dir={out_dir!r}"
+        ) from None
     if os.path.lexists(out_dir):
         if not os.path.isdir(out_dir) or os.path.islink(out_dir):
             raise ExportError(
@@ -105,6 +118,7 @@ def check_out_dir(out_dir: str, overwrite: bool) -> None:
                 f"Expected `out_dir` to be empty or a previous export (holding {MANIFEST}) to "
                 f"overwrite, received: {out_dir!r}, which holds other files"
             )
+    return out_dir
 
 
 def _reference(model: keras.Model, inputs: _inputs.Inputs) -> Dict[str, np.ndarray]:
@@ -403,13 +417,7 @@ def export(
     sequence_length = _positive_int("sequence_length", sequence_length, allow_none=True)
     latency_batch_size = _positive_int("latency_batch_size", latency_batch_size)
     latency_runs = _positive_int("latency_runs", latency_runs)
-    try:
-        out_dir = os.path.abspath(os.fspath(out_dir))
-    except TypeError:
-        raise ExportError(
-            f"Expected `out_dir` to be a path, received: out_dir={out_dir!r}"
-        ) from None
-    check_out_dir(out_dir, overwrite)
+    out_dir = check_out_dir(out_dir, overwrite)
 
     specs = _inputs.model_input_specs(model)
     original, model = model, _precision.float32_copy(model)

@@ -342,11 +342,7 @@ def export_retriever(
             1 <= top_k <= model.num_items):
         raise ExportError(f"Expected `top_k` in 1..{model.num_items}, received: top_k={top_k!r}")
     top_k, exclude_seen = int(top_k), bool(exclude_seen)
-    try:
-        out_dir = os.path.abspath(os.fspath(out_dir))
-    except TypeError:
-        raise ExportError(f"Expected `out_dir` to be a path, received: {out_dir!r}") from None
-    check_out_dir(out_dir, overwrite)
+    out_dir = check_out_dir(out_dir, overwrite)
     histories = _sample_histories(model, sample_histories)
     if sample_candidates is None:
         count = min(SAMPLE_CANDIDATES, model.num_items)

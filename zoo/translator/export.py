@@ -258,7 +258,7 @@ def _batches(model: Translator, texts: Sequence[str], batch_size: int):
 
 def _runners(folder: str, manifest: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     """Per artifact, `{"greedy": ids_fn, "beam": ids_fn}` (the ones it has), each mapping
-    `{source_ids, source_padding_mask}` to target ids; and the string signatures."""
+    `{source_ids, source_padding_mask}` to target ids."""
     max_length = manifest["max_length"] + 1
     artifacts = manifest["artifacts"]
     runners: Dict[str, Dict[str, Any]] = {}
@@ -312,7 +312,11 @@ def measure_parity(folder: Union[str, os.PathLike], model: Translator, sources: 
         token for token), `greedy_identical_fraction` /
         `beam_identical_fraction`, and for beam search `beam_bleu` and
         `beam_bleu_difference` from Keras's (against the references, or,
-        without them, against Keras's beam translations themselves).
+        without them, against Keras's beam translations themselves); for
+        the SavedModel also `greedy_strings_identical` /
+        `beam_strings_identical`, the sentences its `translate_greedy` /
+        `translate` signatures (strings to strings) translate as Keras's
+        ids detokenised.
 
     Example:
 
@@ -339,7 +343,17 @@ def measure_parity(folder: Union[str, os.PathLike], model: Translator, sources: 
     searches = {"greedy": 1, "beam": beam}
     keras_ids: Dict[str, List[Optional[np.ndarray]]] = {s: [None] * len(sources) for s in searches}
     got = {name: {s: [None] * len(sources) for s in runs} for name, runs in runners.items()}
+    strings = {}
+    if SAVED_MODEL in manifest["artifacts"]:
+        path = os.path.join(folder, SAVED_MODEL)
+        strings = {"greedy": SavedModelRuntime(path, "translate_greedy"),
+                   "beam": SavedModelRuntime(path, "translate")}
+    got_strings: Dict[str, List[Optional[str]]] = {s: [None] * len(sources) for s in strings}
     for indices, features in _batches(model, sources, batch_size):
+        for search, runtime in strings.items():
+            outputs = runtime.run({"texts": np.array([sources[i] for i in indices], object)})
+            for text, index in zip(outputs["translations"], indices):
+                got_strings[search][index] = text.decode("utf-8", "replace")
         for search, width in searches.items():
             want = np.asarray(model.generate(*(features[n] for n in _SOURCE), beam=width,
                                              max_length=max_length, length_penalty=penalty))
@@ -373,17 +387,24 @@ def measure_parity(folder: Union[str, os.PathLike], model: Translator, sources: 
                 # Keras's own score on the same references (100, or 0 for empty output, alone).
                 entry["beam_bleu_difference"] = round(
                     abs(bleu - _bleu(keras_texts["beam"], against)), 2)
+        if name == SAVED_MODEL:
+            # The string signatures: tokenisation and detokenisation in the graph too.
+            for search, translations in got_strings.items():
+                entry[f"{search}_strings_identical"] = sum(
+                    a == b for a, b in zip(translations, keras_texts[search]))
         result["artifacts"][name] = entry
     return result
 
 
 def _check_parity(parity: Dict[str, Any], tolerance: float) -> None:
     for name, entry in parity["artifacts"].items():
-        if entry["greedy_identical"] != parity["sentences"]:
-            raise ExportError(
-                f"{name}: greedy search differs from the Keras model's ids on "
-                f"{parity['sentences'] - entry['greedy_identical']} of {parity['sentences']} "
-                "sample sentences", "verification")
+        for key, what in (("greedy_identical", "greedy search's ids"),
+                          ("greedy_strings_identical", "translate_greedy's translations")):
+            if entry.get(key, parity["sentences"]) != parity["sentences"]:
+                raise ExportError(
+                    f"{name}: {what} differ from the Keras model's on "
+                    f"{parity['sentences'] - entry[key]} of {parity['sentences']} sentences",
+                    "verification")
         if entry.get("beam_bleu_difference", 0.0) > tolerance:
             raise ExportError(
                 f"{name}: beam search's BLEU differs from the Keras model's by "
@@ -411,8 +432,8 @@ def export_translator(
 ) -> Dict[str, Any]:
     """Exports a `Translator` to SavedModel, TFLite and ONNX, each checked against Keras.
 
-    See the module docstring for the folder's layout and what each artifact
-    takes and returns.
+    The files written, and the inputs and outputs of each, are listed in
+    this module's docstring.
 
     Args:
         model: a (trained) `Translator` with its preprocessor.
@@ -432,11 +453,11 @@ def export_translator(
             checked as the sample texts are; the manifest records the numbers
             under `"parity_on_data"`.
         latency_runs: timed runs per artifact and batch (the median is kept).
-        overwrite: replace an existing `out_dir` (only an empty folder or a
-            previous export), once the new export has passed.
+        overwrite: whether an existing `out_dir` (an empty folder or a
+            previous export, nothing else) is replaced once this one passes.
 
     Returns:
-        The manifest, also written to `out_dir/manifest.json`.
+        The manifest, as `out_dir/manifest.json` holds it.
 
     Raises:
         ExportError: for bad arguments, a failed conversion, or an artifact
@@ -470,11 +491,7 @@ def export_translator(
             isinstance(text, str) and text.strip() for text in texts):
         raise ExportError("Expected `sample_texts` to be a list of non-empty sentences, "
                           f"received: sample_texts={sample_texts!r:.80}")
-    try:
-        out_dir = os.path.abspath(os.fspath(out_dir))
-    except TypeError:
-        raise ExportError(f"Expected `out_dir` to be a path, received: {out_dir!r}") from None
-    check_out_dir(out_dir, overwrite)
+    out_dir = check_out_dir(out_dir, overwrite)
     policy = model.backbone.dtype_policy.name
     model = float32_copy(model)
     settings = {"beam": beam, "max_length": max_length, "length_penalty": length_penalty}
