@@ -82,6 +82,7 @@ from kerasattn.export import size_bytes
 from kerasattn.export import staged
 from kerasattn.layers import _validation
 from kerasattn.ops.tracing import export_graph
+from kerasattn.text import UNKNOWN_ID
 from zoo.translator.model import Translator
 from zoo.translator.preprocessor import END_ID
 from zoo.translator.preprocessor import MODEL_ASSETS
@@ -418,6 +419,30 @@ def _latency(runner, features: Dict[str, np.ndarray], runs: int) -> Dict[str, fl
             round(median_latency_ms(lambda f=f: runner(f), runs), 3) for f in (one, features)}
 
 
+def _saved_model_details(path: str, texts: List[str], latency_runs: int) -> Dict[str, Any]:
+    """The SavedModel's manifest entry: its signatures (the string ones timed) and what
+    `translate` makes of `BAD_INPUTS`."""
+    signatures: Dict[str, Any] = {}
+    for name in ("translate", "translate_greedy", "generate_ids", "generate_ids_greedy",
+                 "encode", "decode_step"):
+        runtime = SavedModelRuntime(path, name)
+        signatures[name] = runtime.signature()
+        if name.startswith("translate"):
+            signatures[name]["latency_ms"] = _latency(
+                runtime.run, {"texts": np.array(texts, object)}, latency_runs)
+    signatures["serving_default"] = {"same_as": "translate"}
+    runtime = SavedModelRuntime(path, "translate")
+    probe = runtime.run({"texts": np.array(list(BAD_INPUTS.values()), object)})["translations"]
+    return {
+        "runtime": runtime.description,
+        "signatures": signatures,
+        "bad_inputs": {
+            name: {"input": repr(text if len(text) < 40 else text[:37] + b"..."),
+                   "translation": output.decode("utf-8", "replace")}
+            for (name, text), output in zip(BAD_INPUTS.items(), probe)},
+    }
+
+
 def export_translator(
     model: Translator,
     out_dir: Union[str, os.PathLike],
@@ -515,8 +540,7 @@ def export_translator(
                 file.write(content)
 
         artifacts = {
-            SAVED_MODEL: {"path": SAVED_MODEL, "format": "saved_model", "takes": "strings",
-                          "signatures": {}},
+            SAVED_MODEL: {"path": SAVED_MODEL, "format": "saved_model", "takes": "strings"},
             "tflite_greedy": {"path": TFLITE["greedy"], "format": "tflite", "takes": "ids",
                               "search": "greedy"},
             "tflite_beam": {"path": TFLITE["beam"], "format": "tflite", "takes": "ids",
@@ -531,7 +555,8 @@ def export_translator(
             "dtype_policy": policy,
             "computed_in": "float32",
             **settings,
-            "special_ids": {"pad": PAD_ID, "unk": 1, "start": START_ID, "end": END_ID},
+            "special_ids": {"pad": PAD_ID, "unk": UNKNOWN_ID, "start": START_ID,
+                            "end": END_ID},
             "sentencepiece": {"source": MODEL_ASSETS["model"],
                               "target": (MODEL_ASSETS["model"] if preprocessor.shared_model
                                          else MODEL_ASSETS["target_model"]),
@@ -557,41 +582,25 @@ def export_translator(
             _check_parity(manifest["parity_on_data"], beam_bleu_tolerance)
         features = next(_batches(model, texts, len(texts)))[1]
         runners = _runners(staging, manifest)
-        string_runtime = SavedModelRuntime(saved_model, "translate")
-        probe = string_runtime.run({"texts": np.array(list(BAD_INPUTS.values()), object)})
-        for name, entry in artifacts.items():
-            kind = "saved_model" if name == SAVED_MODEL else name.split("_")[0]
+        for entry in artifacts.values():
             paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
             entry["size_bytes"] = sum(size_bytes(os.path.join(staging, p)) for p in paths)
-            entry["parity"] = parity["artifacts"][kind]
-            if kind == "tflite":
-                search = name.split("_")[1]
-                runtime = LiteRTRuntime(os.path.join(staging, entry["path"]))
-                entry["runtime"], entry["signature"] = runtime.description, runtime.signature()
-                entry["parity"] = {k: v for k, v in parity["artifacts"]["tflite"].items()
-                                   if k.startswith(search)}
-                entry["latency_ms"] = _latency(runners["tflite"][search], features, latency_runs)
-            elif kind == "onnx":
-                decoder = OnnxGreedyDecoder(*(os.path.join(staging, p) for p in paths))
-                entry["runtime"] = decoder.description
-                entry["signature"] = {"encoder": decoder.encoder.signature(),
-                                      "decoder_step": decoder.decoder_step.signature()}
-                entry["latency_ms"] = _latency(runners["onnx"]["greedy"], features, latency_runs)
-            else:
-                entry["runtime"] = string_runtime.description
-                for signature in ("translate", "translate_greedy", "generate_ids",
-                                  "generate_ids_greedy", "encode", "decode_step"):
-                    runtime = SavedModelRuntime(saved_model, signature)
-                    entry["signatures"][signature] = runtime.signature()
-                    if signature.startswith("translate"):
-                        strings = {"texts": np.array(texts, object)}
-                        entry["signatures"][signature]["latency_ms"] = _latency(
-                            lambda f, runtime=runtime: runtime.run(f), strings, latency_runs)
-                entry["signatures"]["serving_default"] = {"same_as": "translate"}
-                entry["bad_inputs"] = {
-                    key: {"input": repr(value if len(value) < 40 else value[:37] + b"..."),
-                          "translation": output.decode("utf-8", "replace")}
-                    for (key, value), output in zip(BAD_INPUTS.items(), probe["translations"])}
+        artifacts[SAVED_MODEL].update(_saved_model_details(saved_model, texts, latency_runs),
+                                      parity=parity["artifacts"][SAVED_MODEL])
+        for search, path in TFLITE.items():
+            runtime = LiteRTRuntime(os.path.join(staging, path))
+            artifacts[f"tflite_{search}"].update(
+                runtime=runtime.description, signature=runtime.signature(),
+                parity={key: value for key, value in parity["artifacts"]["tflite"].items()
+                        if key.startswith(search)},
+                latency_ms=_latency(runners["tflite"][search], features, latency_runs))
+        decoder = OnnxGreedyDecoder(os.path.join(staging, ONNX_ENCODER),
+                                    os.path.join(staging, ONNX_DECODER_STEP))
+        artifacts["onnx"].update(
+            runtime=decoder.description, parity=parity["artifacts"]["onnx"],
+            signature={"encoder": decoder.encoder.signature(),
+                       "decoder_step": decoder.decoder_step.signature()},
+            latency_ms=_latency(runners["onnx"]["greedy"], features, latency_runs))
         manifest["parity"] = {k: v for k, v in parity.items() if k != "artifacts"}
         with open(os.path.join(staging, MANIFEST), "w") as file:
             json.dump(manifest, file, indent=2)
