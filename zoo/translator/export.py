@@ -64,7 +64,6 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import keras
 import numpy as np
 
 import kerasattn
@@ -158,10 +157,13 @@ def _decoding_graphs(model: Translator, max_length: int):
 
 
 def _named(output: str, function, input_signature: list):
-    """`function` as a `tf.function` whose one output is named `output` in its signature."""
+    """`function` as a concrete function whose one output is named `output`."""
     import tensorflow as tf
 
-    return tf.function(lambda *args: {output: function(*args)}, input_signature=input_signature)
+    def named(*args):
+        return {output: function(*args)}
+
+    return tf.function(named, input_signature=input_signature).get_concrete_function()
 
 
 def _write_saved_model(model: Translator, path: str, beam: int, max_length: int,
@@ -171,21 +173,24 @@ def _write_saved_model(model: Translator, path: str, beam: int, max_length: int,
     texts = tf.TensorSpec((None,), tf.string, name="texts")
     ids = [tf.TensorSpec((None, None), tf.int32, name=_SOURCE[0]),
            tf.TensorSpec((None, None), tf.bool, name=_SOURCE[1])]
-    archive = keras.export.ExportArchive()
-    archive.track(model)
+    # `tf.saved_model.save` of a module holding the model: keras.export.ExportArchive
+    # writes every variable twice (its `variables` and `_all_variables`), doubling the size.
+    module = tf.Module()
+    module.translator = model
     try:
         with export_graph():
-            # The first endpoint is also `serving_default`.
+            signatures = {}
             for name, width in (("translate", beam), ("translate_greedy", 1)):
-                archive.add_endpoint(name, _named("translations", model.translate_function(
-                    width, max_length, length_penalty), [texts]))
+                signatures[name] = _named("translations", model.translate_function(
+                    width, max_length, length_penalty), [texts])
             for name, width in (("generate_ids", beam), ("generate_ids_greedy", 1)):
-                archive.add_endpoint(name, _named("target_ids", model.decoding_function(
-                    width, max_length + 1, length_penalty), ids))
+                signatures[name] = _named("target_ids", model.decoding_function(
+                    width, max_length + 1, length_penalty), ids)
             encode, decode_step = _decoding_graphs(model, max_length + 1)
-            archive.add_endpoint("encode", encode)
-            archive.add_endpoint("decode_step", decode_step)
-            archive.write_out(path, verbose=False)
+            signatures["encode"] = encode.get_concrete_function()
+            signatures["decode_step"] = decode_step.get_concrete_function()
+            signatures["serving_default"] = signatures["translate"]
+            tf.saved_model.save(module, path, signatures=signatures)
     except Exception as error:
         raise ExportError(f"saved_model: could not write the SavedModel: {error}",
                           "conversion") from error
