@@ -138,6 +138,13 @@ class TranslatorExportTest(tf.test.TestCase):
         self.assertEqual([{"name": "target_ids", "shape": [None, MAX_LENGTH + 1],
                            "dtype": "int32"}], tflite["outputs"])
         self.assertIn("batch_1", manifest["artifacts"]["onnx"]["latency_ms"])
+        # The SavedModel holds each weight once and no optimizer state (Adam's would triple
+        # it), beside the checkpoint's object graph.
+        folder = os.path.join(self.out, "saved_model", "variables")
+        stored = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder)
+                     if name.startswith("variables.data"))
+        weights = sum(int(np.prod(weight.shape)) * 4 for weight in self.model.weights)
+        self.assertBetween(stored, weights, 2 * weights)
 
     def test_bad_inputs_are_defined_results(self):
         translate = tf.saved_model.load(os.path.join(self.out, "saved_model")).signatures[

@@ -173,10 +173,11 @@ def _write_saved_model(model: Translator, path: str, beam: int, max_length: int,
     texts = tf.TensorSpec((None,), tf.string, name="texts")
     ids = [tf.TensorSpec((None, None), tf.int32, name=_SOURCE[0]),
            tf.TensorSpec((None, None), tf.bool, name=_SOURCE[1])]
-    # `tf.saved_model.save` of a module holding the model: keras.export.ExportArchive
-    # writes every variable twice (its `variables` and `_all_variables`), doubling the size.
+    # `tf.saved_model.save` of a module holding the model's layers: keras.export.ExportArchive
+    # writes every variable twice (its `variables` and `_all_variables`), and the model
+    # itself would bring its optimizer's.
     module = tf.Module()
-    module.translator = model
+    module.layers = list(model.layers)
     try:
         with export_graph():
             signatures = {}
