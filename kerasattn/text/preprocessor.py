@@ -16,6 +16,25 @@ from kerasattn.text.vocabulary import check_vocabulary
 from kerasattn.text.vocabulary import load_vocabulary
 
 
+def string_batch(inputs) -> tuple[tf.Tensor, bool]:
+    """Returns the inputs as a `(B,)` string tensor, and whether they were a scalar."""
+    strings = tf.convert_to_tensor(inputs)
+    if strings.dtype != tf.string:
+        raise ValueError(
+            f"Expected `inputs` of dtype string, received: inputs.dtype={strings.dtype.name}"
+        )
+    shape = strings.shape
+    if shape.rank == 2 and shape[1] == 1:
+        return tf.squeeze(strings, axis=1), False
+    if shape.rank == 0:
+        return strings[tf.newaxis], True
+    if shape.rank != 1:
+        raise ValueError(
+            f"Expected `inputs` of shape (B,) or (B, 1), received: inputs.shape={tuple(shape)}"
+        )
+    return strings, False
+
+
 @keras.saving.register_keras_serializable(package="kerasattn")
 class TextPreprocessor(keras.layers.Layer):
     """Text preprocessing layer: raw strings to padded WordPiece ids and a mask.
@@ -146,24 +165,6 @@ class TextPreprocessor(keras.layers.Layer):
     def vocabulary_size(self) -> int:
         return len(self._vocabulary)
 
-    def _as_batch(self, inputs) -> tuple[tf.Tensor, bool]:
-        """Returns the inputs as a `(B,)` string tensor, and whether they were a scalar."""
-        strings = tf.convert_to_tensor(inputs)
-        if strings.dtype != tf.string:
-            raise ValueError(
-                f"Expected `inputs` of dtype string, received: inputs.dtype={strings.dtype.name}"
-            )
-        shape = strings.shape
-        if shape.rank == 2 and shape[1] == 1:
-            return tf.squeeze(strings, axis=1), False
-        if shape.rank == 0:
-            return strings[tf.newaxis], True
-        if shape.rank != 1:
-            raise ValueError(
-                f"Expected `inputs` of shape (B,) or (B, 1), received: inputs.shape={tuple(shape)}"
-            )
-        return strings, False
-
     def _tokenize_batch(self, strings: tf.Tensor) -> tf.RaggedTensor:
         normalized = normalize_text(strings, self.lower_case, self.normalization_form)
         return tf.cast(self._tokenizer.tokenize(normalized), tf.int32)
@@ -178,12 +179,12 @@ class TextPreprocessor(keras.layers.Layer):
             int32 `tf.RaggedTensor` of shape `(B, None)`; for a scalar input
             an int32 `(None,)` tensor.
         """
-        strings, scalar = self._as_batch(inputs)
+        strings, scalar = string_batch(inputs)
         ids = self._tokenize_batch(strings)
         return ids[0] if scalar else ids
 
     def call(self, inputs):
-        strings, scalar = self._as_batch(inputs)
+        strings, scalar = string_batch(inputs)
         ids = self._tokenize_batch(strings)[:, : self.sequence_length]
         outputs = {
             "token_ids": ids.to_tensor(default_value=0, shape=[None, self.sequence_length]),

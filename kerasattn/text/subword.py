@@ -20,6 +20,9 @@ import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from kerasattn.text.preprocessor import string_batch
+from kerasattn.text.vocabulary import texts_dataset
+
 SUBWORD_RESERVED_TOKENS = ("[PAD]", "[UNK]", "[START]", "[END]")
 PAD_ID, UNKNOWN_ID, START_ID, END_ID = range(len(SUBWORD_RESERVED_TOKENS))
 MODEL_TYPES = ("unigram", "bpe")
@@ -57,32 +60,6 @@ def _nfc_rules() -> str:
         return " ".join(f"{ord(c):X}" for c in text)
 
     return "".join(f"{hex_codes(s)}\t{hex_codes(t)}\n" for s, t in rules.items())
-
-
-def _texts_list(texts: Iterable[str] | tf.data.Dataset) -> list[str]:
-    if isinstance(texts, tf.data.Dataset):
-        spec = texts.element_spec
-        if (
-            not isinstance(spec, tf.TensorSpec)
-            or spec.dtype != tf.string
-            or spec.shape.rank not in (0, 1)
-        ):
-            raise ValueError(
-                "Expected `texts` to be a dataset of strings (scalars or `(B,)` batches), "
-                f"received: element_spec={spec}"
-            )
-        rows = texts.unbatch() if spec.shape.rank else texts
-        return [row.decode("utf-8") for row in rows.as_numpy_iterator()]
-    if isinstance(texts, (str, bytes)):
-        raise ValueError(
-            "Expected `texts` to be an iterable of strings or a tf.data.Dataset, "
-            f"received: a single string {texts[:40]!r}"
-        )
-    texts = list(texts)
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"Expected `texts` to hold strings, received: texts[{index}]={text!r}")
-    return texts
 
 
 def learn_sentencepiece_model(
@@ -155,7 +132,8 @@ def learn_sentencepiece_model(
             "Expected `character_coverage` to be a number in (0, 1], "
             f"received: character_coverage={character_coverage!r}"
         )
-    texts = [text for text in _texts_list(texts) if text.strip()]
+    texts = [text.decode("utf-8") for text in texts_dataset(texts).as_numpy_iterator()]
+    texts = [text for text in texts if text.strip()]
     if not texts:
         raise ValueError("Expected `texts` with at least one non-empty string, received: none")
 
@@ -326,24 +304,6 @@ class SubwordPreprocessor(keras.layers.Layer):
     def vocabulary_size(self) -> int:
         return len(self._vocabulary)
 
-    def _as_batch(self, inputs) -> tuple[tf.Tensor, bool]:
-        """Returns the inputs as a `(B,)` string tensor, and whether they were a scalar."""
-        strings = tf.convert_to_tensor(inputs)
-        if strings.dtype != tf.string:
-            raise ValueError(
-                f"Expected `inputs` of dtype string, received: inputs.dtype={strings.dtype.name}"
-            )
-        shape = strings.shape
-        if shape.rank == 2 and shape[1] == 1:
-            return tf.squeeze(strings, axis=1), False
-        if shape.rank == 0:
-            return strings[tf.newaxis], True
-        if shape.rank != 1:
-            raise ValueError(
-                f"Expected `inputs` of shape (B,) or (B, 1), received: inputs.shape={tuple(shape)}"
-            )
-        return strings, False
-
     def tokenize(self, inputs) -> tf.RaggedTensor | tf.Tensor:
         """All subword ids of each string, without reserved ids, neither truncated nor padded.
 
@@ -354,12 +314,12 @@ class SubwordPreprocessor(keras.layers.Layer):
             int32 `tf.RaggedTensor` of shape `(B, None)`; for a scalar input
             an int32 `(None,)` tensor.
         """
-        strings, scalar = self._as_batch(inputs)
+        strings, scalar = string_batch(inputs)
         ids = self._sentencepiece().tokenize(strings)
         return ids[0] if scalar else ids
 
     def call(self, inputs):
-        strings, scalar = self._as_batch(inputs)
+        strings, scalar = string_batch(inputs)
         room = self.sequence_length - self.add_start - self.add_end
         ids = self._sentencepiece().tokenize(strings)[:, :room]
         parts = [ids]

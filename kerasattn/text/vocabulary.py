@@ -54,12 +54,18 @@ def check_vocabulary(tokens: Sequence[str], where: str = "vocabulary") -> list[s
     return tokens
 
 
-def _texts_dataset(texts: Iterable[str] | tf.data.Dataset) -> tf.data.Dataset:
+def texts_dataset(texts: Iterable[str] | tf.data.Dataset) -> tf.data.Dataset:
+    """Training texts, a list of strings or a dataset of string scalars or `(B,)` batches,
+    as a dataset of scalar strings; a `ValueError` names what else was given."""
     if isinstance(texts, tf.data.Dataset):
         spec = texts.element_spec
-        if not isinstance(spec, tf.TensorSpec) or spec.dtype != tf.string:
+        if (
+            not isinstance(spec, tf.TensorSpec)
+            or spec.dtype != tf.string
+            or spec.shape.rank not in (0, 1)
+        ):
             raise ValueError(
-                "Expected `texts` to be a dataset of strings (scalars or batches), "
+                "Expected `texts` to be a dataset of strings (scalars or `(B,)` batches), "
                 f"received: element_spec={spec}"
             )
         return texts.unbatch() if spec.shape.rank else texts
@@ -172,7 +178,7 @@ def learn_wordpiece_vocabulary(
     check_normalization_form(normalization_form)
 
     normalized = (
-        _texts_dataset(texts)
+        texts_dataset(texts)
         .batch(_NORMALIZE_BATCH)
         .map(lambda batch: normalize_text(batch, lower_case, normalization_form))
     )
