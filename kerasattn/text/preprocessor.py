@@ -35,6 +35,32 @@ def string_batch(inputs) -> tuple[tf.Tensor, bool]:
     return strings, False
 
 
+def padded_outputs(ids: tf.RaggedTensor, sequence_length: int, scalar: bool) -> dict:
+    """`{"token_ids", "padding_mask"}` of ragged `(B, None)` ids padded with 0 to
+    `sequence_length`; the first row alone where the input was a scalar string."""
+    outputs = {
+        "token_ids": ids.to_tensor(default_value=0, shape=[None, sequence_length]),
+        "padding_mask": tf.sequence_mask(ids.row_lengths(), sequence_length),
+    }
+    if scalar:
+        outputs = {key: value[0] for key, value in outputs.items()}
+    return outputs
+
+
+def padded_output_spec(inputs, sequence_length: int) -> dict:
+    """`padded_outputs`'s spec for symbolic `(B,)` or `(B, 1)` string inputs."""
+    shape = tuple(inputs.shape)
+    if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+        raise ValueError(
+            f"Expected `inputs` of shape (B,) or (B, 1), received: inputs.shape={shape}"
+        )
+    shape = shape[:1] + (sequence_length,)
+    return {
+        "token_ids": keras.KerasTensor(shape, dtype="int32"),
+        "padding_mask": keras.KerasTensor(shape, dtype="bool"),
+    }
+
+
 @keras.saving.register_keras_serializable(package="kerasattn")
 class TextPreprocessor(keras.layers.Layer):
     """Text preprocessing layer: raw strings to padded WordPiece ids and a mask.
@@ -186,25 +212,10 @@ class TextPreprocessor(keras.layers.Layer):
     def call(self, inputs):
         strings, scalar = string_batch(inputs)
         ids = self._tokenize_batch(strings)[:, : self.sequence_length]
-        outputs = {
-            "token_ids": ids.to_tensor(default_value=0, shape=[None, self.sequence_length]),
-            "padding_mask": tf.sequence_mask(ids.row_lengths(), self.sequence_length),
-        }
-        if scalar:
-            outputs = {key: value[0] for key, value in outputs.items()}
-        return outputs
+        return padded_outputs(ids, self.sequence_length, scalar)
 
     def compute_output_spec(self, inputs):
-        shape = tuple(inputs.shape)
-        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise ValueError(
-                f"Expected `inputs` of shape (B,) or (B, 1), received: inputs.shape={shape}"
-            )
-        shape = shape[:1] + (self.sequence_length,)
-        return {
-            "token_ids": keras.KerasTensor(shape, dtype="int32"),
-            "padding_mask": keras.KerasTensor(shape, dtype="bool"),
-        }
+        return padded_output_spec(inputs, self.sequence_length)
 
     def id_to_token(self, token_ids) -> tf.Tensor:
         """The token strings of `token_ids` (any shape; id 0 is `"[PAD]"`)."""

@@ -20,6 +20,8 @@ import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from kerasattn.text.preprocessor import padded_output_spec
+from kerasattn.text.preprocessor import padded_outputs
 from kerasattn.text.preprocessor import string_batch
 from kerasattn.text.vocabulary import texts_dataset
 
@@ -329,25 +331,10 @@ class SubwordPreprocessor(keras.layers.Layer):
             parts.append(tf.fill([ids.nrows(), 1], END_ID))
         if len(parts) > 1:
             ids = tf.concat(parts, axis=1)
-        outputs = {
-            "token_ids": ids.to_tensor(default_value=PAD_ID, shape=[None, self.sequence_length]),
-            "padding_mask": tf.sequence_mask(ids.row_lengths(), self.sequence_length),
-        }
-        if scalar:
-            outputs = {key: value[0] for key, value in outputs.items()}
-        return outputs
+        return padded_outputs(ids, self.sequence_length, scalar)
 
     def compute_output_spec(self, inputs):
-        shape = tuple(inputs.shape)
-        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
-            raise ValueError(
-                f"Expected `inputs` of shape (B,) or (B, 1), received: inputs.shape={shape}"
-            )
-        shape = shape[:1] + (self.sequence_length,)
-        return {
-            "token_ids": keras.KerasTensor(shape, dtype="int32"),
-            "padding_mask": keras.KerasTensor(shape, dtype="bool"),
-        }
+        return padded_output_spec(inputs, self.sequence_length)
 
     def id_to_token(self, token_ids) -> tf.Tensor:
         """The pieces of `token_ids` (any shape; ids outside the vocabulary read `"[UNK]"`)."""
