@@ -392,6 +392,14 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"query.shape={query_shape}, value.shape={value_shape}"
             )
 
+    def _check_scores_available(self, return_attention_scores) -> None:
+        if return_attention_scores and self._implementation == "chunked":
+            raise ValueError(
+                'Expected return_attention_scores=False with implementation="chunked" '
+                "(the chunked path never materialises the attention weights), "
+                "received: return_attention_scores=True"
+            )
+
     def _check_call(self, query, value, key, query_mask, value_mask, key_mask, attention_mask,
                     return_attention_scores) -> None:
         """The checks `call` and `compute_output_spec` share: the inputs' shapes
@@ -403,12 +411,7 @@ class MultiHeadAttention(keras.layers.Layer):
             ("key", value if key is None else key, self._key_width),
         ):
             _validation.last_dim(name, x.shape, width)
-        if return_attention_scores and self._implementation == "chunked":
-            raise ValueError(
-                'Expected return_attention_scores=False with implementation="chunked" '
-                "(the chunked path never materialises the attention weights), "
-                "received: return_attention_scores=True"
-            )
+        self._check_scores_available(return_attention_scores)
         query_dims = tuple(query.shape[:-1])
         key_dims = tuple(value.shape[:-1])
         check_broadcastable(query_mask, query_dims, "query_mask")
@@ -931,12 +934,7 @@ class MultiHeadAttention(keras.layers.Layer):
             if x is not None:
                 _validation.rank(name, x.shape, 3)
                 _validation.last_dim(name, x.shape, width)
-        if return_attention_scores and self._implementation == "chunked":
-            raise ValueError(
-                'Expected return_attention_scores=False with implementation="chunked" '
-                "(the chunked path never materialises the attention weights), "
-                "received: return_attention_scores=True"
-            )
+        self._check_scores_available(return_attention_scores)
         batch, query_length, cache_length = query.shape[0], query.shape[1], cache.shape[2]
         check_broadcastable(query_mask, (batch, query_length), "query_mask")
         check_broadcastable(value_mask, (batch, cache_length), "value_mask")
