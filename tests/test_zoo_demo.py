@@ -35,6 +35,8 @@ class ZooDemoTest(tf.test.TestCase):
             self.assertIn("the recommender (preset video-games)", summary)
             self.assertRegex(summary, r"history 12,55,301 -> \d+ \(-?\d+\.\d\d\)(, \d+ "
                                       r"\(-?\d+\.\d\d\)){4}")
+            self.assertIn("the translator (preset multi30k-en-de)", summary)
+            self.assertIn("A dog runs through the grass with a ball in its mouth.\n    ", summary)
             for artifact in manifest["artifacts"]:
                 self.assertIn(artifact, summary)
 

@@ -9,8 +9,9 @@ strings, TFLite float32 / float16 / dynamic int8 / full int8, ONNX), and
 prints one summary table; then the sequence tagger's `conll2003` preset
 tags a few raw sentences (entity spans with their confidence), and the
 recommender's `video-games` preset recommends the next items for a few
-purchase histories (items already bought left out). No data folder is
-needed.
+purchase histories (items already bought left out), and the translator's
+`multi30k-en-de` preset translates a few English sentences into German
+with beam search on its key/value cache. No data folder is needed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ TAGGER_SENTENCES = (
     "Maria Lindqvist flew from Stockholm to Chicago on Monday.",
     "Shares of Volkswagen rose 3 percent in Frankfurt, Reuters said.",
 )
+# Multi30k describes pictures: sentences of that kind.
+TRANSLATOR_SENTENCES = (
+    "A man in a blue shirt is riding a bike down the street.",
+    "Two young girls are playing in the snow.",
+    "A dog runs through the grass with a ball in its mouth.",
+)
+TRANSLATOR_BEAM = 4
 
 
 def _sample_path() -> str:
@@ -97,8 +105,9 @@ def run(out_dir: str, steps: int, seed: int) -> int:
         )
     tagged = _tag_sentences()
     recommended = _recommend()
+    translated = _translate()
     return _print_summary(before, accuracy_before, accuracy_after, steps, model_path,
-                          export_dir, manifest, log_dir, tagged, recommended,
+                          export_dir, manifest, log_dir, tagged, recommended, translated,
                           time.perf_counter() - started)
 
 
@@ -116,8 +125,16 @@ def _recommend() -> list[dict]:
     return [recommender_recipe.recommend(model, history, TOP_ITEMS) for history in HISTORIES]
 
 
+def _translate() -> list[tuple[str, str]]:
+    from zoo.translator.model import Translator
+
+    translator = Translator.from_preset("multi30k-en-de")
+    return list(zip(TRANSLATOR_SENTENCES,
+                    translator.translate(TRANSLATOR_SENTENCES, beam=TRANSLATOR_BEAM)))
+
+
 def _print_summary(before, accuracy_before, accuracy_after, steps, model_path, export_dir,
-                   manifest, log_dir, tagged, recommended, seconds) -> int:
+                   manifest, log_dir, tagged, recommended, translated, seconds) -> int:
     print("\nkerasattn demo: the Attention-Based Transformer (preset sst2)")
     print("\n  sentence                                              label     p     most attended")
     for row in before:
@@ -144,5 +161,9 @@ def _print_summary(before, accuracy_before, accuracy_after, steps, model_path, e
     for result in recommended:
         items = ", ".join(f"{entry['item']} ({entry['score']:.2f})" for entry in result["items"])
         print(f"  history {','.join(result['history'])} -> {items}")
+    print(f"\nkerasattn demo: the translator (preset multi30k-en-de), English -> German, "
+          f"beam {TRANSLATOR_BEAM}")
+    for source, translation in translated:
+        print(f"  {source}\n    {translation}")
     print(f"  wall time: {seconds:.0f} s")
     return 0
