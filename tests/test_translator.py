@@ -364,7 +364,7 @@ class RecipeTest(tf.test.TestCase):
             self.assertEqual(0, code, stderr)
             self.assertEqual("A dog runs.", json.loads(stdout)["text"])
             for arguments, message in (
-                (["A dog runs."], "no translator preset is shipped yet"),
+                (["A dog runs.", "--preset", "no-such-preset"], "'no-such-preset'"),
                 (["", "--model", model], "non-empty texts"),
                 (["A dog runs.", "--model", model, "--beam", "0"], "--beam > 0"),
             ):
