@@ -113,13 +113,19 @@ def erase(
 
 def _predict_in_batches(predict_proba: PredictFunction, token_ids, padding_mask,
                         batch_size: int) -> np.ndarray:
+    # Rows sorted by length and each batch cut to its longest: deletion
+    # shortens sequences, and short rows then run without long padding.
+    lengths = padding_mask.sum(1)
+    order = np.argsort(lengths, kind="stable")
     parts = []
     for start in range(0, token_ids.shape[0], batch_size):
-        ids, mask = token_ids[start:start + batch_size], padding_mask[start:start + batch_size]
-        # Trimmed to the batch's longest row: deletion shortens sequences.
-        length = max(1, int(mask.sum(1).max()))
-        parts.append(np.asarray(predict_proba(ids[:, :length], mask[:, :length]), np.float64))
-    return np.concatenate(parts)
+        rows = order[start:start + batch_size]
+        length = max(1, int(lengths[rows].max()))
+        ids, mask = token_ids[rows, :length], padding_mask[rows, :length]
+        parts.append(np.asarray(predict_proba(ids, mask), np.float64))
+    probabilities = np.empty((token_ids.shape[0], parts[0].shape[-1]))
+    probabilities[order] = np.concatenate(parts)
+    return probabilities
 
 
 def erasure_scores(

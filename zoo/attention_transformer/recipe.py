@@ -46,6 +46,10 @@ from zoo.attention_transformer.defaults import MIN_PATIENCE_EPOCHS
 from zoo.attention_transformer.defaults import PATIENCE_STEPS
 
 MODEL_NAME = "attention-transformer"
+EXPLAIN_METHODS = ("raw_attention", "rollout", "flow", "gradient_rollout", "input_x_gradient",
+                   "integrated_gradients", "random")
+# The best method of the card's faithfulness table (README.md, "Explanations").
+BEST_EXPLAIN_METHOD = "integrated_gradients"
 # The defaults of the selection protocol, in one place.
 DEFAULT_VALIDATION_SEED = 0
 DEFAULT_FINE_TUNE_SEEDS = "1,2,3,4,5"
@@ -196,6 +200,66 @@ class AttentionTransformerRecipe(registry.Recipe):
         per_class = ", ".join(f"{name} {value:.4f}" for name, value in metrics["per_class"].items())
         return (f"accuracy {metrics['accuracy']:.4f} on {metrics['examples']} examples "
                 f"(per class: {per_class})")
+
+    # -- explain and faithfulness --------------------------------------------
+
+    explain_methods = EXPLAIN_METHODS
+    best_explain_method = BEST_EXPLAIN_METHOD
+
+    def add_explain_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("texts", nargs="+", help="texts to classify and explain")
+
+    def explain(self, model, args: argparse.Namespace) -> dict:
+        from zoo.attention_transformer import explanations
+
+        return {"model": self.name, "method": args.method,
+                "explanations": explanations.explain_texts(model, args.texts, args.method)}
+
+    def format_explanation(self, result: dict) -> str:
+        from zoo.explanations import bar_line
+
+        lines = []
+        for row in result["explanations"]:
+            tokens = [t["token"] for t in row["tokens"]]
+            scores = [t["score"] for t in row["tokens"]]
+            lines.append(f"{row['text']}\n  {row['label']} {row['probability']:.3f}, "
+                         f"tokens by {row['method']}: {bar_line(tokens, scores)}")
+        return "\n".join(lines)
+
+    def explanation_html(self, result: dict) -> str:
+        from zoo.explanations import html_heatmap
+
+        rows = [{"heading": f"{row['text']} — {row['label']} {row['probability']:.3f}",
+                 "tokens": [t["token"] for t in row["tokens"]],
+                 "scores": [t["score"] for t in row["tokens"]]}
+                for row in result["explanations"]]
+        return html_heatmap(f"{self.name}: tokens by {result['method']}, for the predicted "
+                            "class (red for, blue against)", rows)
+
+    def faithfulness(self, model, data: Path, args: argparse.Namespace) -> dict:
+        from zoo.attention_transformer import data as recipe_data
+        from zoo.attention_transformer import explanations
+        from zoo.explanations import Progress
+
+        rows = recipe_data.read_labelled(data, model.label_names or
+                                         [str(i) for i in range(model.num_classes)])
+        texts = rows.texts[:args.limit]
+        progress = Progress(explanations.progress_steps(args.methods, args.random_seeds))
+        return explanations.measure(model, texts, args.methods, args.random_seeds,
+                                    args.sanity_examples, progress.step)
+
+    def format_faithfulness(self, report: dict) -> str:
+        from zoo.explanations import faithfulness_table
+
+        best = max(report["methods"], key=lambda name: report["methods"][name]["aopc"])
+        return "\n\n".join([
+            f"{report['examples']} examples; each method explains the predicted class",
+            faithfulness_table(report, "delete", "deleted"),
+            faithfulness_table(report, "replace", f"replaced by {report['replacement_token']}"),
+            "sanity rho: Spearman correlation with the explanations of the model with every "
+            "layer's weights shuffled, top down (below 0.5: the method sees the weights)",
+            f"best by comprehensiveness - sufficiency (deletion): {best}",
+        ])
 
 
 def describe(model, texts: Sequence[str], top: int) -> list[dict]:
