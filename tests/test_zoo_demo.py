@@ -37,6 +37,9 @@ class ZooDemoTest(tf.test.TestCase):
                                       r"\(-?\d+\.\d\d\)){4}")
             for artifact in manifest["artifacts"]:
                 self.assertIn(artifact, summary)
+            # It ends with one prediction explained token by token.
+            self.assertRegex(summary, r"one prediction explained \(\w+, the most faithful")
+            self.assertRegex(summary.splitlines()[-2], r"gorgeous-?[▁▂▃▄▅▆▇█]")
 
     def test_demo_rejects_bad_arguments(self):
         self.assertEqual(2, cli.main(["demo", "--steps", "0"]))

@@ -36,8 +36,6 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from zoo import console
 from zoo import registry
 from zoo.attention_transformer.defaults import BUDGET_STEPS
@@ -164,14 +162,15 @@ class AttentionTransformerRecipe(registry.Recipe):
         parser.add_argument("texts", nargs="+", help="texts to classify")
         registry.add_model_source_arguments(parser, self.default_preset)
         parser.add_argument("--top", type=int, default=5,
-                            help="how many most-attended tokens to show (default: %(default)s)")
+                            help="how many of the tokens that drove the prediction most to show "
+                                 "(default: %(default)s)")
 
     def predict(self, args: argparse.Namespace) -> None:
         if args.top <= 0:
             raise ValueError(f"expected --top > 0, received: {args.top}")
         for result in describe(self.load(args.preset, args.model), args.texts, args.top):
             print(f"{result['text']}\n  {result['label']} {result['probability']:.3f}")
-            print("  most attended: "
+            print(f"  top tokens by {result['method']}: "
                   + ", ".join(f"{t} {w:.2f}" for t, w in result["top_tokens"]))
 
     # -- evaluate -------------------------------------------------------------
@@ -262,26 +261,28 @@ class AttentionTransformerRecipe(registry.Recipe):
         ])
 
 
-def describe(model, texts: Sequence[str], top: int) -> list[dict]:
-    """Classifies `texts` and finds the tokens the pooling attends to most.
+def describe(model, texts: Sequence[str], top: int,
+             method: str = BEST_EXPLAIN_METHOD) -> list[dict]:
+    """Classifies `texts` and finds the tokens that drove each prediction most.
+
+    Args:
+        model: an `AttentionTransformerClassifier` with a preprocessor.
+        texts: the texts.
+        top: how many tokens to keep per text.
+        method: a `kerasattn.explain` method; defaults to the best of the
+            model card's faithfulness table.
 
     Returns:
-        Per text: `{"text", "label", "probability", "top_tokens"}`, with
-        `top_tokens` the `top` (token, weight) pairs, padding left out.
+        Per text: `{"text", "label", "probability", "method", "top_tokens"}`,
+        with `top_tokens` the `top` (token, score) pairs of highest score.
     """
-    outputs = model.classify(list(texts))
+    from zoo.attention_transformer import explanations
+
     results = []
-    for index, text in enumerate(texts):
-        probabilities = outputs["probabilities"][index]
-        best = int(np.argmax(probabilities))
-        label = model.label_names[best] if model.label_names else str(best)
-        tokens = [t.decode() for t in outputs["tokens"][index]]
-        weights = outputs["pooling_weights"][index]
-        order = [i for i in np.argsort(-weights, kind="stable") if tokens[i] != "[PAD]"][:top]
-        results.append(
-            {"text": text, "label": label, "probability": float(probabilities[best]),
-             "top_tokens": [(tokens[i], round(float(weights[i]), 3)) for i in order]}
-        )
+    for row in explanations.explain_texts(model, texts, method):
+        ranked = sorted(row["tokens"], key=lambda t: -t["score"])[:top]
+        results.append({**{key: row[key] for key in ("text", "label", "probability", "method")},
+                        "top_tokens": [(t["token"], round(t["score"], 3)) for t in ranked]})
     return results
 
 
