@@ -18,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-from typing import Any, Callable, Iterator, List, Optional
+import weakref
+from typing import Any, Callable, Iterator, List, Optional, Union
 
 import keras
 import numpy as np
@@ -64,10 +65,12 @@ class Trace:
         embeddings: float `(B, T, d)` token embeddings as the model used
             them (after `embedding_transform`), or `None`.
         embedding_gradients: the target's gradient with respect to them.
+        outputs: the model's outputs when they are one tensor, else `None`.
     """
 
     records: List[AttentionRecord]
     targets: Optional[np.ndarray] = None
+    outputs: Optional[np.ndarray] = None
     embeddings: Optional[np.ndarray] = None
     embedding_gradients: Optional[np.ndarray] = None
 
@@ -157,33 +160,33 @@ def _readout_gradient(output_gradient, weights, output, inputs) -> Optional[np.n
     return np.einsum("bd,btd->bt", keras.ops.convert_to_numpy(output_gradient), x)
 
 
-def trace(
-    model: keras.layers.Layer,
-    inputs: Any,
-    target: Optional[TargetFunction] = None,
-    attention: bool = True,
-    embedding_layer: Optional[keras.layers.Layer] = None,
-    embedding_transform: Optional[Callable[[Any], Any]] = None,
-) -> Trace:
-    """Runs `model(inputs, training=False)` once, recording what is asked for.
+@dataclasses.dataclass(frozen=True)
+class ClassTarget:
+    """The logit of a class per example as the explained output.
 
-    Args:
-        model: a built Keras model made of `kerasattn` layers.
-        inputs: what the model is called with.
-        target: optional function from the model's outputs to a `(B,)`
-            tensor; with it the gradients of its sum are recorded (per
-            example, the examples being independent).
-        attention: whether to record the attention layers.
-        embedding_layer: a layer whose output to record (and transform);
-            `None` records no embeddings.
-        embedding_transform: optional function applied to the embedding
-            layer's output before the model uses it (Integrated Gradients'
-            interpolation).
-
-    Returns:
-        A `Trace`.
+    Attributes:
+        classes: int `(B,)`, or `None` for each example's predicted class
+            (the argmax of the same forward pass).
     """
-    attention_layers = find_attention_layers(model) if attention else []
+
+    classes: Optional[np.ndarray] = None
+
+    def __call__(self, outputs):
+        if isinstance(outputs, (dict, list, tuple)) or len(outputs.shape) != 2:
+            raise ValueError(
+                "Expected a model with (B, num_classes) outputs for a class target, received: "
+                f"{type(outputs).__name__} outputs; pass `target` as a function of the outputs"
+            )
+        if self.classes is None:
+            chosen = keras.ops.expand_dims(keras.ops.argmax(outputs, axis=-1), -1)
+        else:
+            chosen = keras.ops.expand_dims(keras.ops.cast(self.classes, "int32"), -1)
+        return keras.ops.take_along_axis(outputs, chosen, axis=-1)[:, 0]
+
+
+def _record(model, inputs, attention_layers, target, embedding_layer, embedding_transform):
+    """The body of one recorded pass, eager or traced: tensors, and per
+    attention call its `(path, kind)`."""
     recorded: List[tuple] = []
     embedded: List[Any] = []
     with _gradient_tape(target is not None) as tape:
@@ -202,8 +205,11 @@ def trace(
                 wanted = bound.arguments.get("return_attention_scores", False)
                 bound.arguments["return_attention_scores"] = True
                 outputs = original(*bound.args, **bound.kwargs)
-                recorded.append((path, layer, dict(bound.arguments), outputs[0],
-                                 watch(outputs[1])))
+                arguments = dict(bound.arguments)
+                kind = _layer_kind(layer, arguments)
+                pooled_input = (arguments.get("inputs", arguments.get("value"))
+                                if kind == "readout" else None)
+                recorded.append((path, kind, outputs[0], watch(outputs[1]), pooled_input))
                 return outputs if wanted else outputs[0]
 
             return call
@@ -229,51 +235,158 @@ def trace(
             outputs = model(inputs, training=False)
             target_values = None if target is None else target(outputs)
             target_sum = None if target is None else keras.ops.sum(target_values)
-
     if len(embedded) > 1:
         raise ValueError(
             f"Expected the embedding layer `{embedding_layer.name}` to be called once, "
             f"received: {len(embedded)} calls"
         )
-    gradients: List[Any] = []
+    gradients = None
     if tape is not None:
         # One backward pass for every source: the weights, each readout's
         # output (for `_readout_gradient`) and the embeddings.
-        sources = ([weights for *_, weights in recorded]
-                   + [output for _, _, _, output, _ in recorded] + embedded)
+        sources = ([r[3] for r in recorded] + [r[2] if r[1] == "readout" else r[3]
+                                                for r in recorded] + embedded)
         gradients = tape.gradient(target_sum, sources)
+    count = len(recorded)
+    tensors = {
+        "weights": [r[3] for r in recorded],
+        "readout_outputs": [r[2] if r[1] == "readout" else None for r in recorded],
+        "readout_inputs": [r[4] for r in recorded],
+        "weight_gradients": None if gradients is None else gradients[:count],
+        "output_gradients": None if gradients is None else [
+            g if r[1] == "readout" else None
+            for g, r in zip(gradients[count:2 * count], recorded)],
+        "embeddings": embedded[0] if embedded else None,
+        "embedding_gradients": None if gradients is None or not embedded else gradients[-1],
+        "targets": target_values,
+        "outputs": outputs if keras.ops.is_tensor(outputs) else None,
+    }
+    return tensors, [(r[0], r[1]) for r in recorded]
+
+
+class _GraphRecorder:
+    """`_record` traced once into a `tf.function` for one model and one set of options.
+
+    Class targets and embedding values are inputs of the function, so that
+    explaining another batch (another length, other classes) reuses it.
+    """
+
+    def __init__(self, model, attention_layers, embedding_layer, gradients: bool,
+                 given_classes: bool, given_embeddings: bool):
+        import tensorflow as tf
+
+        self.metadata: List[tuple] = []
+
+        def body(inputs, classes, embeddings):
+            target = None
+            if gradients:
+                target = ClassTarget(classes if given_classes else None)
+            transform = (lambda _: embeddings) if given_embeddings else None
+            tensors, self.metadata = _record(model, inputs, attention_layers, target,
+                                             embedding_layer, transform)
+            return tensors
+
+        self.function = tf.function(body, reduce_retracing=True)
+
+    def __call__(self, inputs, classes, embeddings):
+        return self.function(inputs, classes, embeddings), self.metadata
+
+
+# Per model, its graph recorders by options (a model's layers do not change).
+_RECORDERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _as_tensors(inputs):
+    if isinstance(inputs, dict):
+        return {key: keras.ops.convert_to_tensor(value) for key, value in inputs.items()}
+    return keras.ops.convert_to_tensor(inputs)
+
+
+def trace(
+    model: keras.layers.Layer,
+    inputs: Any,
+    target: Union[None, ClassTarget, TargetFunction] = None,
+    attention: bool = True,
+    embedding_layer: Optional[keras.layers.Layer] = None,
+    embedding_transform: Union[None, np.ndarray, Callable[[Any], Any]] = None,
+) -> Trace:
+    """Runs `model(inputs, training=False)` once, recording what is asked for.
+
+    Under TensorFlow, with a `ClassTarget` (or no target) and embeddings
+    given as an array (or none), the pass runs as a `tf.function` traced
+    once per model and options; anything else runs eagerly.
+
+    Args:
+        model: a built Keras model made of `kerasattn` layers.
+        inputs: what the model is called with.
+        target: optional `ClassTarget`, or a function from the model's
+            outputs to a `(B,)` tensor; with it the gradients of its sum are
+            recorded (per example, the examples being independent).
+        attention: whether to record the attention layers.
+        embedding_layer: a layer whose output to record (and replace);
+            `None` records no embeddings.
+        embedding_transform: what the model uses instead of the embedding
+            layer's output: an array of its shape, or a function of it
+            (Integrated Gradients' path points).
+
+    Returns:
+        A `Trace`.
+    """
+    attention_layers = find_attention_layers(model) if attention else []
+    graph = (keras.backend.backend() == "tensorflow"
+             and (target is None or isinstance(target, ClassTarget))
+             and (embedding_transform is None or isinstance(embedding_transform, np.ndarray)))
+    if graph:
+        given_classes = target is not None and target.classes is not None
+        given_embeddings = embedding_transform is not None
+        key = (attention, id(embedding_layer), target is not None, given_classes,
+               given_embeddings)
+        recorders = _RECORDERS.setdefault(model, {})
+        if key not in recorders:
+            recorders[key] = _GraphRecorder(model, attention_layers, embedding_layer,
+                                            target is not None, given_classes, given_embeddings)
+        classes = np.asarray(target.classes if given_classes else [0], np.int32)
+        embeddings = (np.asarray(embedding_transform, np.float32) if given_embeddings
+                      else np.zeros((1, 1, 1), np.float32))
+        tensors, metadata = recorders[key](_as_tensors(inputs), classes, embeddings)
+    else:
+        if isinstance(embedding_transform, np.ndarray):
+            values = embedding_transform
+            embedding_transform = lambda _: keras.ops.convert_to_tensor(values)  # noqa: E731
+        tensors, metadata = _record(model, inputs, attention_layers, target, embedding_layer,
+                                    embedding_transform)
+    return _to_trace(tensors, metadata, target is not None)
+
+
+def _numpy(tensor, dtype=np.float64) -> Optional[np.ndarray]:
+    return None if tensor is None else np.asarray(keras.ops.convert_to_numpy(tensor), dtype)
+
+
+def _to_trace(tensors: dict, metadata: List[tuple], gradients: bool) -> Trace:
     records = []
-    for index, (path, layer, arguments, output, weights) in enumerate(recorded):
-        kind = _layer_kind(layer, arguments)
-        weights_array = np.asarray(keras.ops.convert_to_numpy(weights), np.float32)
+    for index, (path, kind) in enumerate(metadata):
+        weights = _numpy(tensors["weights"][index], np.float32)
         grad = None
-        if tape is not None:
-            grad = gradients[index]
-            if grad is not None:
-                grad = np.asarray(keras.ops.convert_to_numpy(grad), np.float32)
-            elif kind == "readout":
-                grad = _readout_gradient(gradients[len(recorded) + index], weights_array,
-                                         output, arguments.get("inputs", arguments.get("value")))
+        if gradients:
+            grad = _numpy(tensors["weight_gradients"][index], np.float32)
+            if grad is None and kind == "readout":
+                grad = _readout_gradient(tensors["output_gradients"][index], weights,
+                                         tensors["readout_outputs"][index],
+                                         tensors["readout_inputs"][index])
             if grad is None and kind != "other":
                 raise ValueError(
                     f"Expected the output to depend on the attention weights of layer "
                     f"`{path}`, received: no gradient with respect to them"
                 )
         records.append(AttentionRecord(
-            path=path, kind=kind, weights=_as_4d(weights_array),
+            path=path, kind=kind, weights=_as_4d(weights),
             gradients=None if grad is None else _as_4d(np.asarray(grad, np.float32)),
         ))
-    trace_result = Trace(records=records)
-    if target is not None:
-        trace_result.targets = np.asarray(keras.ops.convert_to_numpy(target_values), np.float64)
-    if embedded:
-        trace_result.embeddings = np.asarray(keras.ops.convert_to_numpy(embedded[0]), np.float64)
-        if tape is not None:
-            if gradients[-1] is None:
-                raise ValueError(
-                    f"Expected the output to depend on the embedding layer "
-                    f"`{embedding_layer.name}`, received: no gradient with respect to it"
-                )
-            trace_result.embedding_gradients = np.asarray(
-                keras.ops.convert_to_numpy(gradients[-1]), np.float64)
-    return trace_result
+    result = Trace(records=records, targets=_numpy(tensors["targets"]),
+                   embeddings=_numpy(tensors["embeddings"]), outputs=_numpy(tensors["outputs"]))
+    if gradients and tensors["embeddings"] is not None:
+        if tensors["embedding_gradients"] is None:
+            raise ValueError("Expected the output to depend on the embedding layer, "
+                             "received: no gradient with respect to it")
+        result.embedding_gradients = _numpy(tensors["embedding_gradients"])
+    return result

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from kerasattn.explain import _graph
+from kerasattn.explain._trace import ClassTarget
 from kerasattn.explain._trace import Trace
 from kerasattn.explain._trace import find_embedding_layer
 from kerasattn.explain._trace import trace
@@ -75,23 +76,19 @@ def _repeat(inputs: Any, times: int) -> Any:
     return repeat(inputs)
 
 
-def _check_class_outputs(outputs) -> None:
-    if isinstance(outputs, (dict, list, tuple)) or len(outputs.shape) != 2:
-        raise ValueError(
-            "Expected a model with (B, num_classes) outputs for a class target, received: "
-            f"{type(outputs).__name__} outputs; pass `target` as a function of the outputs"
-        )
-
-
 def predicted_classes(model: keras.layers.Layer, inputs: Any) -> np.ndarray:
     """The argmax of the model's `(B, C)` outputs, int `(B,)`."""
-    outputs = model(inputs, training=False)
-    _check_class_outputs(outputs)
-    return np.argmax(keras.ops.convert_to_numpy(outputs), axis=-1)
+    outputs = trace(model, inputs, attention=False).outputs
+    if outputs is None or outputs.ndim != 2:
+        raise ValueError(
+            "Expected a model with (B, num_classes) outputs for a class target, received: "
+            "other outputs; pass `target` as a function of the outputs"
+        )
+    return np.argmax(outputs, axis=-1)
 
 
 def target_function(model: keras.layers.Layer, inputs: Any, target: Target,
-                    repeats: int = 1) -> Callable[[Any], Any]:
+                    repeats: int = 1) -> Union[ClassTarget, Callable[[Any], Any]]:
     """The function from the model's outputs to the `(B,)` values explained.
 
     Args:
@@ -105,27 +102,13 @@ def target_function(model: keras.layers.Layer, inputs: Any, target: Target,
     if callable(target):
         return target
     if target is None and repeats == 1:
-        # The predicted class, read from the same forward pass.
-        def predicted(outputs):
-            _check_class_outputs(outputs)
-            best = keras.ops.expand_dims(keras.ops.argmax(outputs, axis=-1), -1)
-            return keras.ops.take_along_axis(outputs, best, axis=-1)[:, 0]
-
-        return predicted
+        return ClassTarget(None)  # read from the same forward pass
     batch = _batch_size(inputs)
     if target is None:
         classes = predicted_classes(model, inputs)
     else:
         classes = np.broadcast_to(np.asarray(target, np.int64), (batch,))
-    classes = np.repeat(classes, repeats)
-
-    def pick(outputs):
-        _check_class_outputs(outputs)
-        picked = keras.ops.take_along_axis(
-            outputs, keras.ops.convert_to_tensor(classes[:, None].astype("int32")), axis=-1)
-        return picked[:, 0]
-
-    return pick
+    return ClassTarget(np.repeat(classes, repeats).astype(np.int32))
 
 
 def _positions(position: Position, batch: int) -> list:
@@ -410,12 +393,8 @@ def integrated_gradients(model: keras.layers.Layer, inputs: Any, *, target: Targ
         # (size * steps, T, d): each example's path points, consecutive.
         points = (e0[:, None] + alphas[None, :, None, None] * (e - e0)[:, None]).reshape(
             (-1,) + e.shape[1:])
-        result = trace(
-            model, _repeat(chunk, steps), target=chunk_target, attention=False,
-            embedding_layer=layer,
-            embedding_transform=lambda output, points=points: keras.ops.convert_to_tensor(
-                points.astype(keras.backend.standardize_dtype(output.dtype))),
-        )
+        result = trace(model, _repeat(chunk, steps), target=chunk_target, attention=False,
+                       embedding_layer=layer, embedding_transform=points.astype(np.float32))
         gradients = result.embedding_gradients.reshape((stop - start, steps) + e.shape[1:])
         path_gradient = np.einsum("s,bs...->b...", node_weights, gradients)
         scores[start:stop] = (path_gradient * (e - e0)).sum(-1)
