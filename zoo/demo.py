@@ -72,7 +72,8 @@ def run(out_dir: str, steps: int, seed: int) -> int:
         verbose=2,
         callbacks=[
             keras.callbacks.TensorBoard(log_dir),
-            AttentionMapCallback(probe, log_dir, max_examples=2, probe_tokens=probe_tokens),
+            AttentionMapCallback(probe, log_dir, max_examples=2, probe_tokens=probe_tokens,
+                                 explanation_methods=recipe.EXPLANATION_PICTURES),
         ],
     )
     _, accuracy_after = classifier.evaluate(dataset, verbose=0)

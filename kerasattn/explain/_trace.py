@@ -281,7 +281,8 @@ class _GraphRecorder:
             target = None
             if gradients:
                 target = ClassTarget(classes if given_classes else None)
-            transform = (lambda _: embeddings) if given_embeddings else None
+            transform = ((lambda output: keras.ops.cast(embeddings, output.dtype))
+                         if given_embeddings else None)
             tensors, self.metadata = _record(model, inputs, attention_layers, target,
                                              embedding_layer, transform)
             return tensors
@@ -352,7 +353,7 @@ def trace(
     else:
         if isinstance(embedding_transform, np.ndarray):
             values = embedding_transform
-            embedding_transform = lambda _: keras.ops.convert_to_tensor(values)  # noqa: E731
+            embedding_transform = lambda output: keras.ops.cast(values, output.dtype)  # noqa: E731
         tensors, metadata = _record(model, inputs, attention_layers, target, embedding_layer,
                                     embedding_transform)
     return _to_trace(tensors, metadata, target is not None)

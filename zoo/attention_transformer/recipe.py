@@ -48,6 +48,8 @@ EXPLAIN_METHODS = ("raw_attention", "rollout", "flow", "gradient_rollout", "inpu
                    "integrated_gradients", "random")
 # The best method of the card's faithfulness table (README.md, "Explanations").
 BEST_EXPLAIN_METHOD = "integrated_gradients"
+# What the attention-map callback draws each epoch beside the attention maps.
+EXPLANATION_PICTURES = ("rollout", BEST_EXPLAIN_METHOD)
 # The defaults of the selection protocol, in one place.
 DEFAULT_VALIDATION_SEED = 0
 DEFAULT_FINE_TUNE_SEEDS = "1,2,3,4,5"
