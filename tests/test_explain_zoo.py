@@ -1,5 +1,7 @@
 """`python -m zoo explain` and `python -m zoo faithfulness` with the classifier's sst2 preset."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -74,6 +76,18 @@ class ExplainCommandTest(tf.test.TestCase):
         code, printed, errors = run_cli(["predict", "attention-transformer", TEXT])
         self.assertEqual(0, code, errors)
         self.assertIn(f"tokens by {recipe.BEST_EXPLAIN_METHOD}", printed)
+
+    def test_demo_ends_with_an_explained_prediction(self):
+        from zoo import demo
+        from zoo.attention_transformer.model import AttentionTransformerClassifier
+
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            demo._print_explained(AttentionTransformerClassifier.from_preset("sst2"), TEXT)
+        lines = printed.getvalue().strip().splitlines()
+        self.assertIn(f"one prediction explained ({recipe.BEST_EXPLAIN_METHOD}", lines[0])
+        self.assertEqual(f"  {TEXT} -> positive 0.96", lines[1])
+        self.assertRegex(lines[2], "gorgeous-?[▁▂▃▄▅▆▇█]")
 
     def test_quiet_console(self):
         result = subprocess.run(
