@@ -9,7 +9,6 @@ like `kerasattn.callbacks`, imports TensorFlow and is not imported by
 `import kerasattn`.
 """
 
-from kerasattn.explain.methods import GRADIENT_METHODS
 from kerasattn.explain.methods import METHODS
 from kerasattn.explain.methods import attention_flow
 from kerasattn.explain.methods import attention_rollout
@@ -22,7 +21,6 @@ from kerasattn.explain.methods import random_scores
 from kerasattn.explain.methods import raw_attention
 
 __all__ = [
-    "GRADIENT_METHODS",
     "METHODS",
     "attention_flow",
     "attention_rollout",

@@ -29,8 +29,6 @@ METHODS = (
     "integrated_gradients",
     "random",
 )
-# The methods that differentiate the chosen output (TensorFlow backend).
-GRADIENT_METHODS = ("gradient_rollout", "input_x_gradient", "integrated_gradients")
 
 Target = Union[None, int, Sequence[int], np.ndarray, Callable[[Any], Any]]
 Position = Union[None, int, Sequence[int], np.ndarray]
