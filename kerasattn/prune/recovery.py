@@ -101,9 +101,8 @@ class DistillationLoss(keras.losses.Loss):
 
 
 class _TeacherLogits(keras.layers.Layer):
-    """The teacher's logits, in inference mode: one layer of the distillation
-    model, so the teacher's name cannot clash with the student's (a pruned
-    model keeps its original's)."""
+    """The teacher's logits, always in inference mode (a functional model would
+    pass `fit`'s `training=True` on to it), with no gradient."""
 
     def __init__(self, teacher: keras.Model, **kwargs):
         super().__init__(**kwargs)
@@ -116,11 +115,25 @@ class _TeacherLogits(keras.layers.Layer):
         return self.teacher.compute_output_spec(inputs)
 
 
+def _graph_of(model: keras.Model, name: str) -> keras.Model:
+    """A plain functional model on `model`'s layers: no compiled state (whose
+    unbuilt metrics a model holding it would report) and a name of its own."""
+    return keras.Model(model.input, model.output, name=name)
+
+
 def distillation_model(student: keras.Model, teacher: keras.Model) -> keras.Model:
     """A functional model from the student's inputs to `PackedLogits` of both.
 
-    The teacher runs with `training=False` and is frozen; training the
-    result trains the student (the same layers).
+    Training it trains the student's layers; the teacher runs in inference
+    mode and gets no gradient (freeze it, as `fine_tune` does, so the
+    optimizer leaves it alone).
+
+    Args:
+        student: a functional model (the pruned one).
+        teacher: a functional model with the same inputs and outputs.
+
+    Returns:
+        The model, uncompiled.
     """
     structure = student.input
 
@@ -131,10 +144,10 @@ def distillation_model(student: keras.Model, teacher: keras.Model) -> keras.Mode
         inputs = {name: fresh_input(name, tensor) for name, tensor in structure.items()}
     else:
         inputs = keras.tree.map_structure(lambda t: fresh_input(None, t), structure)
-    teacher.trainable = False
-    teacher_logits = _TeacherLogits(teacher, name="teacher_logits")(inputs)
-    packed = PackedLogits(name="packed_logits")(student(inputs), teacher_logits)
-    return keras.Model(inputs, packed, name=f"{student.name}_distilled")
+    teacher_logits = _TeacherLogits(_graph_of(teacher, "teacher"), name="teacher_logits")(inputs)
+    student_logits = _graph_of(student, "student")(inputs)
+    packed = PackedLogits(name="packed_logits")(student_logits, teacher_logits)
+    return keras.Model(inputs, packed, name="distillation")
 
 
 def fine_tune(
@@ -176,9 +189,16 @@ def fine_tune(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"Expected `steps` to be a positive int, received: steps={steps!r}")
     task_loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    trained = model
+    trained = _graph_of(model, "student")
+    teacher_trainable = None
     if teacher is not None:
         trained = distillation_model(model, teacher)
         task_loss = DistillationLoss(task_loss, alpha, temperature)
-    trained.compile(optimizer=keras.optimizers.AdamW(learning_rate), loss=task_loss)
-    return trained.fit(batches, steps_per_epoch=steps, epochs=1, verbose=verbose, shuffle=False)
+        teacher_trainable, teacher.trainable = teacher.trainable, False
+    try:
+        trained.compile(optimizer=keras.optimizers.AdamW(learning_rate), loss=task_loss)
+        return trained.fit(batches, steps_per_epoch=steps, epochs=1, verbose=verbose,
+                           shuffle=False)
+    finally:
+        if teacher is not None:
+            teacher.trainable = teacher_trainable

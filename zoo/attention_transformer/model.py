@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import keras
 from keras import ops
@@ -45,6 +45,28 @@ class SlidingWindowMask(keras.layers.Layer):
         return {**super().get_config(), "window": self.window}
 
 
+def _per_layer(name: str, value, num_layers: int) -> list[int]:
+    """An int, or a list of one int per layer, as a list of `num_layers` positive ints."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [positive_int(name, value)] * num_layers
+    if not isinstance(value, (list, tuple)) or len(value) != num_layers:
+        raise ValueError(
+            f"Expected `{name}` to be a positive int or a list of {num_layers} (one per "
+            f"layer), received: {name}={value!r}"
+        )
+    return [positive_int(name, item) for item in value]
+
+
+def _block_index(name: str, num_layers: int) -> int:
+    prefix = "encoder_block_"
+    index = name[len(prefix):] if name.startswith(prefix) else ""
+    if not index.isdigit() or int(index) >= num_layers:
+        raise ValueError(
+            f"Expected a block name encoder_block_<0..{num_layers - 1}>, received: {name!r}"
+        )
+    return int(index)
+
+
 def _token_inputs() -> dict:
     """The symbolic `{"token_ids", "padding_mask"}` inputs of the backbone and its tasks."""
     return {
@@ -66,8 +88,11 @@ class AttentionTransformerBackbone(Backbone):
         vocabulary_size: number of token ids (id 0 is padding).
         num_layers: number of encoder blocks, `L`.
         hidden_dim: model width `d`.
-        num_heads: attention heads per block (dividing `hidden_dim`).
-        intermediate_dim: hidden width of each block's feed-forward network.
+        num_heads: attention heads per block (dividing `hidden_dim` unless
+            `head_dim` is given), or a list of one count per block (a pruned
+            backbone's, with `head_dim`).
+        intermediate_dim: hidden width of each block's feed-forward network,
+            or a list of one width per block.
         max_sequence_length: the longest input the position embedding covers.
         dropout: dropout rate after the embeddings and in every block.
         attention_dropout: dropout rate on the blocks' attention weights.
@@ -86,6 +111,8 @@ class AttentionTransformerBackbone(Backbone):
             self-attention is local: token `i` sees tokens `j` with
             `|i - j| < attention_window` (a locality bias, like a
             convolution's), while fusion and pooling stay global.
+        head_dim: width of every attention head; `None` for
+            `hidden_dim // num_heads` (then `num_heads` must be one int).
         dtype: optional dtype policy for every layer, such as
             `"mixed_bfloat16"`; `None` for Keras's global policy.
         **kwargs: `keras.Model` arguments such as `name`.
@@ -117,8 +144,8 @@ class AttentionTransformerBackbone(Backbone):
         vocabulary_size: int,
         num_layers: int = 2,
         hidden_dim: int = 128,
-        num_heads: int = 4,
-        intermediate_dim: int = 256,
+        num_heads: Union[int, Sequence[int]] = 4,
+        intermediate_dim: Union[int, Sequence[int]] = 256,
         max_sequence_length: int = 128,
         dropout: float = 0.1,
         attention_dropout: float = 0.1,
@@ -128,14 +155,23 @@ class AttentionTransformerBackbone(Backbone):
         pooling_units: Optional[int] = None,
         position_encoding: str = "learned",
         attention_window: Optional[int] = None,
+        head_dim: Optional[int] = None,
         dtype=None,
         **kwargs,
     ):
         positive_int("vocabulary_size", vocabulary_size)
         positive_int("num_layers", num_layers)
         positive_int("hidden_dim", hidden_dim)
-        positive_int("num_heads", num_heads)
-        positive_int("intermediate_dim", intermediate_dim)
+        heads_per_layer = _per_layer("num_heads", num_heads, num_layers)
+        units_per_layer = _per_layer("intermediate_dim", intermediate_dim, num_layers)
+        if head_dim is not None:
+            positive_int("head_dim", head_dim)
+        elif not isinstance(num_heads, int):
+            raise ValueError(
+                "Expected `head_dim` with a list of head counts (the heads' width is then "
+                f"not `hidden_dim // num_heads`), received: num_heads={list(num_heads)!r}, "
+                "head_dim=None"
+            )
         positive_int("max_sequence_length", max_sequence_length)
         if pooling_units is not None:
             positive_int("pooling_units", pooling_units)
@@ -154,7 +190,7 @@ class AttentionTransformerBackbone(Backbone):
                 f"Expected `position_encoding` to be one of {POSITION_ENCODINGS}, "
                 f"received: position_encoding={position_encoding!r}"
             )
-        if hidden_dim % num_heads:
+        if head_dim is None and hidden_dim % num_heads:
             raise ValueError(
                 "Expected `hidden_dim` divisible by `num_heads`, "
                 f"received: hidden_dim={hidden_dim}, num_heads={num_heads}"
@@ -199,8 +235,9 @@ class AttentionTransformerBackbone(Backbone):
         states = []
         for index in range(num_layers):
             x = layers.TransformerEncoderBlock(
-                num_heads=num_heads,
-                intermediate_dim=intermediate_dim,
+                num_heads=heads_per_layer[index],
+                intermediate_dim=units_per_layer[index],
+                key_dim=head_dim,
                 dropout=dropout,
                 attention_dropout=attention_dropout,
                 activation="gelu",
@@ -234,8 +271,10 @@ class AttentionTransformerBackbone(Backbone):
         self.vocabulary_size = vocabulary_size
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
+        self.num_heads = num_heads if isinstance(num_heads, int) else list(num_heads)
+        self.intermediate_dim = (intermediate_dim if isinstance(intermediate_dim, int)
+                                 else list(intermediate_dim))
+        self.head_dim = head_dim
         self.max_sequence_length = max_sequence_length
         self.dropout = float(dropout)
         self.attention_dropout = float(attention_dropout)
@@ -263,7 +302,38 @@ class AttentionTransformerBackbone(Backbone):
             "pooling_units": self.pooling_units,
             "position_encoding": self.position_encoding,
             "attention_window": self.attention_window,
+            "head_dim": self.head_dim,
         }
+
+    def pruned_config(self, updates: dict) -> dict:
+        """This backbone's config with blocks resized for `kerasattn.prune`.
+
+        Args:
+            updates: block name (`"encoder_block_<i>"`) -> the block config
+                entries `kerasattn.prune.prune_model` changes (`num_heads`,
+                `key_dim`, `num_key_value_heads`, `intermediate_dim`).
+
+        Returns:
+            The config, with per-block lists of head counts and widths and
+            the heads' width in `head_dim`.
+        """
+        config = self.get_config()
+        heads = _per_layer("num_heads", self.num_heads, self.num_layers)
+        units = _per_layer("intermediate_dim", self.intermediate_dim, self.num_layers)
+        head_dim = self.head_dim or self.hidden_dim // heads[0]
+        for name, entries in updates.items():
+            index = _block_index(name, self.num_layers)
+            for key, value in entries.items():
+                if key == "num_heads":
+                    heads[index] = value
+                elif key == "intermediate_dim":
+                    units[index] = value
+                elif (key, value) not in (("key_dim", head_dim), ("num_key_value_heads", None)):
+                    raise ValueError(
+                        f"Expected `num_heads` and `intermediate_dim` changes of {name!r}, "
+                        f"received: {key}={value!r}"
+                    )
+        return {**config, "num_heads": heads, "intermediate_dim": units, "head_dim": head_dim}
 
 
 @keras.saving.register_keras_serializable(package="zoo")
