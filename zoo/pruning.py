@@ -270,17 +270,6 @@ def plot(record: dict, path: Path) -> None:
     pyplot.close(figure)
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def _progress(line: str) -> None:
     print(f"[prune] {line}", file=sys.stderr, flush=True)
 
@@ -293,6 +282,7 @@ def prune(recipe, args: argparse.Namespace, argv: list) -> dict:
     from kerasattn import prune as kprune
     from kerasattn._files import write_atomically
     from zoo import files
+    from zoo import training
 
     _check(args)
     keras.utils.set_random_seed(args.seed)
@@ -342,7 +332,7 @@ def prune(recipe, args: argparse.Namespace, argv: list) -> dict:
         "sizes_before": original_sizes,
         "sizes_after": _sizes(pruned),
         "steps": [dataclasses.asdict(step) for step in result.steps],
-        "cpu": _cpu(),
+        "cpu": training.cpu_name(),
         "timing_note": "median of rounds interleaving both files, measured in one process",
         "seconds": round(time.time() - start, 1),
     }
