@@ -9,6 +9,7 @@ it on any backend.
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterable, Optional
 
 import keras
@@ -165,8 +166,8 @@ def fine_tune(
 
     Args:
         model: the pruned model (trained in place).
-        batches: repeating `(x, y)` or `(x, y, sample_weight)` batches, such
-            as a repeating `tf.data.Dataset`.
+        batches: `(x, y)` or `(x, y, sample_weight)` batches: a repeating
+            `tf.data.Dataset`, a generator, or a list (cycled through).
         steps: number of optimizer steps.
         loss: the task's loss on the model's logits; defaults to sparse
             categorical cross-entropy from logits.
@@ -188,6 +189,9 @@ def fine_tune(
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"Expected `steps` to be a positive int, received: steps={steps!r}")
+    if isinstance(batches, (list, tuple)):
+        # Keras takes generators, not other iterators.
+        batches = (batch for batch in itertools.cycle(batches))
     task_loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     trained = _graph_of(model, "student")
     teacher_trainable = None
