@@ -128,3 +128,45 @@ class PruneCommandTest(tf.test.TestCase):
                                    os.path.join(self.root, "missing"), "--out", out])
         self.assertEqual(2, code)
         self.assertRegex(stderr, "^zoo prune: .*missing: expected a data folder")
+
+
+class TaggerPruneTest(tf.test.TestCase):
+    def test_pruned_tagger_equals_the_gated_one_and_the_command_writes_a_preset(self):
+        from tests.test_sequence_tagger import tiny_tagger
+        from tests.test_sequence_tagger import write_conll
+        from zoo.sequence_tagger.model import SequenceTagger
+
+        model = tiny_tagger(num_layers=2)
+        sentences = ["Maria visited Paris", "John Smith left New York"]
+        features = model.preprocessor(sentences)
+        path = f"{model.backbone.name}/encoder_block_1/feedforward"
+        pruned = prune.prune_model(model, {path: [0, 5, 9]}, pruning.rebuild_task)
+        with prune.gated(model, {path: [float(i in (0, 5, 9)) for i in range(16)]}):
+            expected = model(features)["potentials"]
+        self.assertAllClose(expected, pruned(features)["potentials"], atol=1e-5)
+        # The task's own CRF loss scores the heads when no loss is given.
+        scores = prune.importance(model, [(features, model.preprocessor(
+            sentences, ["B-PER O B-LOC", "B-PER I-PER O B-LOC I-LOC"])[1])])
+        self.assertEqual(4, len(scores))
+        with tempfile.TemporaryDirectory() as root:
+            data = os.path.join(root, "data")
+            os.makedirs(data)
+            for name, count, seed in (("train.txt", 48, 1), ("valid.txt", 12, 2),
+                                      ("test.txt", 8, 3)):
+                write_conll(os.path.join(data, name), count, seed=seed)
+            model_path = os.path.join(root, "tagger.keras")
+            model.save(model_path)
+            out = os.path.join(root, "out")
+            code, stdout, stderr = run_cli([
+                "prune", "sequence-tagger", "--data", data, "--model", model_path,
+                "--out", out, "--heads", "0.5", "--ffn", "0.5", "--steps", "1",
+                "--recovery-steps", "2", "--importance-batches", "2", "--latency-runs", "1",
+                "--latency-rounds", "1", "--tolerance", "100", "--json"])
+            self.assertEqual(0, code, stderr)
+            result = json.loads(stdout)
+            self.assertEqual([4, 2], result["heads"])
+            self.assertEqual("entity F1", result["metric"]["name"])
+            preset = SequenceTagger.from_preset(os.path.join(out, "preset"))
+            self.assertEqual([1, 1], preset.backbone.num_heads)
+            with open(os.path.join(out, "pruning.md")) as file:
+                self.assertNotIn("distilled", file.read())

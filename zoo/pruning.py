@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 PROG = "zoo prune"
 
@@ -55,13 +55,14 @@ class PruneSetup:
         training_batches: repeating `(x, y[, sample_weight])` batches for the
             recovery fine-tuning.
         loss: the task's loss, `loss(y_true, y_pred, sample_weight)`, on the
-            model's outputs (logits).
+            model's outputs (logits); `None` for the task's `compute_loss`.
         latency_inputs: one batch-1 example of the model's inputs, timed.
         sample_inputs: inputs to check the exported files on (raw, with
             `preprocessor`).
         preprocessor: the export's preprocessor, or `None`.
-        distillable: whether the model's outputs are logits that
-            `kerasattn.prune.DistillationLoss` can match.
+        distillable: whether the model's output is one tensor of logits that
+            `kerasattn.prune.DistillationLoss` can match; otherwise recovery
+            is the task's own `fit` (its default loss).
     """
 
     metric_name: str
@@ -71,7 +72,7 @@ class PruneSetup:
     report_data: str
     importance_batches: Callable[[], Iterable]
     training_batches: Iterable
-    loss: Callable
+    loss: Optional[Callable]
     latency_inputs: dict
     sample_inputs: Any
     preprocessor: Any = None
@@ -200,7 +201,7 @@ def card_section(record: dict) -> str:
         f"{options['importance_batches']} training batches, removed in {options['steps']} "
         f"steps towards {options['heads']:.0%} of the heads and {options['ffn']:.0%} of the "
         f"units, each step fine-tuned for {options['recovery_steps']} steps"
-        f"{'' if options['no_distill'] else ' (distilled from the unpruned model)'}; "
+        f"{' (distilled from the unpruned model)' if record['distilled'] else ''}; "
         f"a step losing more than {options['tolerance']} points of validation "
         f"{metric['name']} ({record['validation_data']}) is undone and ends the schedule.",
         "",
@@ -296,11 +297,16 @@ def prune(recipe, args: argparse.Namespace, argv: list) -> dict:
     _progress(f"scoring the unpruned model on {setup.validation_data}")
 
     def recover(candidate) -> None:
-        if args.recovery_steps:
+        if not args.recovery_steps:
+            return
+        if setup.distillable and not args.no_distill:
             kprune.fine_tune(
                 candidate, setup.training_batches, steps=args.recovery_steps, loss=setup.loss,
-                teacher=None if args.no_distill or not setup.distillable else model,
-                learning_rate=args.learning_rate)
+                teacher=model, learning_rate=args.learning_rate)
+            return
+        candidate.compile(optimizer=keras.optimizers.AdamW(args.learning_rate))
+        candidate.fit(setup.training_batches, steps_per_epoch=args.recovery_steps, epochs=1,
+                      verbose=0)
 
     result = kprune.prune_iteratively(
         model, heads=args.heads, units=args.ffn, num_steps=args.steps,
@@ -320,6 +326,7 @@ def prune(recipe, args: argparse.Namespace, argv: list) -> dict:
         "options": {key: value for key, value in vars(args).items()
                     if key not in ("command", "model_name", "json")},
         "validation_data": setup.validation_data,
+        "distilled": setup.distillable and not args.no_distill,
         "report_data": setup.report_data,
         "heads": [before_counts["heads"], after_counts["heads"]],
         "units": [before_counts["units"], after_counts["units"]],

@@ -8,16 +8,26 @@ model's `stateless_call`). Other backends raise a one-line error.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import keras
 
 LossFunction = Callable[..., object]
 
 
-def gradient_function(model: keras.Model, loss: LossFunction, variables: Sequence):
+def _loss_value(model, loss: Optional[LossFunction], x, y, sample_weight, predictions):
+    """`loss(y, predictions, sample_weight)`, or with `loss=None` the model's own
+    `compute_loss` (its compiled loss, or a task's override such as a CRF's)."""
+    if loss is None:
+        return model.compute_loss(x=x, y=y, y_pred=predictions, sample_weight=sample_weight,
+                                  training=False)
+    return loss(y, predictions, sample_weight)
+
+
+def gradient_function(model: keras.Model, loss: Optional[LossFunction], variables: Sequence):
     """`f(x, y, sample_weight)` -> the gradients of `loss(y, model(x), sample_weight)`
-    with respect to `variables`, the model run with `training=False`."""
+    (`model.compute_loss` with `loss=None`) with respect to `variables`, the
+    model run with `training=False`."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -25,7 +35,7 @@ def gradient_function(model: keras.Model, loss: LossFunction, variables: Sequenc
         @tf.function(reduce_retracing=True)
         def tensorflow_gradients(x, y, sample_weight):
             with tf.GradientTape() as tape:
-                value = loss(y, model(x, training=False), sample_weight)
+                value = _loss_value(model, loss, x, y, sample_weight, model(x, training=False))
             return tape.gradient(value, list(variables))
 
         return tensorflow_gradients
@@ -44,7 +54,7 @@ def gradient_function(model: keras.Model, loss: LossFunction, variables: Sequenc
             predictions, _ = model.stateless_call(
                 trainable_values, non_trainable_values, x, training=False
             )
-            return loss(y, predictions, sample_weight)
+            return _loss_value(model, loss, x, y, sample_weight, predictions)
 
         gradient = jax.jit(jax.grad(loss_of))
 

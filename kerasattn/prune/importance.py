@@ -31,7 +31,7 @@ Scores = Mapping[str, np.ndarray]
 def importance(
     model: keras.Model,
     batches: Iterable,
-    loss: LossFunction,
+    loss: Optional[LossFunction] = None,
     max_batches: Optional[int] = None,
 ) -> dict[str, np.ndarray]:
     """Per-head and per-unit importance of `model` on `batches`.
@@ -42,7 +42,8 @@ def importance(
         batches: an iterable of `(x, y)` or `(x, y, sample_weight)` batches
             (a `tf.data.Dataset`, a list), `x` what the model takes.
         loss: `loss(y_true, y_pred, sample_weight)` returning a scalar, such
-            as a `keras.losses.Loss` instance.
+            as a `keras.losses.Loss` instance; `None` for the model's own
+            `compute_loss` (its compiled loss, or a task's override).
         max_batches: stop after this many batches (`None`: all of them;
             required for a repeating dataset).
 

@@ -62,7 +62,7 @@ def prune_iteratively(
     units: float,
     num_steps: int,
     batches: Callable[[], Iterable],
-    loss: LossFunction,
+    loss: Optional[LossFunction],
     evaluate: Callable[[keras.Model], float],
     tolerance: float,
     recover: Optional[Callable[[keras.Model], None]] = None,

@@ -12,6 +12,8 @@ from kerasattn.layers._validation import positive_int
 from kerasattn.layers._validation import rate
 from kerasattn.ops import sliding_window_mask_between
 from zoo.backbone import Backbone
+from zoo.backbone import per_layer
+from zoo.backbone import resized_blocks_config
 from zoo.task import Task
 from zoo.text_preprocessing import MaskedTokenPreprocessor
 from zoo.text_preprocessing import TextClassifierPreprocessor
@@ -43,28 +45,6 @@ class SlidingWindowMask(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "window": self.window}
-
-
-def _per_layer(name: str, value, num_layers: int) -> list[int]:
-    """An int, or a list of one int per layer, as a list of `num_layers` positive ints."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [positive_int(name, value)] * num_layers
-    if not isinstance(value, (list, tuple)) or len(value) != num_layers:
-        raise ValueError(
-            f"Expected `{name}` to be a positive int or a list of {num_layers} (one per "
-            f"layer), received: {name}={value!r}"
-        )
-    return [positive_int(name, item) for item in value]
-
-
-def _block_index(name: str, num_layers: int) -> int:
-    prefix = "encoder_block_"
-    index = name[len(prefix):] if name.startswith(prefix) else ""
-    if not index.isdigit() or int(index) >= num_layers:
-        raise ValueError(
-            f"Expected a block name encoder_block_<0..{num_layers - 1}>, received: {name!r}"
-        )
-    return int(index)
 
 
 def _token_inputs() -> dict:
@@ -162,8 +142,8 @@ class AttentionTransformerBackbone(Backbone):
         positive_int("vocabulary_size", vocabulary_size)
         positive_int("num_layers", num_layers)
         positive_int("hidden_dim", hidden_dim)
-        heads_per_layer = _per_layer("num_heads", num_heads, num_layers)
-        units_per_layer = _per_layer("intermediate_dim", intermediate_dim, num_layers)
+        heads_per_layer = per_layer("num_heads", num_heads, num_layers)
+        units_per_layer = per_layer("intermediate_dim", intermediate_dim, num_layers)
         if head_dim is not None:
             positive_int("head_dim", head_dim)
         elif not isinstance(num_heads, int):
@@ -306,34 +286,9 @@ class AttentionTransformerBackbone(Backbone):
         }
 
     def pruned_config(self, updates: dict) -> dict:
-        """This backbone's config with blocks resized for `kerasattn.prune`.
-
-        Args:
-            updates: block name (`"encoder_block_<i>"`) -> the block config
-                entries `kerasattn.prune.prune_model` changes (`num_heads`,
-                `key_dim`, `num_key_value_heads`, `intermediate_dim`).
-
-        Returns:
-            The config, with per-block lists of head counts and widths and
-            the heads' width in `head_dim`.
-        """
-        config = self.get_config()
-        heads = _per_layer("num_heads", self.num_heads, self.num_layers)
-        units = _per_layer("intermediate_dim", self.intermediate_dim, self.num_layers)
-        head_dim = self.head_dim or self.hidden_dim // heads[0]
-        for name, entries in updates.items():
-            index = _block_index(name, self.num_layers)
-            for key, value in entries.items():
-                if key == "num_heads":
-                    heads[index] = value
-                elif key == "intermediate_dim":
-                    units[index] = value
-                elif (key, value) not in (("key_dim", head_dim), ("num_key_value_heads", None)):
-                    raise ValueError(
-                        f"Expected `num_heads` and `intermediate_dim` changes of {name!r}, "
-                        f"received: {key}={value!r}"
-                    )
-        return {**config, "num_heads": heads, "intermediate_dim": units, "head_dim": head_dim}
+        """This backbone's config with blocks resized by `kerasattn.prune`
+        (`zoo.backbone.resized_blocks_config`)."""
+        return resized_blocks_config(self, updates)
 
 
 @keras.saving.register_keras_serializable(package="zoo")
