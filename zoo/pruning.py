@@ -100,8 +100,11 @@ def add_arguments(parser: argparse.ArgumentParser, recipe) -> None:
     add("--importance-batches", "training batches to score heads and units on", type=int,
         default=100)
     parser.add_argument("--no-distill", action="store_true",
-                        help="recover on the labels alone (default: half the loss is the "
-                        "unpruned model's soft targets, temperature 2)")
+                        help="recover on the labels alone (default: distilled from the "
+                        "unpruned model where the task's output allows)")
+    add("--alpha", "weight of the unpruned model's soft targets in the distilled loss, "
+        "in [0, 1]", type=float, default=0.5)
+    add("--temperature", "temperature of the soft targets", type=float, default=2.0)
     add("--latency-runs", "timed LiteRT runs per round", type=int, default=50)
     add("--latency-rounds", "rounds of timing, the two models interleaved", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -117,6 +120,10 @@ def _check(args: argparse.Namespace) -> None:
             raise ValueError(f"expected --{name} in [0, 1), received: {value}")
     if args.tolerance < 0:
         raise ValueError(f"expected --tolerance >= 0, received: {args.tolerance}")
+    if not 0 <= args.alpha <= 1:
+        raise ValueError(f"expected --alpha in [0, 1], received: {args.alpha}")
+    if args.temperature <= 0:
+        raise ValueError(f"expected --temperature > 0, received: {args.temperature}")
     for name in ("steps", "importance_batches", "latency_runs", "latency_rounds"):
         if getattr(args, name) <= 0:
             raise ValueError(f"expected --{name.replace('_', '-')} > 0, "
@@ -201,7 +208,9 @@ def card_section(record: dict) -> str:
         f"{options['importance_batches']} training batches, removed in {options['steps']} "
         f"steps towards {options['heads']:.0%} of the heads and {options['ffn']:.0%} of the "
         f"units, each step fine-tuned for {options['recovery_steps']} steps"
-        f"{' (distilled from the unpruned model)' if record['distilled'] else ''}; "
+        + (f" (distilled from the unpruned model: soft targets weighted {options['alpha']}, "
+           f"temperature {options['temperature']})" if record["distilled"] else "")
+        + "; "
         f"a step losing more than {options['tolerance']} points of validation "
         f"{metric['name']} ({record['validation_data']}) is undone and ends the schedule.",
         "",
@@ -302,7 +311,8 @@ def prune(recipe, args: argparse.Namespace, argv: list) -> dict:
         if setup.distillable and not args.no_distill:
             kprune.fine_tune(
                 candidate, setup.training_batches, steps=args.recovery_steps, loss=setup.loss,
-                teacher=model, learning_rate=args.learning_rate)
+                teacher=model, alpha=args.alpha, temperature=args.temperature,
+                learning_rate=args.learning_rate)
             return
         candidate.compile(optimizer=keras.optimizers.AdamW(args.learning_rate))
         candidate.fit(setup.training_batches, steps_per_epoch=args.recovery_steps, epochs=1,
