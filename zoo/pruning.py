@@ -355,6 +355,7 @@ def prune(recipe, args: argparse.Namespace, argv: list) -> dict:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    source = args.model or args.preset or recipe.default_preset
     # The preset is written whole beside its final name, then renamed.
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".preset-"))
     umask = os.umask(0)
@@ -362,7 +363,7 @@ def prune(recipe, args: argparse.Namespace, argv: list) -> dict:
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700, as a plain new folder would be
     try:
         pruned.save_to_preset(
-            staging, description=f"{recipe.default_preset} pruned: {after_counts['heads']} of "
+            staging, description=f"{source} pruned: {after_counts['heads']} of "
             f"{before_counts['heads']} heads, {after_counts['units']} of "
             f"{before_counts['units']} feed-forward units",
             metrics={"name": setup.metric_name, "value": report_after,
