@@ -93,17 +93,17 @@ def add_arguments(parser: argparse.ArgumentParser, recipe) -> None:
         default=0.4)
     add("--tolerance", "largest validation metric loss accepted, in points (0.5 = half a "
         "percentage point)", type=float, default=0.5)
-    add("--steps", "pruning steps to reach the fractions", type=int, default=4)
+    add("--steps", "pruning steps to reach the fractions", type=int, default=5)
     add("--recovery-steps", "fine-tuning steps after each pruning step (0: none)", type=int,
-        default=300)
-    add("--learning-rate", "learning rate of the recovery fine-tuning", type=float, default=2e-4)
+        default=500)
+    add("--learning-rate", "learning rate of the recovery fine-tuning", type=float, default=1e-4)
     add("--importance-batches", "training batches to score heads and units on", type=int,
         default=100)
     parser.add_argument("--no-distill", action="store_true",
                         help="recover on the labels alone (default: distilled from the "
                         "unpruned model where the task's output allows)")
     add("--alpha", "weight of the unpruned model's soft targets in the distilled loss, "
-        "in [0, 1]", type=float, default=0.5)
+        "in [0, 1]", type=float, default=0.9)
     add("--temperature", "temperature of the soft targets", type=float, default=2.0)
     add("--latency-runs", "timed LiteRT runs per round", type=int, default=50)
     add("--latency-rounds", "rounds of timing, the two models interleaved", type=int, default=5)
