@@ -178,6 +178,16 @@ class ImportanceTest(harness.LayerTestCase):
                     differences / np.linalg.norm(differences), scores[group.path],
                     rtol=2e-2, atol=1e-3)
 
+    def test_jax_scores_equal_tensorflow_scores(self):
+        from tests import prune_probe
+
+        expected = prune_probe.scores()
+        with harness.script_output_under_backend("jax", "prune_probe.py", "scores.npz") as path:
+            scores = dict(np.load(path))
+        self.assertEqual(sorted(p.replace("/", ".") for p in expected), sorted(scores))
+        for path, value in expected.items():
+            np.testing.assert_allclose(value, scores[path.replace("/", ".")], atol=1e-4)
+
     def test_scores_accumulate_over_batches(self):
         model = _every_kind_model()
         batches = [(_tokens(4, seed), np.arange(4) % 3) for seed in range(3)]

@@ -115,6 +115,13 @@ def find_prunable(model: keras.layers.Layer) -> list[PrunableGroup]:
 
     Raises:
         ValueError: if `model` is not built.
+
+    Example:
+
+    ```python
+    for group in find_prunable(model):
+        print(group.path, group.kind, group.size)  # "block/self_attention heads 4", ...
+    ```
     """
     if not model.built:
         raise ValueError(
