@@ -127,7 +127,7 @@ class PruneCommandTest(tf.test.TestCase):
         code, _, stderr = run_cli(["prune", "attention-transformer", "--data",
                                    os.path.join(self.root, "missing"), "--out", out])
         self.assertEqual(2, code)
-        self.assertRegex(stderr, "^zoo prune: .*missing: expected a data folder")
+        self.assertRegex(stderr, "^zoo prune: .*missing: expected the training data")
 
 
 class TaggerPruneTest(tf.test.TestCase):
@@ -170,3 +170,42 @@ class TaggerPruneTest(tf.test.TestCase):
             self.assertEqual([1, 1], preset.backbone.num_heads)
             with open(os.path.join(out, "pruning.md")) as file:
                 self.assertNotIn("distilled", file.read())
+
+
+class RecommenderPruneTest(tf.test.TestCase):
+    def test_pruned_retriever_equals_the_gated_one_and_the_command_writes_a_preset(self):
+        from tests.test_recommender import write_log
+        from zoo.recommender import NextItemRetriever
+        from zoo.recommender import RecommenderPreprocessor
+        from zoo.recommender import SequentialRecommenderBackbone
+
+        backbone = SequentialRecommenderBackbone(150, max_sequence_length=6, hidden_dim=8,
+                                                 num_layers=2, num_heads=2, dropout=0.0)
+        preprocessor = RecommenderPreprocessor([str(n) for n in range(1, 151)],
+                                               sequence_length=6)
+        model = NextItemRetriever(backbone, preprocessor, seed=3)
+        model.compile()
+        history = np.array([[0, 0, 3, 9, 27, 81]], "int32")
+        path = f"{backbone.name}/encoder_block_0/self_attention"
+        pruned = prune.prune_model(model, {path: [1]}, pruning.rebuild_task)
+        with prune.gated(model, {path: [0.0, 1.0]}):
+            expected = model.score_all(history)
+        self.assertAllClose(expected, pruned.score_all(history), atol=1e-5)
+        self.assertEqual([1, 2], pruned.backbone.num_heads)
+        with tempfile.TemporaryDirectory() as root:
+            data = os.path.join(root, "log.txt")
+            write_log(data)
+            model_path = os.path.join(root, "retriever.keras")
+            model.save(model_path)
+            out = os.path.join(root, "out")
+            code, stdout, stderr = run_cli([
+                "prune", "recommender", "--data", data, "--model", model_path, "--out", out,
+                "--heads", "0.5", "--ffn", "0.5", "--steps", "1", "--recovery-steps", "2",
+                "--importance-batches", "2", "--latency-runs", "1", "--latency-rounds", "1",
+                "--tolerance", "100", "--json"])
+            self.assertEqual(0, code, stderr)
+            result = json.loads(stdout)
+            self.assertEqual([4, 2], result["heads"])
+            self.assertEqual("sampled NDCG@10", result["metric"]["name"])
+            preset = NextItemRetriever.from_preset(os.path.join(out, "preset"))
+            self.assertEqual([1, 1], preset.backbone.num_heads)

@@ -51,7 +51,9 @@ def resized_blocks_config(backbone, updates: dict, prefix: str = "encoder_block_
         ValueError: for an unknown block, or a change other than the sizes.
     """
     heads = per_layer("num_heads", backbone.num_heads, backbone.num_layers)
-    units = per_layer("intermediate_dim", backbone.intermediate_dim, backbone.num_layers)
+    # `None` is SASRec's "as wide as the model" (the recommender's backbone).
+    units = per_layer("intermediate_dim", backbone.intermediate_dim or backbone.hidden_dim,
+                      backbone.num_layers)
     head_dim = backbone.head_dim or backbone.hidden_dim // heads[0]
     for name, entries in updates.items():
         index = name[len(prefix):] if name.startswith(prefix) else ""

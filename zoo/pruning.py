@@ -60,6 +60,9 @@ class PruneSetup:
         sample_inputs: inputs to check the exported files on (raw, with
             `preprocessor`).
         preprocessor: the export's preprocessor, or `None`.
+        export_model: the model exported and timed for a task (the task
+            itself, or what the recipe ships, such as a retriever's
+            candidate scorer).
         distillable: whether the model's output is one tensor of logits that
             `kerasattn.prune.DistillationLoss` can match; otherwise recovery
             is the task's own `fit` (its default loss).
@@ -76,6 +79,7 @@ class PruneSetup:
     latency_inputs: dict
     sample_inputs: Any
     preprocessor: Any = None
+    export_model: Callable[[Any], Any] = lambda task: task
     distillable: bool = True
 
 
@@ -84,8 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser, recipe) -> None:
     from zoo import registry
 
     add = registry.option_adder(parser)
-    parser.add_argument("--data", required=True, metavar="DIR",
-                        help="the data folder the recipe trains on")
+    parser.add_argument("--data", required=True, metavar="PATH",
+                        help="the data the recipe trains on (a folder or a file, as `train`)")
     registry.add_model_source_arguments(parser, recipe.default_preset)
     parser.add_argument("--out", required=True, help="output folder")
     add("--heads", "fraction of the query heads to remove, in [0, 1)", type=float, default=0.4)
@@ -130,8 +134,9 @@ def _check(args: argparse.Namespace) -> None:
                              f"received: {getattr(args, name)}")
     if args.recovery_steps < 0:
         raise ValueError(f"expected --recovery-steps >= 0, received: {args.recovery_steps}")
-    if not Path(args.data).is_dir():
-        raise ValueError(f"{args.data}: expected a data folder, received: no such folder")
+    if not Path(args.data).exists():
+        raise ValueError(f"{args.data}: expected the training data, received: no such file or "
+                         "folder")
     out = Path(args.out)
     if out.exists() and (out / "preset").exists():
         raise ValueError(f"{out}: expected a new output folder, received: one with a preset")
@@ -182,7 +187,7 @@ def _litert_ms(models: dict, setup: PruneSetup, folder: str, args) -> dict:
     runtimes = {}
     for name, model in models.items():
         with console.native_logging_silenced():
-            export(model, os.path.join(folder, name), formats=("tflite",),
+            export(setup.export_model(model), os.path.join(folder, name), formats=("tflite",),
                    quantize=("float32",), sample_inputs=setup.sample_inputs,
                    preprocessor=setup.preprocessor, latency_runs=1)
             runtimes[name] = LiteRTRuntime(os.path.join(folder, name, "model_float32.tflite"))
