@@ -132,6 +132,7 @@ class AttentionMapCallbackFitTest(tf.test.TestCase):
             "attention/encoder/self_attention/head_0",
             "attention/encoder/self_attention/head_1",
             "attention/pool",
+            "explanation/rollout",
         }
         scalars = {"attention_entropy/encoder/self_attention", "attention_entropy/pool"}
         self.assertCountEqual(images | scalars, self.attention.Tags()["tensors"])
@@ -160,7 +161,8 @@ class AttentionMapCallbackFitTest(tf.test.TestCase):
     def test_padding_is_drawn_masked(self):
         # Example 0 has 5 real tokens: cells whose query or key is padding
         # are hatched grey; the others carry a colormap colour.
-        maps = (("attention/encoder/self_attention/head_1", LENGTH), ("attention/pool", 1))
+        maps = (("attention/encoder/self_attention/head_1", LENGTH), ("attention/pool", 1),
+                ("explanation/rollout", 1))
         for tag, rows in maps:
             geometry = _heatmap.layout(rows, LENGTH, rows == LENGTH, True)
             image = decode_images(self.attention.Tensors(tag)[-1])[0]
@@ -334,6 +336,8 @@ class AttentionMapCallbackArgumentsTest(tf.test.TestCase):
             (dict(probe_tokens=words[:2]), "one list per probe example"),
             (dict(probe_tokens=[["a"] * (LENGTH + 1)] * 3), "at most 8 tokens"),
             (dict(probe_tokens="a b c"), "probe_tokens"),
+            (dict(explanation_methods="rollout"), "explanation_methods"),
+            (dict(explanation_methods=["saliency"]), "explanation_methods"),
         ]
         for kwargs, message in cases:
             with self.subTest(kwargs=kwargs), self.assertRaisesRegex(ValueError, message):
@@ -349,3 +353,25 @@ class AttentionMapCallbackArgumentsTest(tf.test.TestCase):
         callback = AttentionMapCallback(np.zeros((2, 4)), tempfile.mkdtemp())
         with self.assertRaisesRegex(ValueError, "return_attention_scores"):
             model.fit(np.zeros((4, 4)), np.zeros((4, 1)), epochs=1, verbose=0, callbacks=[callback])
+
+
+class AttentionMapCallbackExplanationTest(tf.test.TestCase):
+    def test_a_model_it_cannot_explain_warns_once(self):
+        # No pooling to read the rollout out of: the maps are still written.
+        tokens = keras.Input(shape=(None,), dtype="int32")
+        x = keras.layers.Embedding(VOCAB, 8, mask_zero=True)(tokens)
+        x = layers.TransformerEncoderBlock(num_heads=2, intermediate_dim=16, name="encoder")(x)
+        model = keras.Model(tokens, keras.layers.Dense(1)(keras.layers.GlobalAveragePooling1D()(x)))
+        model.compile("sgd", "mse")
+        probe, _ = probe_batch()
+        log_dir = tempfile.mkdtemp()
+        callback = AttentionMapCallback(probe, log_dir, explanation_methods=("rollout",))
+        data, labels = training_data(8)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(data, labels, epochs=2, verbose=0, callbacks=[callback])
+        left_out = [w for w in caught if "leaves out the rollout" in str(w.message)]
+        self.assertLen(left_out, 1)
+        run = read_run(os.path.join(log_dir, "attention"))
+        self.assertIn("attention/encoder/self_attention/head_0", run.Tags()["tensors"])
+        self.assertNotIn("explanation/rollout", run.Tags()["tensors"])

@@ -11,6 +11,7 @@ under CI (`CI=true`), where it fails.
 - `sequence_tagger.ipynb`: CoNLL-2003 (`../shared/data/conll2003`).
 - `recommender.ipynb`: Amazon Video Games in SASRec's format
   (`../shared/data/sasrec/Video.txt`, a file: the notebook's `DATA_FILE`).
+- `translator.ipynb`: Multi30k English-German (`../shared/data/multi30k`).
 """
 
 import json
@@ -27,6 +28,7 @@ import nbformat
 import tensorflow as tf
 from nbclient import NotebookClient
 
+from kerasattn import data as kdata
 from zoo import preset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -350,3 +352,89 @@ class RecommenderNotebookTest(NotebookTestCase):
             self.assertLessEqual(float(tflite.group(2)), float(tflite.group(3)))
             self.assertEqual("3", tflite.group(4))
             self.assertIn(f"TFLite model: {tflite_path}", printed)
+
+
+class TranslatorNotebookTest(NotebookTestCase):
+    NOTEBOOK = COLAB / "translator.ipynb"
+    DATA = DATA / "multi30k"
+    DATA_FILES = ("train.en", "train.de", "val.en", "val.de")
+    TRAIN_PAIRS = 200
+    VALID_PAIRS = 20
+    # Every option of the tiny model is explicit: the recipe derives its defaults from the data.
+    PARAMETERS = {
+        "KERASATTN_NOTEBOOK_TRAIN_PAIRS": str(TRAIN_PAIRS),
+        "KERASATTN_NOTEBOOK_VALID_PAIRS": str(VALID_PAIRS),
+        "KERASATTN_NOTEBOOK_EPOCHS": "1",
+        "KERASATTN_NOTEBOOK_RECIPE_OPTIONS": (
+            "--vocabulary-size 400 --sequence-length 32 --encoder-layers 1 --decoder-layers 1 "
+            "--hidden-dim 32 --heads 2 --intermediate-dim 64 --batch-size 32 --warmup-steps 0 "
+            "--precision float32 --verbose 2"
+        ),
+        # export_translator's conversions and checks alone outlast the time limit on busy
+        # cores (tests/test_translator_export.py tests them): the SavedModel's signatures only.
+        "KERASATTN_NOTEBOOK_EXPORT": "saved_model",
+        "KERASATTN_NOTEBOOK_TENSORBOARD": "0",
+    }
+    SENTENCES = 3  # the sentences the notebook translates
+
+    def test_committed_without_outputs(self):
+        self.check_committed_without_outputs()
+
+    def test_runs_top_to_bottom_on_multi30k(self):
+        with tempfile.TemporaryDirectory() as folder:
+            work_dir = Path(folder) / "work"
+            printed = self.run_notebook(work_dir)
+
+            # The parameters made the data tiny: the first pairs of each split, and val.tsv.
+            self.assertRegex(printed, rf"train: {self.TRAIN_PAIRS} pairs, [\d,]+ English and "
+                                      r"[\d,]+ German words")
+            self.assertRegex(printed, rf"val: {self.VALID_PAIRS} pairs, ")
+            validation = kdata.read_parallel_text(work_dir / "val.tsv")
+            self.assertLen(validation.sources, self.VALID_PAIRS)
+
+            # Greedy and beam scores of the restored epoch, from metrics.json.
+            found = re.search(
+                r"validation BLEU (\d+\.\d\d) greedy, (\d+\.\d\d) beam 4 \(chrF \d+\.\d\d and "
+                rf"\d+\.\d\d; .*\) on {self.VALID_PAIRS} sentences", printed)
+            self.assertIsNotNone(found, printed)
+            greedy_bleu = float(found.group(1))
+            for value in found.groups():
+                self.assertBetween(float(value), 0.0, 100.0)
+            self.assertIn("after 1 epoch(s) (best epoch 1)", printed)
+            # The saved preset translates as the trained model did.
+            reloaded = re.search(r"validation BLEU of the reloaded preset (\d+\.\d\d) greedy "
+                                 rf"on {self.VALID_PAIRS} sentences", printed)
+            self.assertIsNotNone(reloaded, printed)
+            self.assertEqual(greedy_bleu, float(reloaded.group(1)))
+
+            # Each sentence is printed with its greedy and beam translations: by the trained
+            # model, then (where the installation has it) by the shipped preset.
+            translated = re.findall(r"^(\S[^\n]*)\n    greedy: [^\n]*\n    beam 4: [^\n]*$",
+                                    printed, re.MULTILINE)
+            shipped = "multi30k-en-de" in preset.shipped("zoo.translator")
+            self.assertLen(translated, self.SENTENCES * (2 if shipped else 1), printed)
+            evaluated = re.search(r"^python -m zoo evaluate translator .*\n(\{.*\})$", printed,
+                                  re.MULTILINE)
+            self.assertIsNotNone(evaluated, printed)
+            evaluation = json.loads(evaluated.group(1))
+            self.assertEqual(self.VALID_PAIRS, evaluation["sentences"])
+            self.assertEqual(4, evaluation["beam"])
+            if shipped:
+                self.assertIn("--preset multi30k-en-de", printed)
+                # A trained model, not noise: the card's preset is near 35 on all of val.
+                self.assertBetween(evaluation["bleu"], 15.0, 100.0)
+            else:
+                self.assertIn("This installation has no shipped multi30k-en-de preset.", printed)
+                self.assertBetween(evaluation["bleu"], 0.0, 100.0)
+
+            # The SavedModel (its string signatures alone), called on strings: Keras's output.
+            export_dir = work_dir / "export"
+            self.assertTrue((export_dir / "saved_model" / "saved_model.pb").is_file())
+            self.assertIn(f"wrote {export_dir / 'saved_model'} (signatures: translate, "
+                          "translate_greedy, serving_default)", printed)
+            # The tiny model's --sequence-length is the longest translation.
+            self.assertIn("beam 4, max length 32, length penalty 0.6", printed)
+            self.assertRegex(
+                printed, rf"SavedModel translate \(beam 4\): the same as Keras on \d of "
+                         rf"{self.SENTENCES} sentences; translate_greedy: on {self.SENTENCES} of "
+                         rf"{self.SENTENCES}")

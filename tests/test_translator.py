@@ -256,6 +256,24 @@ class TranslatorTest(tf.test.TestCase):
         self.assertEqual((3, 6), beam.shape)
         self.assertAllEqual([START_ID] * 3, beam[:, 0])
 
+    def test_cross_attention_alignment_picture(self):
+        from zoo.translator import plots
+
+        source = self.text.sources[0]
+        translation, source_tokens, target_tokens, weights = (
+            plots.cross_attention_alignment(self.model, source, beam=2))
+        self.assertEqual(self.model.translate([source], beam=2), [translation])
+        # One map per decoder block; each target token's weights over the source sum to 1.
+        self.assertEqual((2, len(target_tokens), len(source_tokens)), weights.shape)
+        self.assertAllClose(np.ones(weights.shape[:2]), weights.sum(axis=-1), atol=1e-5)
+        self.assertEqual("[END]", target_tokens[-1])
+        self.assertEqual(self.model.preprocessor.source_lengths([source])[0], len(source_tokens))
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "alignment.png")
+            plots.plot_alignment(self.model, source, path, beam=2)
+            with open(path, "rb") as file:
+                self.assertEqual(b"\x89PNG", file.read(4))
+
     def test_translate_keeps_order_and_rejects_bad_input(self):
         texts = ["A man eats.", "A child plays in the park.", "A dog runs."]
         translations = self.model.translate(texts, beam=2, max_length=5, batch_size=2)
@@ -346,7 +364,7 @@ class RecipeTest(tf.test.TestCase):
             self.assertEqual(0, code, stderr)
             self.assertEqual("A dog runs.", json.loads(stdout)["text"])
             for arguments, message in (
-                (["A dog runs."], "no translator preset is shipped yet"),
+                (["A dog runs.", "--preset", "no-such-preset"], "'no-such-preset'"),
                 (["", "--model", model], "non-empty texts"),
                 (["A dog runs.", "--model", model, "--beam", "0"], "--beam > 0"),
             ):

@@ -35,8 +35,13 @@ class ZooDemoTest(tf.test.TestCase):
             self.assertIn("the recommender (preset video-games)", summary)
             self.assertRegex(summary, r"history 12,55,301 -> \d+ \(-?\d+\.\d\d\)(, \d+ "
                                       r"\(-?\d+\.\d\d\)){4}")
+            self.assertIn("the translator (preset multi30k-en-de)", summary)
+            self.assertIn("A dog runs through the grass with a ball in its mouth.\n    ", summary)
             for artifact in manifest["artifacts"]:
                 self.assertIn(artifact, summary)
+            # It ends with one prediction explained token by token.
+            self.assertRegex(summary, r"one prediction explained \(\w+, the most faithful")
+            self.assertRegex(summary.splitlines()[-2], r"gorgeous-?[▁▂▃▄▅▆▇█]")
 
     def test_demo_rejects_bad_arguments(self):
         self.assertEqual(2, cli.main(["demo", "--steps", "0"]))

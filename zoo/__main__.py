@@ -3,7 +3,9 @@
 `demo` and `export` are the zoo's own; `presets` lists every shipped
 preset; `train`, `predict`, `evaluate` and `prune` take a model's name and
 run that model's recipe (`zoo/<model>/recipe.py`, registered with `zoo.registry`):
-`python -m zoo train <model> --help` lists its options.
+`python -m zoo train <model> --help` lists its options. `explain` and
+`faithfulness` do the same for the models whose recipe explains them
+(`kerasattn.explain`).
 """
 
 from __future__ import annotations
@@ -76,7 +78,86 @@ def build_parser(recipes: dict) -> argparse.ArgumentParser:
                 recipe.add_predict_arguments(sub)
             else:
                 _add_evaluate_arguments(sub, recipe)
+    explainers = {name: recipe for name, recipe in recipes.items() if recipe.explain_methods}
+    for command, text in (
+        ("explain", "which input tokens drove a zoo model's prediction (kerasattn.explain)"),
+        ("faithfulness", "measure the explanation methods by removing the tokens they rank "
+                         "highest (ERASER, with a random baseline and a sanity check)"),
+    ):
+        models = commands.add_parser(command, help=text).add_subparsers(
+            dest="model_name", required=True, metavar="MODEL"
+        )
+        for name, recipe in explainers.items():
+            sub = models.add_parser(name, help=recipe.summary)
+            if command == "explain":
+                _add_explain_arguments(sub, recipe)
+            else:
+                _add_faithfulness_arguments(sub, recipe)
     return parser
+
+
+def _add_explain_arguments(parser: argparse.ArgumentParser, recipe) -> None:
+    from zoo import registry
+
+    recipe.add_explain_arguments(parser)
+    parser.add_argument("--method", choices=recipe.explain_methods,
+                        default=recipe.best_explain_method,
+                        help="explanation method (default: %(default)s, the best in the model "
+                             "card's faithfulness table)")
+    registry.add_model_source_arguments(parser, recipe.default_preset)
+    parser.add_argument("--json", action="store_true",
+                        help="print the explanation as one JSON object")
+    parser.add_argument("--html", metavar="FILE", default=None,
+                        help="also write a self-contained HTML heatmap to FILE")
+
+
+def _add_faithfulness_arguments(parser: argparse.ArgumentParser, recipe) -> None:
+    from zoo import registry
+
+    measured = [m for m in recipe.explain_methods if m != "random"]
+    parser.add_argument("--data", required=True, metavar="FILE",
+                        help="the labelled file whose examples are explained")
+    parser.add_argument("--methods", nargs="+", choices=measured, default=measured,
+                        metavar="METHOD",
+                        help=f"methods to measure, of {', '.join(measured)} (default: all)")
+    parser.add_argument("--random-seeds", type=int, default=10,
+                        help="seeds of the random baseline (default: %(default)s)")
+    parser.add_argument("--sanity-examples", type=int, default=100,
+                        help="examples the weight-randomisation check explains "
+                             "(default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="measure only the first N examples (default: all)")
+    registry.add_model_source_arguments(parser, recipe.default_preset)
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as one JSON object")
+
+
+def _explain(args: argparse.Namespace, recipe) -> None:
+    from zoo import explanations
+
+    model = recipe.load(args.preset, args.model)
+    result = recipe.explain(model, args)
+    if args.html:
+        folder = Path(args.html).resolve().parent
+        if not folder.is_dir():
+            raise ValueError(f"{args.html}: expected a file in an existing folder, "
+                             "received: no such folder")
+        explanations.write_html(args.html, recipe.explanation_html(result))
+    print(json.dumps(result) if args.json else recipe.format_explanation(result))
+    if args.html and not args.json:
+        print(f"wrote {args.html}")
+
+
+def _faithfulness(args: argparse.Namespace, recipe) -> None:
+    data = Path(args.data)
+    if not data.is_file():
+        raise ValueError(f"{data}: expected a labelled file, received: no such file")
+    for flag, value in (("--random-seeds", args.random_seeds),
+                        ("--sanity-examples", args.sanity_examples), ("--limit", args.limit)):
+        if value is not None and value <= 0:
+            raise ValueError(f"expected {flag} > 0, received: {value}")
+    report = recipe.faithfulness(recipe.load(args.preset, args.model), data, args)
+    print(json.dumps(report) if args.json else recipe.format_faithfulness(report))
 
 
 def _add_evaluate_arguments(parser: argparse.ArgumentParser, recipe) -> None:
@@ -110,12 +191,16 @@ def _list_presets(recipes: dict) -> int:
 
 
 def _run_model_command(args: argparse.Namespace, recipe) -> int:
-    """Runs `train`, `predict` or `evaluate`; bad input is one line on stderr and exit status 2."""
+    """Runs a model's command; bad input is one line on stderr and exit status 2."""
     try:
         if args.command == "train":
             print(recipe.train(args))
         elif args.command == "predict":
             recipe.predict(args)
+        elif args.command == "explain":
+            _explain(args, recipe)
+        elif args.command == "faithfulness":
+            _faithfulness(args, recipe)
         else:
             data = Path(args.data)
             if not data.is_file():

@@ -1,7 +1,8 @@
 """`python -m zoo demo`: the zoo's presets, end to end, offline.
 
 It loads the `sst2` preset shipped in the package, classifies a few
-built-in sentences (showing the tokens the pooling attends to most),
+built-in sentences (showing the tokens that drove each prediction, by the
+explanation method the model card measures most faithful),
 fine-tunes for a few steps on a small sample the package carries (written
 for this project) with TensorBoard logs and attention maps, saves the
 model, exports it to every format with parity checks (SavedModel taking raw
@@ -9,8 +10,10 @@ strings, TFLite float32 / float16 / dynamic int8 / full int8, ONNX), and
 prints one summary table; then the sequence tagger's `conll2003` preset
 tags a few raw sentences (entity spans with their confidence), and the
 recommender's `video-games` preset recommends the next items for a few
-purchase histories (items already bought left out). No data folder is
-needed.
+purchase histories (items already bought left out), and the translator's
+`multi30k-en-de` preset translates a few English sentences into German
+with beam search on its key/value cache; it ends with one prediction
+explained token by token. No data folder is needed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,13 @@ TAGGER_SENTENCES = (
     "Maria Lindqvist flew from Stockholm to Chicago on Monday.",
     "Shares of Volkswagen rose 3 percent in Frankfurt, Reuters said.",
 )
+# Multi30k describes pictures: sentences of that kind.
+TRANSLATOR_SENTENCES = (
+    "A man in a blue shirt is riding a bike down the street.",
+    "Two young girls are playing in the snow.",
+    "A dog runs through the grass with a ball in its mouth.",
+)
+TRANSLATOR_BEAM = 4
 
 
 def _sample_path() -> str:
@@ -71,7 +81,8 @@ def run(out_dir: str, steps: int, seed: int) -> int:
         verbose=2,
         callbacks=[
             keras.callbacks.TensorBoard(log_dir),
-            AttentionMapCallback(probe, log_dir, max_examples=2, probe_tokens=probe_tokens),
+            AttentionMapCallback(probe, log_dir, max_examples=2, probe_tokens=probe_tokens,
+                                 explanation_methods=recipe.EXPLANATION_PICTURES),
         ],
     )
     _, accuracy_after = classifier.evaluate(dataset, verbose=0)
@@ -97,9 +108,25 @@ def run(out_dir: str, steps: int, seed: int) -> int:
         )
     tagged = _tag_sentences()
     recommended = _recommend()
-    return _print_summary(before, accuracy_before, accuracy_after, steps, model_path,
-                          export_dir, manifest, log_dir, tagged, recommended,
-                          time.perf_counter() - started)
+    translated = _translate()
+    _print_summary(before, accuracy_before, accuracy_after, steps, model_path, export_dir,
+                   manifest, log_dir, tagged, recommended, translated)
+    _print_explained(AttentionTransformerClassifier.from_preset("sst2"), SENTENCES[0])
+    print(f"  wall time: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _print_explained(classifier, text: str) -> None:
+    """One prediction of the preset, every token scored by the card's best method."""
+    from zoo.attention_transformer import recipe
+    from zoo.attention_transformer.explanations import explain_texts
+    from zoo.explanations import bar_line
+
+    (row,) = explain_texts(classifier, [text], recipe.BEST_EXPLAIN_METHOD)
+    print(f"\nkerasattn demo: one prediction explained ({row['method']}, the most faithful "
+          "method in the model card; python -m zoo explain attention-transformer TEXT)")
+    print(f"  {row['text']} -> {row['label']} {row['probability']:.2f}")
+    print(f"  {bar_line([t['token'] for t in row['tokens']], [t['score'] for t in row['tokens']])}")
 
 
 def _tag_sentences() -> list[dict]:
@@ -116,10 +143,19 @@ def _recommend() -> list[dict]:
     return [recommender_recipe.recommend(model, history, TOP_ITEMS) for history in HISTORIES]
 
 
+def _translate() -> list[tuple[str, str]]:
+    from zoo.translator.model import Translator
+
+    translator = Translator.from_preset("multi30k-en-de")
+    return list(zip(TRANSLATOR_SENTENCES,
+                    translator.translate(TRANSLATOR_SENTENCES, beam=TRANSLATOR_BEAM)))
+
+
 def _print_summary(before, accuracy_before, accuracy_after, steps, model_path, export_dir,
-                   manifest, log_dir, tagged, recommended, seconds) -> int:
+                   manifest, log_dir, tagged, recommended, translated) -> None:
     print("\nkerasattn demo: the Attention-Based Transformer (preset sst2)")
-    print("\n  sentence                                              label     p     most attended")
+    print("\n  sentence                                              label     p     "
+          f"top tokens ({before[0]['method']})")
     for row in before:
         top = ", ".join(f"{token} {weight:.2f}" for token, weight in row["top_tokens"])
         print(f"  {row['text'][:52]:<52}  {row['label']:<8} {row['probability']:.2f}  {top}")
@@ -144,5 +180,7 @@ def _print_summary(before, accuracy_before, accuracy_after, steps, model_path, e
     for result in recommended:
         items = ", ".join(f"{entry['item']} ({entry['score']:.2f})" for entry in result["items"])
         print(f"  history {','.join(result['history'])} -> {items}")
-    print(f"  wall time: {seconds:.0f} s")
-    return 0
+    print(f"\nkerasattn demo: the translator (preset multi30k-en-de), English -> German, "
+          f"beam {TRANSLATOR_BEAM}")
+    for source, translation in translated:
+        print(f"  {source}\n    {translation}")

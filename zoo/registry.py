@@ -90,6 +90,39 @@ class Recipe:
         """Whether this recipe overrides `prune_setup`."""
         return type(self).prune_setup is not Recipe.prune_setup
 
+    # -- explanations: a recipe that sets `explain_methods` answers
+    # `python -m zoo explain` and `python -m zoo faithfulness`.
+
+    explain_methods: tuple = ()
+    # The method `explain` and `predict` use by default: the one the model
+    # card's faithfulness table ranks best.
+    best_explain_method: str = ""
+
+    def add_explain_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Adds `explain`'s inputs (beside `--method`, `--json`, `--html` and the model source)."""
+        raise NotImplementedError
+
+    def explain(self, model, args: argparse.Namespace) -> dict:
+        """Explains the inputs in `args` with `args.method`; returns JSON-serialisable results."""
+        raise NotImplementedError
+
+    def format_explanation(self, result: dict) -> str:
+        """`explain`'s result for the terminal."""
+        raise NotImplementedError
+
+    def explanation_html(self, result: dict) -> str:
+        """`explain`'s result as a self-contained HTML page."""
+        raise NotImplementedError
+
+    def faithfulness(self, model, data: Path, args: argparse.Namespace) -> dict:
+        """Measures the explanations of `args.methods` on the file `data` (see
+        `zoo/explanations.py`); returns the report (JSON-serialisable)."""
+        raise NotImplementedError
+
+    def format_faithfulness(self, report: dict) -> str:
+        """`faithfulness`'s report for a person to read (without `--json`)."""
+        raise NotImplementedError
+
 
 def option_adder(parser: argparse.ArgumentParser):
     """`add(flag, help, **kwargs)`: `parser.add_argument` that shows a set default in the help.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from typing import Any, List, Optional, Sequence
 
 import keras
@@ -64,6 +65,13 @@ class AttentionMapCallback(keras.callbacks.Callback):
       Left out for a layer whose weights are not distributions
       (un-normalised scores).
 
+    - Images, tag `explanation/<method>` for each of `explanation_methods`
+      (`kerasattn.explain`; attention rollout by default): one strip per
+      probe example of every token's score for the model's output (for a
+      classifier, its predicted class), padding hatched. A method the model
+      cannot be explained with (no pooling to read out, no class outputs for
+      a gradient method) is left out with one warning.
+
     A layer called several times in one forward pass gets `/call_<k>`
     appended to its path.
 
@@ -80,6 +88,9 @@ class AttentionMapCallback(keras.callbacks.Callback):
             its length is the probe's sequence length: the second dimension
             of `probe_inputs` when it is one 2-D array, else the longest
             list. Lists may be shorter than that (padding left unlabelled).
+        explanation_methods: `kerasattn.explain.METHODS` to draw per epoch,
+            such as `("rollout", "integrated_gradients")`; `()` for none.
+            Defaults to `("rollout",)`.
 
     Example:
 
@@ -99,8 +110,16 @@ class AttentionMapCallback(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         max_examples: int = 3,
         probe_tokens: Optional[Sequence[Sequence[str]]] = None,
+        explanation_methods: Sequence[str] = ("rollout",),
     ):
         super().__init__()
+        from kerasattn.explain import METHODS
+
+        if isinstance(explanation_methods, str) or any(
+                m not in METHODS for m in explanation_methods):
+            raise ValueError(f"Expected `explanation_methods` among {METHODS}, "
+                             f"received: explanation_methods={explanation_methods!r}")
+        self.explanation_methods = list(explanation_methods)
         if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
             raise ValueError(
                 f"Expected `log_dir` to be a directory path, received: log_dir={log_dir!r}"
@@ -192,7 +211,28 @@ class AttentionMapCallback(keras.callbacks.Callback):
                 if entropy is not None:
                     tag = f"attention_entropy/{_tag(attention_map.path)}"
                     tf.summary.scalar(tag, entropy, step=step)
+            for method in list(self.explanation_methods):
+                self._write_explanation(method, step)
         self._writer.flush()
+
+    def _write_explanation(self, method: str, step: int) -> None:
+        from kerasattn import explain
+
+        try:
+            valid = explain.padding_of(self.probe_inputs)
+            scores = explain.explain(self.model, self.probe_inputs, method)
+        except ValueError as error:
+            warnings.warn(f"AttentionMapCallback leaves out the {method} explanation: {error}")
+            self.explanation_methods.remove(method)
+            return
+        examples = min(self.max_examples, self._batch_size)
+        images = np.stack([
+            _heatmap.render(scores[b][None], ~valid[b][None], f"{method} · example {b}",
+                            col_labels=self._labels(b, scores.shape[1]), row_name="",
+                            col_name="token")
+            for b in range(examples)
+        ])
+        tf.summary.image(f"explanation/{method}", images, step=step, max_outputs=examples)
 
     def _labels(self, example: int, length: int):
         if self.probe_tokens is None or length != self._label_length:

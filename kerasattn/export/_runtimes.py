@@ -7,6 +7,7 @@ are the same in the SavedModel, the TFLite models and the ONNX model.
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import math
 import signal
@@ -80,6 +81,13 @@ class SavedModelRuntime:
         self.function = self._loaded.signatures[signature]
         self.description = f"tensorflow {tf.__version__} (tf.saved_model.load)"
         self.threads: Optional[int] = tf.config.threading.get_intra_op_parallelism_threads() or None
+
+    def with_signature(self, signature: str) -> "SavedModelRuntime":
+        """A runtime of another signature of the same loaded SavedModel (no second load)."""
+        other = copy.copy(self)
+        other._name = signature
+        other.function = self._loaded.signatures[signature]
+        return other
 
     def signature(self) -> Dict[str, Any]:
         _, inputs = self.function.structured_input_signature

@@ -36,8 +36,6 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 from zoo import console
 from zoo import registry
 from zoo.attention_transformer.defaults import BUDGET_STEPS
@@ -46,6 +44,12 @@ from zoo.attention_transformer.defaults import MIN_PATIENCE_EPOCHS
 from zoo.attention_transformer.defaults import PATIENCE_STEPS
 
 MODEL_NAME = "attention-transformer"
+EXPLAIN_METHODS = ("raw_attention", "rollout", "flow", "gradient_rollout", "input_x_gradient",
+                   "integrated_gradients", "random")
+# The best method of the card's faithfulness table (README.md, "Explanations").
+BEST_EXPLAIN_METHOD = "integrated_gradients"
+# What the attention-map callback draws each epoch beside the attention maps.
+EXPLANATION_PICTURES = ("rollout", BEST_EXPLAIN_METHOD)
 # The defaults of the selection protocol, in one place.
 DEFAULT_VALIDATION_SEED = 0
 DEFAULT_FINE_TUNE_SEEDS = "1,2,3,4,5"
@@ -160,14 +164,15 @@ class AttentionTransformerRecipe(registry.Recipe):
         parser.add_argument("texts", nargs="+", help="texts to classify")
         registry.add_model_source_arguments(parser, self.default_preset)
         parser.add_argument("--top", type=int, default=5,
-                            help="how many most-attended tokens to show (default: %(default)s)")
+                            help="how many of the tokens that drove the prediction most to show "
+                                 "(default: %(default)s)")
 
     def predict(self, args: argparse.Namespace) -> None:
         if args.top <= 0:
             raise ValueError(f"expected --top > 0, received: {args.top}")
         for result in describe(self.load(args.preset, args.model), args.texts, args.top):
             print(f"{result['text']}\n  {result['label']} {result['probability']:.3f}")
-            print("  most attended: "
+            print(f"  top tokens by {result['method']}: "
                   + ", ".join(f"{t} {w:.2f}" for t, w in result["top_tokens"]))
 
     # -- evaluate -------------------------------------------------------------
@@ -199,6 +204,8 @@ class AttentionTransformerRecipe(registry.Recipe):
         (the recipe's default split), report: `DIR/dev.tsv`; importance and
         recovery on the rest of `train.tsv`, in the recipe's training batches;
         timed: the longest dev sentence, as `benchmarks/tflite_latency.py` does."""
+        import numpy as np
+
         from zoo.attention_transformer import data as recipe_data
         from zoo.attention_transformer.model import SparseCrossentropyWithSmoothing
         from zoo.pruning import PruneSetup
@@ -233,27 +240,89 @@ class AttentionTransformerRecipe(registry.Recipe):
         return (f"accuracy {metrics['accuracy']:.4f} on {metrics['examples']} examples "
                 f"(per class: {per_class})")
 
+    # -- explain and faithfulness --------------------------------------------
 
-def describe(model, texts: Sequence[str], top: int) -> list[dict]:
-    """Classifies `texts` and finds the tokens the pooling attends to most.
+    explain_methods = EXPLAIN_METHODS
+    best_explain_method = BEST_EXPLAIN_METHOD
+
+    def add_explain_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("texts", nargs="+", help="texts to classify and explain")
+
+    def explain(self, model, args: argparse.Namespace) -> dict:
+        from zoo.attention_transformer import explanations
+
+        return {"model": self.name, "method": args.method,
+                "explanations": explanations.explain_texts(model, args.texts, args.method)}
+
+    def format_explanation(self, result: dict) -> str:
+        from zoo.explanations import bar_line
+
+        lines = []
+        for row in result["explanations"]:
+            tokens = [t["token"] for t in row["tokens"]]
+            scores = [t["score"] for t in row["tokens"]]
+            lines.append(f"{row['text']}\n  {row['label']} {row['probability']:.3f}, "
+                         f"tokens by {row['method']}: {bar_line(tokens, scores)}")
+        return "\n".join(lines)
+
+    def explanation_html(self, result: dict) -> str:
+        from zoo.explanations import html_heatmap
+
+        rows = [{"heading": f"{row['text']} — {row['label']} {row['probability']:.3f}",
+                 "tokens": [t["token"] for t in row["tokens"]],
+                 "scores": [t["score"] for t in row["tokens"]]}
+                for row in result["explanations"]]
+        return html_heatmap(f"{self.name}: tokens by {result['method']}, for the predicted "
+                            "class (red for, blue against)", rows)
+
+    def faithfulness(self, model, data: Path, args: argparse.Namespace) -> dict:
+        from zoo.attention_transformer import data as recipe_data
+        from zoo.attention_transformer import explanations
+        from zoo.explanations import Progress
+
+        rows = recipe_data.read_labelled(data, model.label_names or
+                                         [str(i) for i in range(model.num_classes)])
+        texts = rows.texts[:args.limit]
+        progress = Progress(explanations.progress_steps(args.methods, args.random_seeds))
+        return explanations.measure(model, texts, args.methods, args.random_seeds,
+                                    args.sanity_examples, progress.step)
+
+    def format_faithfulness(self, report: dict) -> str:
+        from zoo.explanations import faithfulness_table
+
+        best = max(report["methods"], key=lambda name: report["methods"][name]["aopc"])
+        return "\n\n".join([
+            f"{report['examples']} examples; each method explains the predicted class",
+            faithfulness_table(report, "delete", "deleted"),
+            faithfulness_table(report, "replace", f"replaced by {report['replacement_token']}"),
+            "sanity rho: Spearman correlation with the explanations of the model with every "
+            "layer's weights shuffled, top down (below 0.5: the method sees the weights)",
+            f"best by comprehensiveness - sufficiency (deletion): {best}",
+        ])
+
+
+def describe(model, texts: Sequence[str], top: int,
+             method: str = BEST_EXPLAIN_METHOD) -> list[dict]:
+    """Classifies `texts` and finds the tokens that drove each prediction most.
+
+    Args:
+        model: an `AttentionTransformerClassifier` with a preprocessor.
+        texts: the texts.
+        top: how many tokens to keep per text.
+        method: a `kerasattn.explain` method; defaults to the best of the
+            model card's faithfulness table.
 
     Returns:
-        Per text: `{"text", "label", "probability", "top_tokens"}`, with
-        `top_tokens` the `top` (token, weight) pairs, padding left out.
+        Per text: `{"text", "label", "probability", "method", "top_tokens"}`,
+        with `top_tokens` the `top` (token, score) pairs of highest score.
     """
-    outputs = model.classify(list(texts))
+    from zoo.attention_transformer import explanations
+
     results = []
-    for index, text in enumerate(texts):
-        probabilities = outputs["probabilities"][index]
-        best = int(np.argmax(probabilities))
-        label = model.label_names[best] if model.label_names else str(best)
-        tokens = [t.decode() for t in outputs["tokens"][index]]
-        weights = outputs["pooling_weights"][index]
-        order = [i for i in np.argsort(-weights, kind="stable") if tokens[i] != "[PAD]"][:top]
-        results.append(
-            {"text": text, "label": label, "probability": float(probabilities[best]),
-             "top_tokens": [(tokens[i], round(float(weights[i]), 3)) for i in order]}
-        )
+    for row in explanations.explain_texts(model, texts, method):
+        ranked = sorted(row["tokens"], key=lambda t: -t["score"])[:top]
+        results.append({**{key: row[key] for key in ("text", "label", "probability", "method")},
+                        "top_tokens": [(t["token"], round(t["score"], 3)) for t in ranked]})
     return results
 
 

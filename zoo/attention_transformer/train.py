@@ -22,6 +22,7 @@ from zoo.attention_transformer import pretraining
 from zoo.attention_transformer.defaults import derive_fine_tuning
 from zoo.attention_transformer.plots import attention_probe
 from zoo.attention_transformer.plots import plot_attention
+from zoo.attention_transformer.recipe import EXPLANATION_PICTURES
 from zoo.files import write_json
 
 VOCABULARY_FILE = "vocabulary.txt"
@@ -187,7 +188,8 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
             callbacks=[
                 keras.callbacks.TensorBoard(log_dir),
                 AttentionMapCallback(probe_features, log_dir, every_n_epochs=1, max_examples=2,
-                                     probe_tokens=probe_tokens),
+                                     probe_tokens=probe_tokens,
+                                     explanation_methods=EXPLANATION_PICTURES),
             ],
         )
         runs.append(seed_run)

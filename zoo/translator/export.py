@@ -272,7 +272,7 @@ def _runners(folder: str, manifest: Dict[str, Any]) -> Dict[str, Dict[str, Any]]
     if SAVED_MODEL in artifacts:
         path = os.path.join(folder, SAVED_MODEL)
         greedy = SavedModelRuntime(path, "generate_ids_greedy")
-        beam = SavedModelRuntime(path, "generate_ids")
+        beam = greedy.with_signature("generate_ids")
         runners[SAVED_MODEL] = {"greedy": lambda f: greedy.run(f)["target_ids"],
                                 "beam": lambda f: beam.run(f)["target_ids"]}
     for mode, name in TFLITE.items():
@@ -429,15 +429,15 @@ def _saved_model_details(path: str, texts: List[str], latency_runs: int) -> Dict
     """The SavedModel's manifest entry: its signatures (the string ones timed) and what
     `translate` makes of `BAD_INPUTS`."""
     signatures: Dict[str, Any] = {}
+    runtime = SavedModelRuntime(path, "translate")
     for name in ("translate", "translate_greedy", "generate_ids", "generate_ids_greedy",
                  "encode", "decode_step"):
-        runtime = SavedModelRuntime(path, name)
-        signatures[name] = runtime.signature()
+        signatures[name] = runtime.with_signature(name).signature()
         if name.startswith("translate"):
             signatures[name]["latency_ms"] = _latency(
-                runtime.run, {"texts": np.array(texts, object)}, latency_runs)
+                runtime.with_signature(name).run, {"texts": np.array(texts, object)},
+                latency_runs)
     signatures["serving_default"] = {"same_as": "translate"}
-    runtime = SavedModelRuntime(path, "translate")
     probe = runtime.run({"texts": np.array(list(BAD_INPUTS.values()), object)})["translations"]
     return {
         "runtime": runtime.description,

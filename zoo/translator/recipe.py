@@ -23,8 +23,8 @@ the best epoch, scores validation greedy and with `--beam`, and writes to
   weights and, while it trains, `BackupAndRestore`'s state: run the same
   command again after an interruption and it resumes.
 
-No preset is shipped yet: `predict` and `evaluate` take `--model
-OUT/model.keras` (or `--preset FOLDER`) until `multi30k-en-de` is.
+`predict` and `evaluate` use the shipped `multi30k-en-de` preset, or
+`--preset FOLDER` / `--model OUT/model.keras`.
 """
 
 from __future__ import annotations
@@ -143,18 +143,11 @@ class TranslatorRecipe(registry.Recipe):
         self._add_decoding_arguments(parser)
 
     def load(self, preset: Optional[str], model_path: Optional[str]):
-        from zoo import preset as preset_format
         from zoo.translator.model import Translator
 
-        if model_path is not None:
-            return registry.load_task_file(model_path, (Translator,))
-        name = preset or self.default_preset
-        if name not in preset_format.shipped(self.package) and not Path(name).is_dir():
-            raise ValueError(
-                f"expected a shipped preset or a preset folder, received: {name!r}, and no "
-                f"translator preset is shipped yet; train one (python -m zoo train {self.name} "
-                "--data DIR --out OUT) and pass --model OUT/model.keras")
-        return Translator.from_preset(name)
+        if model_path is None:
+            return Translator.from_preset(preset or self.default_preset)
+        return registry.load_task_file(model_path, (Translator,))
 
     def evaluate(self, model, data: Path, args: argparse.Namespace) -> dict:
         from kerasattn import data as kdata
