@@ -1,8 +1,8 @@
 """`python -m zoo` (also the `zoo` console script): the zoo's command line.
 
 `demo` and `export` are the zoo's own; `presets` lists every shipped
-preset; `train`, `predict` and `evaluate` take a model's name and run that
-model's recipe (`zoo/<model>/recipe.py`, registered with `zoo.registry`):
+preset; `train`, `predict`, `evaluate` and `prune` take a model's name and
+run that model's recipe (`zoo/<model>/recipe.py`, registered with `zoo.registry`):
 `python -m zoo train <model> --help` lists its options. `explain` and
 `faithfulness` do the same for the models whose recipe explains them
 (`kerasattn.explain`).
@@ -50,6 +50,17 @@ def build_parser(recipes: dict) -> argparse.ArgumentParser:
         )
     )
     commands.add_parser("presets", help="list every shipped preset with its model card's metric")
+    from zoo import pruning
+
+    prunable = commands.add_parser(
+        "prune", help="remove attention heads and feed-forward units, recover, measure"
+    ).add_subparsers(dest="model_name", required=True, metavar="MODEL")
+    for name, recipe in recipes.items():
+        if recipe.can_prune():
+            pruning.add_arguments(
+                prunable.add_parser(name, help=recipe.summary, description=pruning.__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter),
+                recipe)
     for command, text in (
         ("train", "train a zoo model (model.fit, early stopping, resumable)"),
         ("predict", "run a zoo model's preset (or a saved model) on inputs"),
@@ -224,6 +235,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return export.run(args)
     if args.command == "presets":
         return _list_presets(recipes)
+    if args.command == "prune":
+        from zoo import pruning
+
+        return pruning.run(recipes[args.model_name], args,
+                           list(sys.argv[1:] if argv is None else argv))
     return _run_model_command(args, recipes[args.model_name])
 
 

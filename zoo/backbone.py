@@ -12,6 +12,66 @@ from kerasattn._files import write_atomically
 from zoo import preset as preset_format
 
 
+def per_layer(name: str, value, num_layers: int) -> list[int]:
+    """An int, or a list of one int per layer, as a list of `num_layers` positive ints.
+
+    A backbone's `num_heads` and `intermediate_dim` take either: one size for
+    every block, or (a pruned backbone's) one per block.
+    """
+    from kerasattn.layers._validation import positive_int
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [positive_int(name, value)] * num_layers
+    if not isinstance(value, (list, tuple)) or len(value) != num_layers:
+        raise ValueError(
+            f"Expected `{name}` to be a positive int or a list of {num_layers} (one per "
+            f"layer), received: {name}={value!r}"
+        )
+    return [positive_int(name, item) for item in value]
+
+
+def resized_blocks_config(backbone, updates: dict, prefix: str = "encoder_block_") -> dict:
+    """A backbone's config with its Transformer blocks resized, for `kerasattn.prune`.
+
+    For backbones whose blocks are `<prefix><i>` and whose arguments
+    `num_heads` and `intermediate_dim` take one size per block, with the
+    heads' width in `head_dim` (`None`: `hidden_dim // num_heads`).
+
+    Args:
+        backbone: the backbone (its `num_layers`, `num_heads`,
+            `intermediate_dim`, `head_dim`, `hidden_dim`).
+        updates: block name -> the block config entries
+            `kerasattn.prune.prune_model` changes (`num_heads`, `key_dim`,
+            `num_key_value_heads`, `intermediate_dim`).
+
+    Returns:
+        `backbone.get_config()` with per-block lists and `head_dim`.
+
+    Raises:
+        ValueError: for an unknown block, or a change other than the sizes.
+    """
+    heads = per_layer("num_heads", backbone.num_heads, backbone.num_layers)
+    # `None` is SASRec's "as wide as the model" (the recommender's backbone).
+    units = per_layer("intermediate_dim", backbone.intermediate_dim or backbone.hidden_dim,
+                      backbone.num_layers)
+    head_dim = backbone.head_dim or backbone.hidden_dim // heads[0]
+    for name, entries in updates.items():
+        index = name[len(prefix):] if name.startswith(prefix) else ""
+        if not index.isdigit() or int(index) >= backbone.num_layers:
+            raise ValueError(f"Expected a block name {prefix}<0..{backbone.num_layers - 1}>, "
+                             f"received: {name!r}")
+        for key, value in entries.items():
+            if key == "num_heads":
+                heads[int(index)] = value
+            elif key == "intermediate_dim":
+                units[int(index)] = value
+            elif (key, value) not in (("key_dim", head_dim), ("num_key_value_heads", None)):
+                raise ValueError(f"Expected `num_heads` and `intermediate_dim` changes of "
+                                 f"{name!r}, received: {key}={value!r}")
+    return {**backbone.get_config(), "num_heads": heads, "intermediate_dim": units,
+            "head_dim": head_dim}
+
+
 def serialize_dtype(policy) -> Optional[dict | str]:
     """A dtype policy as a config value (`None` stays `None`)."""
     return None if policy is None else keras.dtype_policies.serialize(policy)

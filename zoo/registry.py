@@ -71,6 +71,25 @@ class Recipe:
         """`evaluate`'s metrics for a person to read (without `--json`)."""
         return "\n".join(f"{key}: {value}" for key, value in metrics.items())
 
+    def add_prune_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Adds `prune` options beyond those every model has (`zoo.pruning`)."""
+
+    def prune_setup(self, model, args: argparse.Namespace):
+        """What `python -m zoo prune <name>` needs to prune `model` on `args.data`.
+
+        A recipe that overrides it is offered by `zoo prune`; its backbone
+        must have `pruned_config` (see `zoo.pruning.rebuild_task`).
+
+        Returns:
+            A `zoo.pruning.PruneSetup`: the validation and report metrics,
+            training batches, the loss, and the inputs to export and time.
+        """
+        raise NotImplementedError
+
+    def can_prune(self) -> bool:
+        """Whether this recipe overrides `prune_setup`."""
+        return type(self).prune_setup is not Recipe.prune_setup
+
     # -- explanations: a recipe that sets `explain_methods` answers
     # `python -m zoo explain` and `python -m zoo faithfulness`.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import keras
 from keras import ops
@@ -12,6 +12,8 @@ from kerasattn.layers._validation import positive_int
 from kerasattn.layers._validation import rate
 from kerasattn.ops import sliding_window_mask_between
 from zoo.backbone import Backbone
+from zoo.backbone import per_layer
+from zoo.backbone import resized_blocks_config
 from zoo.task import Task
 from zoo.text_preprocessing import MaskedTokenPreprocessor
 from zoo.text_preprocessing import TextClassifierPreprocessor
@@ -66,8 +68,11 @@ class AttentionTransformerBackbone(Backbone):
         vocabulary_size: number of token ids (id 0 is padding).
         num_layers: number of encoder blocks, `L`.
         hidden_dim: model width `d`.
-        num_heads: attention heads per block (dividing `hidden_dim`).
-        intermediate_dim: hidden width of each block's feed-forward network.
+        num_heads: attention heads per block (dividing `hidden_dim` unless
+            `head_dim` is given), or a list of one count per block (a pruned
+            backbone's, with `head_dim`).
+        intermediate_dim: hidden width of each block's feed-forward network,
+            or a list of one width per block.
         max_sequence_length: the longest input the position embedding covers.
         dropout: dropout rate after the embeddings and in every block.
         attention_dropout: dropout rate on the blocks' attention weights.
@@ -86,6 +91,8 @@ class AttentionTransformerBackbone(Backbone):
             self-attention is local: token `i` sees tokens `j` with
             `|i - j| < attention_window` (a locality bias, like a
             convolution's), while fusion and pooling stay global.
+        head_dim: width of every attention head; `None` for
+            `hidden_dim // num_heads` (then `num_heads` must be one int).
         dtype: optional dtype policy for every layer, such as
             `"mixed_bfloat16"`; `None` for Keras's global policy.
         **kwargs: `keras.Model` arguments such as `name`.
@@ -117,8 +124,8 @@ class AttentionTransformerBackbone(Backbone):
         vocabulary_size: int,
         num_layers: int = 2,
         hidden_dim: int = 128,
-        num_heads: int = 4,
-        intermediate_dim: int = 256,
+        num_heads: Union[int, Sequence[int]] = 4,
+        intermediate_dim: Union[int, Sequence[int]] = 256,
         max_sequence_length: int = 128,
         dropout: float = 0.1,
         attention_dropout: float = 0.1,
@@ -128,14 +135,23 @@ class AttentionTransformerBackbone(Backbone):
         pooling_units: Optional[int] = None,
         position_encoding: str = "learned",
         attention_window: Optional[int] = None,
+        head_dim: Optional[int] = None,
         dtype=None,
         **kwargs,
     ):
         positive_int("vocabulary_size", vocabulary_size)
         positive_int("num_layers", num_layers)
         positive_int("hidden_dim", hidden_dim)
-        positive_int("num_heads", num_heads)
-        positive_int("intermediate_dim", intermediate_dim)
+        heads_per_layer = per_layer("num_heads", num_heads, num_layers)
+        units_per_layer = per_layer("intermediate_dim", intermediate_dim, num_layers)
+        if head_dim is not None:
+            positive_int("head_dim", head_dim)
+        elif not isinstance(num_heads, int):
+            raise ValueError(
+                "Expected `head_dim` with a list of head counts (the heads' width is then "
+                f"not `hidden_dim // num_heads`), received: num_heads={list(num_heads)!r}, "
+                "head_dim=None"
+            )
         positive_int("max_sequence_length", max_sequence_length)
         if pooling_units is not None:
             positive_int("pooling_units", pooling_units)
@@ -154,7 +170,7 @@ class AttentionTransformerBackbone(Backbone):
                 f"Expected `position_encoding` to be one of {POSITION_ENCODINGS}, "
                 f"received: position_encoding={position_encoding!r}"
             )
-        if hidden_dim % num_heads:
+        if head_dim is None and hidden_dim % num_heads:
             raise ValueError(
                 "Expected `hidden_dim` divisible by `num_heads`, "
                 f"received: hidden_dim={hidden_dim}, num_heads={num_heads}"
@@ -199,8 +215,9 @@ class AttentionTransformerBackbone(Backbone):
         states = []
         for index in range(num_layers):
             x = layers.TransformerEncoderBlock(
-                num_heads=num_heads,
-                intermediate_dim=intermediate_dim,
+                num_heads=heads_per_layer[index],
+                intermediate_dim=units_per_layer[index],
+                key_dim=head_dim,
                 dropout=dropout,
                 attention_dropout=attention_dropout,
                 activation="gelu",
@@ -234,8 +251,10 @@ class AttentionTransformerBackbone(Backbone):
         self.vocabulary_size = vocabulary_size
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
+        self.num_heads = num_heads if isinstance(num_heads, int) else list(num_heads)
+        self.intermediate_dim = (intermediate_dim if isinstance(intermediate_dim, int)
+                                 else list(intermediate_dim))
+        self.head_dim = head_dim
         self.max_sequence_length = max_sequence_length
         self.dropout = float(dropout)
         self.attention_dropout = float(attention_dropout)
@@ -263,7 +282,13 @@ class AttentionTransformerBackbone(Backbone):
             "pooling_units": self.pooling_units,
             "position_encoding": self.position_encoding,
             "attention_window": self.attention_window,
+            "head_dim": self.head_dim,
         }
+
+    def pruned_config(self, updates: dict) -> dict:
+        """This backbone's config with blocks resized by `kerasattn.prune`
+        (`zoo.backbone.resized_blocks_config`)."""
+        return resized_blocks_config(self, updates)
 
 
 @keras.saving.register_keras_serializable(package="zoo")

@@ -197,6 +197,44 @@ class AttentionTransformerRecipe(registry.Recipe):
                                          [str(i) for i in range(model.num_classes)])
         return recipe_data.score(model, rows, args.batch_size)
 
+    # -- prune ----------------------------------------------------------------
+
+    def prune_setup(self, model, args: argparse.Namespace):
+        """Validation: the sentences the preset held out of `DIR/train.tsv`
+        (the recipe's default split), report: `DIR/dev.tsv`; importance and
+        recovery on the rest of `train.tsv`, in the recipe's training batches;
+        timed: the longest dev sentence, as `benchmarks/tflite_latency.py` does."""
+        import numpy as np
+
+        from zoo.attention_transformer import data as recipe_data
+        from zoo.attention_transformer.model import SparseCrossentropyWithSmoothing
+        from zoo.pruning import PruneSetup
+
+        splits = recipe_data.read_splits(args.data, None, DEFAULT_VALIDATION_SEED)
+        preprocessor = model.preprocessor
+        batches, _ = recipe_data.training_batches(
+            splits.train.texts, splits.train.labels, preprocessor, batch_size=32, seed=args.seed)
+        features = {key: np.asarray(value)
+                    for key, value in preprocessor(splits.dev.texts).items()}
+        longest = int(np.argmax(features["padding_mask"].sum(1)))
+
+        def accuracy_on(rows):
+            return lambda candidate: recipe_data.score(candidate, rows)["accuracy"]
+
+        return PruneSetup(
+            metric_name="accuracy",
+            validate=accuracy_on(splits.validation),
+            report=accuracy_on(splits.dev),
+            validation_data=splits.validation_source,
+            report_data=f"{Path(args.data) / 'dev.tsv'}",
+            importance_batches=lambda: batches,
+            training_batches=batches,
+            loss=SparseCrossentropyWithSmoothing(0.0),
+            latency_inputs={key: value[longest:longest + 1] for key, value in features.items()},
+            sample_inputs=list(splits.dev.texts[:8]),
+            preprocessor=preprocessor,
+        )
+
     def format_metrics(self, metrics: dict) -> str:
         per_class = ", ".join(f"{name} {value:.4f}" for name, value in metrics["per_class"].items())
         return (f"accuracy {metrics['accuracy']:.4f} on {metrics['examples']} examples "

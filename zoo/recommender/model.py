@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -24,6 +24,8 @@ from kerasattn import layers
 from kerasattn.layers._validation import positive_int
 from kerasattn.layers._validation import rate
 from zoo.backbone import Backbone
+from zoo.backbone import per_layer
+from zoo.backbone import resized_blocks_config
 from zoo.recommender import losses as recommender_losses
 from zoo.recommender.preprocessor import RecommenderPreprocessor
 from zoo.task import Task
@@ -61,10 +63,14 @@ class SequentialRecommenderBackbone(Backbone):
             encoded (a longer one keeps its last `L` items).
         hidden_dim: width `d`.
         num_layers: Transformer blocks.
-        num_heads: attention heads (dividing `hidden_dim`).
-        intermediate_dim: feed-forward width; `None` for `hidden_dim` (SASRec).
+        num_heads: attention heads (dividing `hidden_dim` unless `head_dim` is
+            given), or a list of one count per block (a pruned backbone's).
+        intermediate_dim: feed-forward width, or a list of one per block;
+            `None` for `hidden_dim` (SASRec).
         dropout: dropout on the embeddings and in the blocks.
         attention_dropout: dropout on the attention weights.
+        head_dim: width of every attention head; `None` for
+            `hidden_dim // num_heads` (then `num_heads` must be one int).
         dtype: optional dtype policy of every layer.
         **kwargs: `keras.Model` arguments such as `name`.
 
@@ -75,19 +81,24 @@ class SequentialRecommenderBackbone(Backbone):
     """
 
     def __init__(self, num_items: int, max_sequence_length: int = 50, hidden_dim: int = 50,
-                 num_layers: int = 2, num_heads: int = 1,
-                 intermediate_dim: Optional[int] = None, dropout: float = 0.2,
-                 attention_dropout: float = 0.0, dtype=None, **kwargs):
+                 num_layers: int = 2, num_heads: Union[int, Sequence[int]] = 1,
+                 intermediate_dim: Union[None, int, Sequence[int]] = None,
+                 dropout: float = 0.2, attention_dropout: float = 0.0,
+                 head_dim: Optional[int] = None, dtype=None, **kwargs):
         positive_int("num_items", num_items)
         positive_int("max_sequence_length", max_sequence_length)
         positive_int("hidden_dim", hidden_dim)
         positive_int("num_layers", num_layers)
-        positive_int("num_heads", num_heads)
-        if intermediate_dim is not None:
-            positive_int("intermediate_dim", intermediate_dim)
+        heads_per_layer = per_layer("num_heads", num_heads, num_layers)
+        units_per_layer = per_layer("intermediate_dim", intermediate_dim or hidden_dim,
+                                    num_layers)
         rate("dropout", dropout)
         rate("attention_dropout", attention_dropout)
-        if hidden_dim % num_heads:
+        positive_int("head_dim", head_dim, allow_none=True)
+        if head_dim is None and not isinstance(num_heads, int):
+            raise ValueError("Expected `head_dim` with a list of head counts, received: "
+                             f"num_heads={list(num_heads)!r}, head_dim=None")
+        if head_dim is None and hidden_dim % num_heads:
             raise ValueError("Expected `hidden_dim` divisible by `num_heads`, received: "
                              f"hidden_dim={hidden_dim}, num_heads={num_heads}")
         inputs = _history_input()
@@ -106,8 +117,9 @@ class SequentialRecommenderBackbone(Backbone):
         scores = None
         for index in range(num_layers):
             x, scores = layers.TransformerEncoderBlock(
-                num_heads=num_heads,
-                intermediate_dim=intermediate_dim or hidden_dim,
+                num_heads=heads_per_layer[index],
+                intermediate_dim=units_per_layer[index],
+                key_dim=head_dim,
                 dropout=dropout,
                 attention_dropout=attention_dropout,
                 activation="gelu",
@@ -123,8 +135,10 @@ class SequentialRecommenderBackbone(Backbone):
         self.max_sequence_length = max_sequence_length
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
+        self.num_heads = num_heads if isinstance(num_heads, int) else list(num_heads)
+        self.intermediate_dim = (intermediate_dim if intermediate_dim is None
+                                 or isinstance(intermediate_dim, int) else list(intermediate_dim))
+        self.head_dim = head_dim
         self.dropout = float(dropout)
         self.attention_dropout = float(attention_dropout)
 
@@ -144,7 +158,13 @@ class SequentialRecommenderBackbone(Backbone):
             "intermediate_dim": self.intermediate_dim,
             "dropout": self.dropout,
             "attention_dropout": self.attention_dropout,
+            "head_dim": self.head_dim,
         }
+
+    def pruned_config(self, updates: dict) -> dict:
+        """This backbone's config with blocks resized by `kerasattn.prune`
+        (`zoo.backbone.resized_blocks_config`)."""
+        return resized_blocks_config(self, updates)
 
 
 def _compiled(function):

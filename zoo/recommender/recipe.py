@@ -209,6 +209,52 @@ class RecommenderRecipe(registry.Recipe):
         results["users"] = int(len(read.split.users))
         return results
 
+    # -- prune ----------------------------------------------------------------
+
+    def prune_setup(self, model, args: argparse.Namespace):
+        """For the retriever (SASRec): validation NDCG@10 of the sampled protocol
+        on each user's validation item, reported on the test item; importance
+        and recovery on the training sequences with the task's own loss;
+        exported and timed as `benchmarks/tflite_latency.py` does, the candidate
+        scorer on one user's history and 101 candidates."""
+        import numpy as np
+
+        from zoo.pruning import PruneSetup
+        from zoo.recommender import data as recommender_data
+        from zoo.recommender.export import candidate_scoring_model
+        from zoo.recommender.model import NextItemRetriever
+
+        if not isinstance(model, NextItemRetriever):
+            raise ValueError(f"expected a NextItemRetriever to prune, received: a "
+                             f"{type(model).__name__}")
+        read = recommender_data.read(args.data, item_labels=model.preprocessor.item_labels)
+        length = model.backbone.max_sequence_length
+        batches, _ = recommender_data.retrieval_batches(read, length, 128, args.seed)
+        validation = recommender_data.evaluation_set(read, "valid")
+        test = recommender_data.evaluation_set(read, "test")
+
+        def ndcg_on(evaluation):
+            return lambda candidate: recommender_data.evaluate_retriever(
+                candidate, evaluation)["sampled"]["ndcg@10"]
+
+        histories = validation.padded(length)
+        candidates = np.concatenate([validation.targets[:, None], validation.negatives],
+                                    axis=1).astype("int32")
+        return PruneSetup(
+            metric_name="sampled NDCG@10",
+            validate=ndcg_on(validation),
+            report=ndcg_on(test),
+            validation_data=f"each user's validation item of {args.data}",
+            report_data=f"each user's test item of {args.data}",
+            importance_batches=lambda: batches,
+            training_batches=batches,
+            loss=None,
+            latency_inputs={"item_ids": histories[:1], "candidate_ids": candidates[:1]},
+            sample_inputs={"item_ids": histories[:8], "candidate_ids": candidates[:8]},
+            export_model=candidate_scoring_model,
+            distillable=False,
+        )
+
     def format_metrics(self, metrics: dict) -> str:
         lines = []
         for which in ("valid", "test"):

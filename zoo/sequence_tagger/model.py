@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import keras
 from keras import ops
@@ -10,6 +10,8 @@ from keras import ops
 from kerasattn import layers
 from kerasattn.layers import _validation
 from zoo.backbone import Backbone
+from zoo.backbone import per_layer
+from zoo.backbone import resized_blocks_config
 from zoo.sequence_tagger.preprocessor import SequenceTaggerPreprocessor
 from zoo.task import Task
 
@@ -206,8 +208,10 @@ class SequenceTaggerBackbone(Backbone):
         hidden_dim: model width.
         lstm_units: units of each direction of the BiLSTM; 0 for none.
         num_layers: Transformer blocks (0 for none).
-        num_heads: attention heads per block.
-        intermediate_dim: feed-forward width of the blocks.
+        num_heads: attention heads per block, or a list of one count per
+            block (a pruned backbone's, with `head_dim`).
+        intermediate_dim: feed-forward width of the blocks, or a list of one
+            width per block.
         dropout: dropout on the token vectors (and after the BiLSTM).
         attention_dropout: dropout on the attention weights.
         word_dropout: rate at which a word is read as unknown (`[UNK]`) in
@@ -218,6 +222,8 @@ class SequenceTaggerBackbone(Backbone):
             that many neighbouring tokens is added to the projected token
             vectors (local order for attention); 0 for none.
         block_dropout: dropout in the Transformer blocks.
+        head_dim: width of every attention head; `None` for
+            `hidden_dim // num_heads` (then `num_heads` must be one int).
         dtype: dtype policy of every layer.
 
     Inputs: `{"word_ids", "character_ids", "padding_mask"}` (see
@@ -237,18 +243,27 @@ class SequenceTaggerBackbone(Backbone):
         hidden_dim: int = 256,
         lstm_units: int = 0,
         num_layers: int = 2,
-        num_heads: int = 4,
-        intermediate_dim: int = 512,
+        num_heads: Union[int, Sequence[int]] = 4,
+        intermediate_dim: Union[int, Sequence[int]] = 512,
         dropout: float = 0.5,
         attention_dropout: float = 0.1,
         word_dropout: float = 0.1,
         position_encoding: str = "sinusoidal",
         context_window: int = 3,
         block_dropout: float = 0.1,
+        head_dim: Optional[int] = None,
         dtype=None,
         **kwargs,
     ):
         _validation.one_of("position_encoding", position_encoding, POSITION_ENCODINGS)
+        heads_per_layer = per_layer("num_heads", num_heads, num_layers)
+        units_per_layer = per_layer("intermediate_dim", intermediate_dim, num_layers)
+        _validation.positive_int("head_dim", head_dim, allow_none=True)
+        if head_dim is None and not isinstance(num_heads, int):
+            raise ValueError(
+                "Expected `head_dim` with a list of head counts, received: "
+                f"num_heads={list(num_heads)!r}, head_dim=None"
+            )
         inputs = tagger_inputs(max_word_length)
         padding_mask = inputs["padding_mask"]
         word_ids = inputs["word_ids"]
@@ -287,8 +302,9 @@ class SequenceTaggerBackbone(Backbone):
         outputs = {}
         for index in range(num_layers):
             x, outputs["attention_scores"] = layers.TransformerEncoderBlock(
-                num_heads=num_heads,
-                intermediate_dim=intermediate_dim,
+                num_heads=heads_per_layer[index],
+                intermediate_dim=units_per_layer[index],
+                key_dim=head_dim,
                 dropout=block_dropout,
                 attention_dropout=attention_dropout,
                 activation="gelu",
@@ -309,8 +325,10 @@ class SequenceTaggerBackbone(Backbone):
         self.hidden_dim = hidden_dim
         self.lstm_units = lstm_units
         self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
+        self.num_heads = num_heads if isinstance(num_heads, int) else list(num_heads)
+        self.intermediate_dim = (intermediate_dim if isinstance(intermediate_dim, int)
+                                 else list(intermediate_dim))
+        self.head_dim = head_dim
         self.dropout = float(dropout)
         self.attention_dropout = float(attention_dropout)
         self.word_dropout = float(word_dropout)
@@ -338,7 +356,13 @@ class SequenceTaggerBackbone(Backbone):
             "position_encoding": self.position_encoding,
             "context_window": self.context_window,
             "block_dropout": self.block_dropout,
+            "head_dim": self.head_dim,
         }
+
+    def pruned_config(self, updates: dict) -> dict:
+        """This backbone's config with blocks resized by `kerasattn.prune`
+        (`zoo.backbone.resized_blocks_config`)."""
+        return resized_blocks_config(self, updates)
 
 
 @keras.saving.register_keras_serializable(package="zoo")

@@ -181,6 +181,51 @@ class SequenceTaggerRecipe(registry.Recipe):
             "words_per_second": scores["words_per_second"],
         }
 
+    # -- prune ----------------------------------------------------------------
+
+    def add_prune_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--token-column", type=int, default=0,
+                            help="column of the tokens (default: %(default)s)")
+        parser.add_argument("--tag-column", type=int, default=-1,
+                            help="column of the tags (default: %(default)s)")
+
+    def prune_setup(self, model, args: argparse.Namespace):
+        """Validation: `DIR/valid.txt` (what training selects on), report:
+        `DIR/test.txt` (or validation without one); importance and recovery on
+        `DIR/train.txt` with the task's own CRF loss; timed: the 30-token
+        sentence of `benchmarks/tflite_latency.py`."""
+        import numpy as np
+
+        from zoo.pruning import PruneSetup
+        from zoo.sequence_tagger import data as tagger_data
+
+        splits = tagger_data.read_splits(args.data, args.token_column, args.tag_column,
+                                         tag_scheme=model.scheme or "IOB2")
+        batches, _ = tagger_data.training_batches(splits.train, model.preprocessor, 32, args.seed)
+        reported = splits.test or splits.validation
+
+        def f1_on(sentences):
+            return lambda candidate: tagger_data.score(candidate, sentences)["overall"]["f1"]
+
+        sentence = ("The Danish shipping group Maersk said on Tuesday that its chief executive "
+                    "Anna Holm would travel to Singapore and Rotterdam next month to meet port "
+                    "officials from both cities .")
+        return PruneSetup(
+            metric_name="entity F1",
+            validate=f1_on(splits.validation),
+            report=f1_on(reported),
+            validation_data=f"{splits.validation.path}",
+            report_data=f"{reported.path}",
+            importance_batches=lambda: batches,
+            training_batches=batches,
+            loss=None,
+            latency_inputs={key: np.asarray(value)
+                            for key, value in model.preprocessor([sentence]).items()},
+            sample_inputs=[sentence, "Anna Holm"],
+            preprocessor=model.preprocessor,
+            distillable=False,
+        )
+
     def format_metrics(self, metrics: dict) -> str:
         overall = metrics["overall"]
         lines = [f"entity F1 {overall['f1']:.4f} (precision {overall['precision']:.4f}, recall "
