@@ -4,6 +4,7 @@ import json
 import os
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -31,6 +32,7 @@ class RecommenderExplainTest(tf.test.TestCase):
         super().setUpClass()
         cls.folder = tempfile.mkdtemp()
         cls.model_path = os.path.join(cls.folder, "model.keras")
+        keras.utils.set_random_seed(0)
         tiny_retriever().save(cls.model_path)
         cls.data = os.path.join(cls.folder, "log.txt")
         write_log(cls.data)
@@ -106,8 +108,12 @@ class RecommenderExplainTest(tf.test.TestCase):
         self.assertEqual(set(report["methods"]), {"rollout", "input_x_gradient"})
         for values in report["methods"].values():
             for key in ("comprehensiveness", "sufficiency", "aopc", "sanity_spearman",
-                        "rank_increase", "random_ratio"):
+                        "rank_increase"):
                 self.assertTrue(np.isfinite(values[key]), key)
+            random_drop = report["random"]["comprehensiveness"]
+            self.assertAllClose(values["random_ratio"],
+                                values["comprehensiveness"] / random_drop if random_drop > 0
+                                else np.nan)
             low, high = values["interval"]
             self.assertLessEqual(low, values["comprehensiveness"])
             self.assertGreaterEqual(high, values["comprehensiveness"])

@@ -295,9 +295,10 @@ class RecommenderRecipe(registry.Recipe):
                              f"{type(model).__name__}")
         read = recommender_data.read(data, item_labels=model.preprocessor.item_labels)
         split = read.split
+        # --limit: the first N validation users, among whom --users are sampled.
         histories, items, eligible = explanations.sample_users(
-            split.valid_history, split.valid_target, model.backbone.max_sequence_length,
-            args.top_k, args.users if args.limit is None else min(args.users, args.limit))
+            split.valid_history[:args.limit], split.valid_target[:args.limit],
+            model.backbone.max_sequence_length, args.top_k, args.users)
         progress = Progress(explanations.progress_steps(args.methods))
         report = explanations.measure(model, histories, items, args.methods, args.top_k,
                                       args.random_seeds, args.sanity_examples, progress.step)
