@@ -127,6 +127,7 @@ def _add_faithfulness_arguments(parser: argparse.ArgumentParser, recipe) -> None
                              "(default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None,
                         help="measure only the first N examples (default: all)")
+    recipe.add_faithfulness_arguments(parser)
     registry.add_model_source_arguments(parser, recipe.default_preset)
     parser.add_argument("--json", action="store_true",
                         help="print the report as one JSON object")

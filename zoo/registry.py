@@ -114,6 +114,9 @@ class Recipe:
         """`explain`'s result as a self-contained HTML page."""
         raise NotImplementedError
 
+    def add_faithfulness_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Adds `faithfulness` options beyond the shared ones (`--data`, `--methods`, ...)."""
+
     def faithfulness(self, model, data: Path, args: argparse.Namespace) -> dict:
         """Measures the explanations of `args.methods` on the file `data` (see
         `zoo/explanations.py`); returns the report (JSON-serialisable)."""

@@ -49,6 +49,15 @@ from zoo.recommender.defaults import MIN_PATIENCE_EPOCHS
 from zoo.recommender.defaults import PATIENCE_STEPS
 
 MODEL_NAME = "recommender"
+# Methods of `zoo explain recommender` (see zoo/recommender/explanations.py); the
+# default is the best of the card's faithfulness table. Raw attention is left
+# out: a causal self-attention's weights averaged over every query say little
+# about the last user state.
+EXPLAIN_METHODS = ("rollout", "flow", "gradient_rollout", "input_x_gradient",
+                   "integrated_gradients", "random")
+BEST_EXPLAIN_METHOD = "integrated_gradients"
+# History items `zoo faithfulness recommender` removes per user.
+TOP_K = 3
 # --num-negatives by task; `RecommenderRecipe.train` sets it, when unset, before `train.run`.
 NEGATIVES = {"retrieval": 256, "scorer": 8}
 
@@ -269,6 +278,113 @@ class RecommenderRecipe(registry.Recipe):
                              f"NDCG@10 {scores['ndcg@10']:.4f}")
         lines.append(f"on {metrics['users']} users")
         return "\n".join(lines)
+
+    # -- explain and faithfulness --------------------------------------------
+
+    explain_methods = EXPLAIN_METHODS
+    best_explain_method = BEST_EXPLAIN_METHOD
+
+    def add_explain_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--history", required=True,
+                            help="the user's items, oldest first, comma-separated labels as "
+                                 "in the data file (such as 12,55,301); the top "
+                                 "recommendation after them is explained")
+
+    def explain(self, model, args: argparse.Namespace) -> dict:
+        from zoo.recommender import explanations
+
+        return {"model": self.name,
+                **explanations.explain_history(model, args.history, args.method)}
+
+    def format_explanation(self, result: dict) -> str:
+        from zoo.explanations import bar_line
+
+        lines = []
+        if result["unknown"]:
+            lines.append(f"(items the model does not know, left out: "
+                         f"{', '.join(result['unknown'])})")
+        lines.append(f"top recommendation: {_described(result['recommendation'])}")
+        lines.append(f"history items by {result['method']}, oldest first: " + bar_line(
+            [entry["item"] for entry in result["items"]],
+            [entry["score"] for entry in result["items"]]))
+        for entry in sorted(result["items"], key=lambda entry: -entry["score"]):
+            lines.append(f"  {_described(entry)}")
+        return "\n".join(lines)
+
+    def explanation_html(self, result: dict) -> str:
+        from zoo.explanations import html_heatmap
+
+        row = {"heading": f"history, oldest first; top recommendation: "
+                          f"{_described(result['recommendation'])}",
+               "tokens": [entry.get("title") or entry["item"] for entry in result["items"]],
+               "scores": [entry["score"] for entry in result["items"]]}
+        return html_heatmap(f"{self.name}: history items by {result['method']}, for the top "
+                            "recommendation's score (red for, blue against)", [row])
+
+    def add_faithfulness_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--users", type=int, default=300,
+                            help="validation users sampled (seed 0) among those with more "
+                                 "than --top-k history items (default: %(default)s)")
+        parser.add_argument("--top-k", type=int, default=TOP_K,
+                            help="history items removed per user (default: %(default)s)")
+
+    def faithfulness(self, model, data: Path, args: argparse.Namespace) -> dict:
+        from zoo.explanations import Progress
+        from zoo.recommender import data as recommender_data
+        from zoo.recommender import explanations
+
+        for flag, value in (("--users", args.users), ("--top-k", args.top_k)):
+            if value <= 0:
+                raise ValueError(f"expected {flag} > 0, received: {value}")
+        if not hasattr(model, "score_all"):
+            raise ValueError("expected a retriever (a NextItemRetriever), received: a "
+                             f"{type(model).__name__}")
+        read = recommender_data.read(data, item_labels=model.preprocessor.item_labels)
+        split = read.split
+        # --limit: the first N validation users, among whom --users are sampled.
+        histories, items, eligible = explanations.sample_users(
+            split.valid_history[:args.limit], split.valid_target[:args.limit],
+            model.backbone.max_sequence_length, args.top_k, args.users)
+        progress = Progress(explanations.progress_steps(args.methods))
+        report = explanations.measure(model, histories, items, args.methods, args.top_k,
+                                      args.random_seeds, args.sanity_examples, progress.step)
+        return {**report, "eligible_users": eligible}
+
+    def format_faithfulness(self, report: dict) -> str:
+        import math
+
+        k = report["k"]
+        lines = [f"{report['examples']} validation users (of {report['eligible_users']} with "
+                 f"more than {k} history items); each method explains the held-out item's "
+                 f"score (mean {report['baseline']['score']:.3f}, mean rank "
+                 f"{report['baseline']['rank']:.1f})"]
+        lines += ["", f"top {k} history items deleted: the held-out item's score drop (95 % "
+                      "bootstrap interval), as a multiple of random's, and its rank rise",
+                  f"  {'method':<22} {'score drop, top removed':<29} {'x random':>8} "
+                  f"{'rank rise':>10} {'drop, top kept':>15} {'sanity rho':>10}"]
+        rows = [(name, values, values.get("sanity_spearman"))
+                for name, values in report["methods"].items()]
+        rows.append((f"random ({report['random_seeds']} seeds)", report["random"], None))
+        for name, values, sanity in rows:
+            low, high = values["interval"]
+            ratio = values.get("random_ratio")
+            shown_ratio = "" if ratio is None or math.isnan(ratio) else f"{ratio:8.2f}"
+            shown_sanity = "" if sanity is None else f"{sanity:10.2f}"
+            lines.append(
+                f"  {name:<22} {values['comprehensiveness']:7.3f} [{low:7.3f}, {high:7.3f}]"
+                f"    {shown_ratio:>8} {values['rank_increase']:10.1f} "
+                f"{values['sufficiency']:15.3f} {shown_sanity:>10}")
+        lines += ["", "sanity rho: Spearman correlation with the explanations of the model "
+                      "with every layer's weights shuffled, top down (below 0.5: the method "
+                      "sees the weights)"]
+        return "\n".join(lines)
+
+
+
+def _described(entry: dict) -> str:
+    """`item score` (and the title, where the data has one) of an explained item."""
+    title = f"  {entry['title']}" if entry.get("title") else ""
+    return f"{entry['item']} {entry['score']:.4f}{title}"
 
 
 def recommend(model, history: str, top: int = 10, exclude_seen: bool = True,

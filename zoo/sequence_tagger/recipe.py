@@ -39,6 +39,15 @@ from zoo.sequence_tagger.defaults import MIN_PATIENCE_EPOCHS
 from zoo.sequence_tagger.defaults import PATIENCE_STEPS
 
 MODEL_NAME = "sequence-tagger"
+# Methods of `zoo explain sequence-tagger` (see zoo/sequence_tagger/explanations.py);
+# the default is the best of the card's faithfulness table. Raw attention is left
+# out: without a pooling, a self-attention's weights averaged over every query are
+# not about one entity.
+EXPLAIN_METHODS = ("rollout", "flow", "gradient_rollout", "input_x_gradient",
+                   "integrated_gradients", "random")
+BEST_EXPLAIN_METHOD = "integrated_gradients"
+# Context tokens `zoo faithfulness sequence-tagger` removes per entity.
+TOP_K = 3
 # Punctuation split off the words of raw text given to `predict` (CoNLL
 # tokens have it apart); only the text's final period is, so "U.S." and "3.5" stay whole.
 _PUNCTUATION = re.compile(r"""([,;:!?"()\[\]{}]|'s\b|\.(?=\s*$))""")
@@ -234,6 +243,100 @@ class SequenceTaggerRecipe(registry.Recipe):
         lines += [f"  {name:<6} F1 {values['f1']:.4f} (precision {values['precision']:.4f}, "
                   f"recall {values['recall']:.4f}, {values['support']} entities)"
                   for name, values in metrics["per_type"].items()]
+        return "\n".join(lines)
+
+    # -- explain and faithfulness --------------------------------------------
+
+    explain_methods = EXPLAIN_METHODS
+    best_explain_method = BEST_EXPLAIN_METHOD
+
+    def add_explain_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("texts", nargs="+", help="sentences to tag and explain, entity "
+                            "by entity (punctuation is split off the words)")
+
+    def explain(self, model, args: argparse.Namespace) -> dict:
+        from zoo.sequence_tagger import explanations
+
+        return {"model": self.name, "method": args.method,
+                "explanations": explanations.explain_texts(model, args.texts, args.method)}
+
+    def format_explanation(self, result: dict) -> str:
+        from zoo.explanations import bar_line
+
+        lines = []
+        for row in result["explanations"]:
+            lines.append(row["text"])
+            if not row["entities"]:
+                lines.append("  (no entities)")
+            for entity in row["entities"]:
+                tokens = [t["token"] if t["context"] else f"[{t['token']}]"
+                          for t in entity["tokens"]]
+                lines.append(f"  {entity['type']} {entity['text']!r} {entity['confidence']:.3f}, "
+                             f"context by {row['method']}: "
+                             f"{bar_line(tokens, [t['score'] for t in entity['tokens']])}")
+        return "\n".join(lines)
+
+    def explanation_html(self, result: dict) -> str:
+        from zoo.explanations import html_heatmap
+
+        rows = [{"heading": f"{entity['type']} {entity['text']!r} {entity['confidence']:.3f} "
+                            f"— {row['text']}",
+                 "tokens": [t["token"] if t["context"] else f"[{t['token']}]"
+                            for t in entity["tokens"]],
+                 "scores": [t["score"] for t in entity["tokens"]]}
+                for row in result["explanations"] for entity in row["entities"]]
+        return html_heatmap(f"{self.name}: tokens by {result['method']}, for each entity's "
+                            "marginal ([the entity]; red for, blue against)", rows)
+
+    def add_faithfulness_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--entities", type=int, default=300,
+                            help="predicted entities sampled (seed 0) among those with more "
+                                 "than --top-k context tokens (default: %(default)s)")
+        parser.add_argument("--top-k", type=int, default=TOP_K,
+                            help="context tokens removed per entity (default: %(default)s)")
+
+    def faithfulness(self, model, data: Path, args: argparse.Namespace) -> dict:
+        from kerasattn import data as kdata
+        from zoo.explanations import Progress
+        from zoo.sequence_tagger import explanations
+
+        for flag, value in (("--entities", args.entities), ("--top-k", args.top_k)):
+            if value <= 0:
+                raise ValueError(f"expected {flag} > 0, received: {value}")
+        read = kdata.read_conll(data, output_scheme=model.scheme or "IOB2",
+                                tag_names=model.preprocessor.tag_names)
+        sentences, entities, eligible = explanations.sample_entities(
+            model, read.tokens[:args.limit], args.top_k, args.entities)
+        progress = Progress(explanations.progress_steps(args.methods))
+        report = explanations.measure(model, sentences, entities, args.methods, args.top_k,
+                                      args.random_seeds, args.sanity_examples, progress.step)
+        return {**report, "eligible_entities": eligible}
+
+    def format_faithfulness(self, report: dict) -> str:
+        import math
+
+        k = report["k"]
+        lines = [f"{report['examples']} predicted entities (of {report['eligible_entities']} "
+                 f"with more than {k} context tokens); each method explains the entity's mean "
+                 f"CRF marginal (mean {report['baseline']['marginal']:.3f})", "",
+                 f"top {k} context tokens deleted: the entity's marginal drop (95 % bootstrap "
+                 "interval), as a multiple of random's",
+                 f"  {'method':<22} {'drop, top removed':<29} {'x random':>8} "
+                 f"{'drop, top kept':>15} {'sanity rho':>10}"]
+        rows = [(name, values, values.get("sanity_spearman"))
+                for name, values in report["methods"].items()]
+        rows.append((f"random ({report['random_seeds']} seeds)", report["random"], None))
+        for name, values, sanity in rows:
+            low, high = values["interval"]
+            ratio = values.get("random_ratio")
+            shown_ratio = "" if ratio is None or math.isnan(ratio) else f"{ratio:8.2f}"
+            shown_sanity = "" if sanity is None else f"{sanity:10.2f}"
+            lines.append(f"  {name:<22} {values['comprehensiveness']:7.3f} [{low:7.3f}, "
+                         f"{high:7.3f}]    {shown_ratio:>8} {values['sufficiency']:15.3f} "
+                         f"{shown_sanity:>10}")
+        lines += ["", "sanity rho: Spearman correlation with the explanations of the model "
+                      "with every layer's weights shuffled, top down (below 0.5: the method "
+                      "sees the weights)"]
         return "\n".join(lines)
 
 
