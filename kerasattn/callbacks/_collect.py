@@ -8,10 +8,11 @@ caller asked for; the model itself is not rebuilt or changed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -145,6 +146,49 @@ def _as_map(path, layer, weights, arguments) -> Optional[AttentionMap]:
     return AttentionMap(path=path, weights=weights, multi_head=multi_head, masked=masked)
 
 
+@contextlib.contextmanager
+def calls_replaced(replacements) -> Iterator[None]:
+    """Shadows each `layer.call` of `(layer, call)` pairs by a plain instance
+    attribute for the block, and restores it after."""
+    saved = []
+    try:
+        for layer, call in replacements:
+            saved.append((layer, "call" in vars(layer), vars(layer).get("call")))
+            # object.__setattr__: an attribute Keras does not track, so the
+            # model itself is not changed.
+            object.__setattr__(layer, "call", call)
+        yield
+    finally:
+        for layer, had_own, own in reversed(saved):
+            if had_own:
+                object.__setattr__(layer, "call", own)
+            else:
+                object.__delattr__(layer, "call")
+
+
+def forcing_scores(layer: keras.layers.Layer,
+                   on_call: Callable[[Any, Dict[str, Any]], None]) -> Callable:
+    """A replacement for `layer.call` that asks for the attention scores.
+
+    Each call passes the layer's full outputs and its bound arguments to
+    `on_call`, then returns what the caller asked for: a caller that asked
+    for the scores itself (a block returning its attention's scores) still
+    gets them.
+    """
+    original = layer.call
+    signature = inspect.signature(original)
+
+    def call(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        wanted = bound.arguments.get("return_attention_scores", False)
+        bound.arguments["return_attention_scores"] = True
+        outputs = original(*bound.args, **bound.kwargs)
+        on_call(outputs, dict(bound.arguments))
+        return outputs if wanted else outputs[0]
+
+    return call
+
+
 def collect_attention(
     model: keras.layers.Layer,
     inputs: Any,
@@ -166,44 +210,22 @@ def collect_attention(
     if layers is None:
         layers = find_attention_layers(model)
     calls: Dict[int, List[Tuple[Any, Dict[str, Any]]]] = {id(layer): [] for _, layer in layers}
-    originals = []
 
-    def wrap(path, layer):
-        original = layer.call
-        signature = inspect.signature(original)
-
-        def call(*args, **kwargs):
-            bound = signature.bind(*args, **kwargs)
-            wanted = bound.arguments.get("return_attention_scores", False)
-            bound.arguments["return_attention_scores"] = True
-            outputs = original(*bound.args, **bound.kwargs)
+    def keep(path, layer):
+        def on_call(outputs, arguments):
             if not isinstance(outputs, (tuple, list)) or len(outputs) < 2:
                 raise ValueError(
                     f"Expected layer `{path}` called with return_attention_scores=True "
                     "to return (outputs, scores, ...), received: "
                     f"{type(outputs).__name__}"
                 )
-            calls[id(layer)].append((outputs[1:], dict(bound.arguments)))
-            # A caller that asked for the scores itself (a block returning
-            # its attention's scores) still gets them.
-            return outputs if wanted else outputs[0]
+            calls[id(layer)].append((outputs[1:], arguments))
 
-        return call
+        return on_call
 
-    try:
-        for path, layer in layers:
-            had_own = "call" in vars(layer)
-            originals.append((layer, had_own, vars(layer).get("call")))
-            # object.__setattr__: a plain instance attribute, not tracked by
-            # Keras, shadowing the class's `call` for this forward pass.
-            object.__setattr__(layer, "call", wrap(path, layer))
+    with calls_replaced([(layer, forcing_scores(layer, keep(path, layer)))
+                         for path, layer in layers]):
         model(inputs, training=False)
-    finally:
-        for layer, had_own, own in reversed(originals):
-            if had_own:
-                object.__setattr__(layer, "call", own)
-            else:
-                object.__delattr__(layer, "call")
 
     maps = []
     for path, layer in layers:

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import weakref
 from typing import Any, Callable, Iterator, List, Optional, Union
 
 import keras
 import numpy as np
 
+from kerasattn.callbacks._collect import calls_replaced
 from kerasattn.callbacks._collect import find_attention_layers
+from kerasattn.callbacks._collect import forcing_scores
 from kerasattn.layers import AttentionPooling
 from kerasattn.layers import CrossLayerAttention
 from kerasattn.layers import TargetAttention
@@ -123,24 +124,6 @@ def _gradient_tape(enabled: bool) -> Iterator[Any]:
         yield tape
 
 
-@contextlib.contextmanager
-def _calls_replaced(replacements) -> Iterator[None]:
-    """Shadows each `layer.call` by a plain instance attribute for the block."""
-    saved = []
-    try:
-        for layer, call in replacements:
-            saved.append((layer, "call" in vars(layer), vars(layer).get("call")))
-            # object.__setattr__: not tracked by Keras, so the model is unchanged.
-            object.__setattr__(layer, "call", call)
-        yield
-    finally:
-        for layer, had_own, own in reversed(saved):
-            if had_own:
-                object.__setattr__(layer, "call", own)
-            else:
-                object.__delattr__(layer, "call")
-
-
 def _readout_gradient(output_gradient, weights, output, inputs) -> Optional[np.ndarray]:
     """d target / d weights of a layer that pools its input, `output = sum_t w_t x_t`.
 
@@ -197,22 +180,13 @@ def _record(model, inputs, attention_layers, target, embedding_layer, embedding_
             return tensor
 
         def attention_call(path, layer):
-            original = layer.call
-            signature = inspect.signature(original)
-
-            def call(*args, **kwargs):
-                bound = signature.bind(*args, **kwargs)
-                wanted = bound.arguments.get("return_attention_scores", False)
-                bound.arguments["return_attention_scores"] = True
-                outputs = original(*bound.args, **bound.kwargs)
-                arguments = dict(bound.arguments)
+            def on_call(outputs, arguments):
                 kind = _layer_kind(layer, arguments)
                 pooled_input = (arguments.get("inputs", arguments.get("value"))
                                 if kind == "readout" else None)
                 recorded.append((path, kind, outputs[0], watch(outputs[1]), pooled_input))
-                return outputs if wanted else outputs[0]
 
-            return call
+            return forcing_scores(layer, on_call)
 
         def embedding_call(layer):
             original = layer.call
@@ -231,7 +205,7 @@ def _record(model, inputs, attention_layers, target, embedding_layer, embedding_
             replacements.append((embedding_layer, embedding_call(embedding_layer)))
         # Bounded masking: the attention weights a layer returns are then the
         # very tensor it applied, so gradients with respect to them exist.
-        with _calls_replaced(replacements), bounded_masking():
+        with calls_replaced(replacements), bounded_masking():
             outputs = model(inputs, training=False)
             target_values = None if target is None else target(outputs)
             target_sum = None if target is None else keras.ops.sum(target_values)
