@@ -13,6 +13,9 @@ untimed pass over them), the precisions alternated `--rounds` times
 - `recommender`: the `video-games` preset's architecture (`NextItemRetriever`,
   full-softmax loss) on the recipe's training batches of 128 histories
   (`--data`/sasrec/Video.txt); tokens are real history positions;
+- `translator`: the `multi30k-en-de` preset's architecture (`Translator`,
+  fresh weights) on the recipe's batches of 64 Multi30k training pairs
+  (`--data`/multi30k); tokens are real source and target positions;
 - `blocks`: 4 Transformer encoder blocks, width 256, 4 heads, feed-forward
   1024, length 64, batch 64, with our `TransformerEncoderBlock` and with the
   same block written from `keras.layers.MultiHeadAttention` (the anchor),
@@ -24,7 +27,7 @@ with the CPU's model and the flags that decide whether bfloat16 pays
 float32 on every CPU (bfloat16 lost quality on a small NER set); bfloat16 is
 `--precision mixed_bfloat16`.
 
-    python benchmarks/precision.py --workloads tagger,sst2,recommender,blocks
+    python benchmarks/precision.py --workloads tagger,sst2,recommender,translator,blocks
 """
 
 from __future__ import annotations
@@ -125,6 +128,33 @@ def recommender_workload(data: str, precision: str, steps: int):
     return recipe_trainer(model, batches, steps, lambda batch: batch[0]["item_ids"] > 0)
 
 
+def translator_workload(data: str, precision: str, steps: int):
+    """A function training the multi30k-en-de preset's architecture `steps` steps."""
+    import keras
+
+    from kerasattn.data import read_parallel_text
+    from zoo import training
+    from zoo.translator.model import Translator
+    from zoo.translator.model import TranslatorBackbone
+
+    preset = Translator.from_preset("multi30k-en-de")
+    train = read_parallel_text(os.path.join(data, "train.en"), os.path.join(data, "train.de"))
+    keras.utils.set_random_seed(1)
+    config = {**preset.backbone.get_config(), "dtype": precision}
+    model = Translator(TranslatorBackbone.from_config(config), preset.preprocessor,
+                       label_smoothing=preset.label_smoothing)
+    model.compile(optimizer=training.optimizer(7e-4, 10_000, 300, 0.01, precision=precision))
+    batches = train.to_dataset(64, shuffle=True, seed=1, preprocessor=preset.preprocessor)
+    return recipe_trainer(model, batches, steps, lambda batch: pair_positions(batch[0]))
+
+
+def pair_positions(features):
+    """Source and target padding masks side by side (real positions of a pair batch)."""
+    import tensorflow as tf
+
+    return tf.concat([features["encoder_padding_mask"], features["decoder_padding_mask"]], 1)
+
+
 def blocks_workload(kind: str, precision: str, steps: int):
     import keras
     import numpy as np
@@ -183,9 +213,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.path.normpath(os.path.join(REPO, "..", "shared",
                                                                        "data")),
-                        help="the folder with conll2003/, sst2/ and sasrec/ "
+                        help="the folder with conll2003/, sst2/, sasrec/ and multi30k/ "
                              "(default: ../shared/data)")
-    parser.add_argument("--workloads", default="tagger,sst2,recommender,blocks")
+    parser.add_argument("--workloads", default="tagger,sst2,recommender,translator,blocks")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -208,6 +238,8 @@ def main() -> int:
         ("sst2", "sst2 classifier (preset architecture)", sst2_workload, "sst2"),
         ("recommender", "video-games retriever (preset architecture)", recommender_workload,
          os.path.join("sasrec", "Video.txt")),
+        ("translator", "multi30k-en-de translator (preset architecture)", translator_workload,
+         "multi30k"),
     )
     for workload, name, function, relative in recipes:
         if workload not in workloads:

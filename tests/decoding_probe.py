@@ -83,12 +83,12 @@ class TinyTranslator:
             x = block(x, encoded, encoder_padding_mask=source_mask)
         return self.head(x)
 
-    def initial_cache(self, source, source_mask):
+    def initial_cache(self, source, source_mask, max_length=MAX_LENGTH):
         """`(self-attention caches, cross-attention caches, source mask)`."""
         encoded = self.encode(source)
         batch = ops.shape(source)[0]
         return (
-            tuple(block.initial_cache(batch, MAX_LENGTH) for block in self.blocks),
+            tuple(block.initial_cache(batch, max_length) for block in self.blocks),
             tuple(block.compute_cross_attention_cache(encoded) for block in self.blocks),
             ops.convert_to_tensor(source_mask),
         )
@@ -130,18 +130,18 @@ class TinyTranslator:
         )
         return logits
 
-    def greedy(self, source, source_mask):
+    def greedy(self, source, source_mask, max_length=MAX_LENGTH):
         start = ops.full((ops.shape(source)[0], 1), START, dtype="int32")
         return generation.greedy_search(
-            self.next_fn, start, self.initial_cache(source, source_mask),
-            max_length=MAX_LENGTH, end_id=END, pad_id=PAD,
+            self.next_fn, start, self.initial_cache(source, source_mask, max_length),
+            max_length=max_length, end_id=END, pad_id=PAD,
         )
 
-    def beam(self, source, source_mask, beam_width=3, alpha=0.6):
+    def beam(self, source, source_mask, beam_width=3, alpha=0.6, max_length=MAX_LENGTH):
         start = ops.full((ops.shape(source)[0], 1), START, dtype="int32")
         return generation.beam_search(
-            self.next_fn, start, self.initial_cache(source, source_mask),
-            max_length=MAX_LENGTH, beam_width=beam_width, length_penalty_alpha=alpha,
+            self.next_fn, start, self.initial_cache(source, source_mask, max_length),
+            max_length=max_length, beam_width=beam_width, length_penalty_alpha=alpha,
             end_id=END, pad_id=PAD,
         )
 

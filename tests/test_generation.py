@@ -392,6 +392,31 @@ class TracedDecodingTest(tf.test.TestCase):
         self.assertAllClose(self.eager["beam_scores"], compiled["beam"][1], atol=1e-5)
         self.assertAllEqual(self.eager["sample"], compiled["sample"])
 
+    def test_length_chosen_in_the_graph(self):
+        # A scalar tensor as max_length (a length per batch, as the translator's
+        # string signatures choose it): the same ids as the int, the buffer as long.
+        model = self.model
+        specs = (
+            tf.TensorSpec((None, decoding_probe.SOURCE_LENGTH), tf.int32),
+            tf.TensorSpec((None, decoding_probe.SOURCE_LENGTH), tf.bool),
+            tf.TensorSpec((), tf.int32),
+        )
+        greedy = tf.function(model.greedy, input_signature=specs)
+        beam = tf.function(lambda source, mask, length: model.beam(source, mask, max_length=length),
+                           input_signature=specs)
+        for length in (decoding_probe.MAX_LENGTH, 4, 2):
+            with self.subTest(length=length):
+                self.assertAllEqual(model.greedy(*self.args, max_length=length),
+                                    greedy(*self.args, tf.constant(length)))
+                want_ids, want_scores = model.beam(*self.args, max_length=length)
+                ids, scores = beam(*self.args, tf.constant(length))
+                self.assertAllEqual(want_ids, ids)
+                self.assertAllClose(want_scores, scores, atol=1e-5)
+        with self.assertRaisesRegex(ValueError, "scalar integer tensor"):
+            generation.greedy_search(model.next_fn, np.ones((2, 1), "int32"),
+                                     model.initial_cache(*self.args),
+                                     max_length=tf.constant([6, 6]))
+
     def test_jax_jit_decodes_as_tensorflow(self):
         # Sampling draws the same ids on every backend.
         other = decoding_probe.outputs_under("jax")

@@ -294,17 +294,32 @@ class TranslatorTest(tf.test.TestCase):
 
     def test_saved_model_translates_strings_in_the_graph(self):
         texts = self.text.sources[:2] + ["", " ".join(["A dog runs."] * 40)]
-        translate = self.model.translate_function(beam=2, max_length=5)
         module = tf.Module()
         module.translator = self.model
+        signatures = {"translate": self.model.translate_function(beam=2, max_length=5),
+                      # Without max_length: each batch's default_max_length, in the graph.
+                      "translate_per_batch": self.model.translate_function(beam=2)}
         with tempfile.TemporaryDirectory() as folder:
-            tf.saved_model.save(module, folder, signatures={"translate": translate})
-            reloaded = tf.saved_model.load(folder).signatures["translate"]
-            outputs = reloaded(texts=tf.constant(texts))["output_0"].numpy()
+            tf.saved_model.save(module, folder, signatures=signatures)
+            reloaded = tf.saved_model.load(folder).signatures
+            outputs = reloaded["translate"](texts=tf.constant(texts))["output_0"].numpy()
+            per_batch = {n: reloaded["translate_per_batch"](texts=tf.constant(texts[:n]))[
+                "output_0"].numpy() for n in (1, 2)}
         # Empty and over-long sources are a defined result in the graph, not an error.
         self.assertLen(outputs, 4)
         self.assertEqual(self.model.translate(texts[:2], beam=2, max_length=5),
                          [text.decode("utf-8") for text in outputs[:2]])
+        for n, translations in per_batch.items():
+            self.assertEqual(self.model.translate(texts[:n], beam=2),
+                             [text.decode("utf-8") for text in translations])
+
+    def test_default_max_length_in_the_graph(self):
+        for lengths in ([1], [3, 7], [16, 2], [24], [0, 0], []):
+            mask = np.arange(24)[None, :] < np.array(lengths, int)[:, None]
+            with self.subTest(lengths=lengths):
+                self.assertEqual(
+                    self.model.default_max_length(max(lengths, default=1) or 1),
+                    int(self.model._default_max_length_in_graph(mask.reshape(-1, 24))))
 
     def test_keras_file_and_preset_round_trip(self):
         features = self.model.preprocessor(self.text.sources[:2], self.text.targets[:2])[0]

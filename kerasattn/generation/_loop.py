@@ -23,9 +23,10 @@ def check_int(name: str, value, minimum: int, allow_none: bool = False) -> int |
     return value
 
 
-def token_buffer(prompt, max_length: int, pad_id: int):
-    """int32 `(B, max_length)` ids: the prompt, then `pad_id`s; and the
-    prompt as int32 with its (static) length."""
+def token_buffer(prompt, max_length, pad_id: int):
+    """int32 `(B, max_length)` ids: the prompt, then `pad_id`s; the prompt as
+    int32 with its (static) length; and `max_length` (an int, or a scalar
+    int32 tensor)."""
     prompt = ops.convert_to_tensor(prompt)
     if len(prompt.shape) != 2 or not keras.backend.standardize_dtype(prompt.dtype).startswith(
         ("int", "uint")
@@ -40,16 +41,29 @@ def token_buffer(prompt, max_length: int, pad_id: int):
             "Expected `prompt` with a static length of at least 1 (a start token), "
             f"received: prompt.shape={tuple(prompt.shape)}"
         )
-    check_int("max_length", max_length, 1)
-    if max_length <= prompt_length:
-        raise ValueError(
-            f"Expected `max_length` greater than the prompt length {prompt_length}, "
-            f"received: max_length={max_length}"
-        )
+    if ops.is_tensor(max_length):
+        # A length chosen per batch inside a TensorFlow graph (the buffer's
+        # second axis is then dynamic); the caller keeps it above the prompt's.
+        if len(max_length.shape) != 0 or not keras.backend.standardize_dtype(
+            max_length.dtype
+        ).startswith("int"):
+            raise ValueError(
+                "Expected `max_length` to be an int or a scalar integer tensor, received: "
+                f"shape={tuple(max_length.shape)}, dtype={max_length.dtype}"
+            )
+        max_length = ops.cast(max_length, "int32")
+    else:
+        check_int("max_length", max_length, 1)
+        if max_length <= prompt_length:
+            raise ValueError(
+                f"Expected `max_length` greater than the prompt length {prompt_length}, "
+                f"received: max_length={max_length}"
+            )
     check_int("pad_id", pad_id, 0)
     prompt = ops.cast(prompt, "int32")
-    ids = ops.pad(prompt, ((0, 0), (0, max_length - prompt_length)), constant_values=pad_id)
-    return ids, prompt, prompt_length
+    padding = ops.full((ops.shape(prompt)[0], max_length - prompt_length), pad_id, "int32")
+    ids = ops.concatenate([prompt, padding], axis=1)
+    return ids, prompt, prompt_length, max_length
 
 
 def argmax(x):
@@ -82,7 +96,7 @@ def decode(
     and the loop stops once every row has ended.
     """
     check_int("end_id", end_id, 0, allow_none=True)
-    ids, prompt, prompt_length = token_buffer(prompt, max_length, pad_id)
+    ids, prompt, prompt_length, max_length = token_buffer(prompt, max_length, pad_id)
     finished = ops.zeros((ops.shape(ids)[0],), dtype="bool")
     cache = () if cache is None else cache
 

@@ -112,7 +112,9 @@ def sample(
         prompt: `(B, P)` integer ids the output starts with (`P >= 1`,
             static).
         cache: the initial cache, any nest of tensors (or `None`).
-        max_length: length of the output, prompt included.
+        max_length: length of the output, prompt included: an int, or in a
+            TensorFlow graph a scalar integer tensor (a length chosen per
+            batch; the output's second axis is then dynamic).
         temperature: positive divisor of the logits; below 1 sharpens the
             distribution, above 1 flattens it.
         top_k: optional positive int, sample among the `top_k` likeliest

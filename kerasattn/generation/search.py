@@ -37,7 +37,9 @@ def greedy_search(
         prompt: `(B, P)` integer ids the output starts with (`P >= 1`,
             static), usually a start token.
         cache: the initial cache, any nest of tensors (or `None`).
-        max_length: length of the output, prompt included.
+        max_length: length of the output, prompt included: an int, or in a
+            TensorFlow graph a scalar integer tensor (a length chosen per
+            batch; the output's second axis is then dynamic).
         end_id: optional end-of-sequence id: a row that emits it is padded
             with `pad_id` afterwards, and decoding stops once every row has.
         pad_id: the id after `end_id`.
@@ -111,7 +113,9 @@ def beam_search(
             static).
         cache: the initial cache of the `B` rows, any nest of tensors (or
             `None`).
-        max_length: length of the output, prompt included.
+        max_length: length of the output, prompt included: an int, or in a
+            TensorFlow graph a scalar integer tensor (a length chosen per
+            batch; the output's second axis is then dynamic).
         beam_width: number of hypotheses kept per row.
         length_penalty_alpha: `alpha >= 0` of `length_penalty`.
         end_id: optional end-of-sequence id.
@@ -160,7 +164,7 @@ def beam_search(
         )
     alpha = float(length_penalty_alpha)
     width = beam_width
-    ids, prompt, prompt_length = _loop.token_buffer(prompt, max_length, pad_id)
+    ids, prompt, prompt_length, max_length = _loop.token_buffer(prompt, max_length, pad_id)
     batch = ops.shape(ids)[0]
 
     def repeat(x):

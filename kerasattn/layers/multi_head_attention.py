@@ -865,14 +865,16 @@ class MultiHeadAttention(keras.layers.Layer):
         Args:
             batch_size: batch size `B` (int or int scalar tensor).
             max_length: number of positions `S` the cache holds, the longest
-                sequence to decode.
+                sequence to decode (int, or int scalar tensor for a length
+                chosen per batch in a graph).
             dtype: the cache's dtype; defaults to the layer's compute dtype.
 
         Returns:
             Zeros of shape `(B, 2, S, K, key_dim)`, for `call`'s `cache`
             with a `cache_update_index`.
         """
-        max_length = _validation.positive_int("max_length", max_length)
+        if not ops.is_tensor(max_length):
+            max_length = _validation.positive_int("max_length", max_length)
         shape = self._cache_shape(batch_size, max_length)
         return ops.zeros(shape, dtype=dtype or self.compute_dtype)
 

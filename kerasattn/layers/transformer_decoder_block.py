@@ -195,7 +195,8 @@ class TransformerDecoderBlock(TransformerBlockBase):
 
         Args:
             batch_size: batch size `B` (int or int scalar tensor).
-            max_length: the number of decoder positions `S` the cache holds.
+            max_length: the number of decoder positions `S` the cache holds
+                (int, or int scalar tensor in a graph).
             dtype: the cache's dtype; defaults to the compute dtype.
 
         Returns:

@@ -587,6 +587,14 @@ class Translator(Task):
         wanted = math.ceil(1.5 * source_length) + 10
         return min(limit, _LENGTH_BUCKET * math.ceil(wanted / _LENGTH_BUCKET)) + 1
 
+    def _default_max_length_in_graph(self, source_padding_mask):
+        """`default_max_length` of the batch's longest source, as a scalar int32 tensor."""
+        longest = ops.max(ops.sum(ops.cast(source_padding_mask, "int32"), axis=1), initial=1)
+        limit = 128 if self.preprocessor is None else self.preprocessor.target_sequence_length
+        wanted = (3 * longest + 1) // 2 + 10  # ceil(1.5 * longest) + 10
+        return ops.minimum(limit, _LENGTH_BUCKET * ((wanted + _LENGTH_BUCKET - 1)
+                                                    // _LENGTH_BUCKET)) + 1
+
     def _generator(self, beam: int, max_length: int, length_penalty: float):
         """The traced decoding function of one setting (traced once, then reused)."""
         key = (beam, max_length, length_penalty)
@@ -622,39 +630,44 @@ class Translator(Task):
         """
         import tensorflow as tf
 
-        from kerasattn import generation
-
-        backbone = self.backbone
-
         # One trace per setting, whatever the batch's shape.
         @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32),
                                       tf.TensorSpec((None, None), tf.bool)])
         def run(source_ids, source_padding_mask):
-            encoded = backbone.encode(source_ids, source_padding_mask)
-            batch = ops.shape(source_ids)[0]
-            cross = backbone.cross_attention_cache(encoded)
-            mask = source_padding_mask
-            if beam > 1:
-                # Every beam of a row reads the same source: repeat it once, outside the loop.
-                cross, mask = tree.map_structure(
-                    lambda x: ops.repeat(x, beam, axis=0), (cross, mask))
-
-            def next_fn(ids, cache, index):
-                token = ops.take(ids, index - 1, axis=1)[:, None]
-                features, cache = backbone.decode_step(token, index - 1, cache, cross, mask)
-                return self._logits(features)[:, 0], cache
-
-            prompt = ops.full((batch, 1), START_ID, dtype="int32")
-            cache = backbone.initial_cache(batch, max_length)
-            if beam == 1:
-                return generation.greedy_search(next_fn, prompt, cache, max_length=max_length,
-                                                end_id=END_ID, pad_id=PAD_ID)
-            ids, _ = generation.beam_search(
-                next_fn, prompt, cache, max_length=max_length, beam_width=beam,
-                length_penalty_alpha=length_penalty, end_id=END_ID, pad_id=PAD_ID)
-            return ids
+            return self._decode(source_ids, source_padding_mask, beam, max_length, length_penalty)
 
         return run
+
+    def _decode(self, source_ids, source_padding_mask, beam: int, max_length,
+                length_penalty: float):
+        """The encoder, the cross-attention caches and the search loop, traced
+        in the caller's graph; `max_length` an int or a scalar int32 tensor."""
+        from kerasattn import generation
+
+        backbone = self.backbone
+        encoded = backbone.encode(source_ids, source_padding_mask)
+        batch = ops.shape(source_ids)[0]
+        cross = backbone.cross_attention_cache(encoded)
+        mask = source_padding_mask
+        if beam > 1:
+            # Every beam of a row reads the same source: repeat it once, outside the loop.
+            cross, mask = tree.map_structure(
+                lambda x: ops.repeat(x, beam, axis=0), (cross, mask))
+
+        def next_fn(ids, cache, index):
+            token = ops.take(ids, index - 1, axis=1)[:, None]
+            features, cache = backbone.decode_step(token, index - 1, cache, cross, mask)
+            return self._logits(features)[:, 0], cache
+
+        prompt = ops.full((batch, 1), START_ID, dtype="int32")
+        cache = backbone.initial_cache(batch, max_length)
+        if beam == 1:
+            return generation.greedy_search(next_fn, prompt, cache, max_length=max_length,
+                                            end_id=END_ID, pad_id=PAD_ID)
+        ids, _ = generation.beam_search(
+            next_fn, prompt, cache, max_length=max_length, beam_width=beam,
+            length_penalty_alpha=length_penalty, end_id=END_ID, pad_id=PAD_ID)
+        return ids
 
     def generate(self, source_ids, source_padding_mask=None, beam: int = 1,
                  max_length: Optional[int] = None, length_penalty: float = 0.6):
@@ -775,7 +788,10 @@ class Translator(Task):
         Args:
             beam: 1 for greedy search, else the beam width.
             max_length: the most target tokens (the end token included);
-                defaults to the preprocessor's `target_sequence_length`.
+                defaults to `default_max_length` of each batch's longest
+                source, computed in the graph (as `translate` does): the
+                search's caches and loop are then as long as the batch
+                needs, not `target_sequence_length`.
             length_penalty: GNMT's `alpha` of beam search.
 
         Returns:
@@ -800,9 +816,7 @@ class Translator(Task):
                              "received: preprocessor=None")
         _validation.positive_int("beam", beam)
         max_length = _validation.positive_int("max_length", max_length, allow_none=True)
-        run = self.decoding_function(
-            beam, (max_length or self.preprocessor.target_sequence_length) + 1,
-            float(length_penalty))
+        length_penalty = float(length_penalty)
         preprocessor = self.preprocessor
 
         @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name="texts")])
@@ -810,7 +824,10 @@ class Translator(Task):
             texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace",
                                                  replacement_char=0xFFFD)
             features = preprocessor(texts)
-            ids = run(features["encoder_token_ids"], features["encoder_padding_mask"])
+            mask = features["encoder_padding_mask"]
+            length = (self._default_max_length_in_graph(mask) if max_length is None
+                      else max_length + 1)
+            ids = self._decode(features["encoder_token_ids"], mask, beam, length, length_penalty)
             translations = preprocessor.target_tokenizer.detokenize(ids[:, 1:])
             # Nothing to translate, nothing translated (not what the model makes of nothing).
             blank = tf.equal(tf.strings.length(tf.strings.strip(texts)), 0)
