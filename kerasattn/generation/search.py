@@ -197,13 +197,19 @@ def beam_search(
 
         in_prompt = ops.less(index, prompt_length)
         step = ops.log_softmax(logits, axis=-1)
-        step = ops.where(ops.expand_dims(finished, 1), only(ops.full_like(lengths, pad_id)), step)
-        step = ops.where(in_prompt, only(_loop.prompt_token(prompt, prompt_length, index)), step)
+        # A finished beam can only emit `pad_id`, at no cost (one (1, V) row).
+        step = ops.where(ops.expand_dims(finished, 1), only(ops.full((1,), pad_id, "int32")),
+                         step)
+        # The (B * W, V) work of forcing the prompt, only for prompts past position 0.
+        if prompt_length > 1:
+            step = ops.where(in_prompt, only(_loop.prompt_token(prompt, prompt_length, index)),
+                             step)
         totals = ops.expand_dims(log_probs, 1) + step  # (B * W, V)
         # Generated length of each candidate, and its length-penalised score.
         length = ops.where(finished, lengths, index - prompt_length + 1)
         scores = totals / ops.expand_dims(length_penalty(ops.maximum(length, 0), alpha), 1)
-        scores = ops.where(in_prompt, totals, scores)
+        if prompt_length > 1:
+            scores = ops.where(in_prompt, totals, scores)
         _, chosen = ops.top_k(ops.reshape(scores, (batch, -1)), k=width)  # (B, W)
         log_probs = ops.reshape(
             ops.take_along_axis(ops.reshape(totals, (batch, -1)), chosen, axis=1), (-1,)
