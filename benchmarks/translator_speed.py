@@ -194,14 +194,18 @@ def ctranslate2_model(model, folder: str) -> None:
     FromSpec().convert(folder, force=True)
 
 
-def timed(function, repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timed(functions: dict, repeats: int) -> dict:
+    """Median seconds of each function after a warm-up call, the functions
+    alternated `repeats` times (so that a change of load hits them alike)."""
+    for function in functions.values():
         function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def exported_versus_ctranslate2(model, export_dir: str, validation, threads: int,
@@ -247,7 +251,7 @@ def exported_versus_ctranslate2(model, export_dir: str, validation, threads: int
                     length_penalty=0.6, max_decoding_length=max_length, max_batch_size=batch_size)
                 theirs.extend(processor.decode_pieces(result.hypotheses[0]) for result in results)
 
-        seconds = {"ctranslate2": timed(run_theirs, repeats), "ours": timed(run_ours, repeats)}
+        seconds = timed({"ctranslate2": run_theirs, "ours": run_ours}, repeats)
     return {"seconds": seconds, "ratio": seconds["ours"] / seconds["ctranslate2"],
             "bleu": {"ours": bleu(ours, references), "ctranslate2": bleu(theirs, references)},
             "sentences": len(sources)}

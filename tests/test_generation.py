@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import doctest
 import inspect
+import itertools
 import os
 import tempfile
 
@@ -189,6 +190,43 @@ class BeamSearchTest(tf.test.TestCase, parameterized.TestCase):
         next_fn = counted(bigram_next_fn(SHORT_OR_LONG))
         generation.beam_search(next_fn, np.zeros((1, 1), "int32"), max_length=10, beam_width=2)
         self.assertEqual(9, next_fn.calls)
+
+    def test_stops_once_no_open_beam_can_win(self):
+        # Ending at once (0.6) beats every continuation of 2, which never ends
+        # (2 then 2 again, 0.9): the best is decided after one step, not nine.
+        lingering = [[0.001, 0.6, 0.3, 0.099], [0.25] * 4, [0.04, 0.01, 0.9, 0.05], [0.25] * 4]
+        for alpha in (0.0, 0.6, 2.0):
+            with self.subTest(alpha=alpha):
+                early = counted(bigram_next_fn(lingering))
+                ids, score = generation.beam_search(
+                    early, np.zeros((1, 1), "int32"), max_length=10, beam_width=2, end_id=1,
+                    length_penalty_alpha=alpha)
+                every = counted(bigram_next_fn(lingering))
+                all_ids, all_scores = generation.beam_search(
+                    every, np.zeros((1, 1), "int32"), max_length=10, beam_width=2, end_id=1,
+                    length_penalty_alpha=alpha, return_all_beams=True)
+                self.assertEqual(9, every.calls)
+                self.assertAllEqual(numpy(all_ids)[:, 0], numpy(ids))
+                self.assertAllClose(numpy(all_scores)[:, 0], numpy(score))
+                # alpha = 2 lets a long open beam hope to win for longer.
+                self.assertEqual({0.0: 1, 0.6: 1, 2.0: 9}[alpha], early.calls)
+
+    def test_stopping_early_returns_what_decoding_on_would(self):
+        prompt = np.array([[2], [0], [1], [2]], "int32")
+        steps_saved = 0
+        for alpha, width in itertools.product((0.0, 0.6, 1.2), (2, 3)):
+            with self.subTest(alpha=alpha, width=width):
+                early, every = counted(prefix_next_fn), counted(prefix_next_fn)
+                best_ids, best_scores = generation.beam_search(
+                    early, prompt, ops.zeros((4,)), max_length=9, beam_width=width,
+                    length_penalty_alpha=alpha, end_id=END, pad_id=PAD)
+                ids, scores = generation.beam_search(
+                    every, prompt, ops.zeros((4,)), max_length=9, beam_width=width,
+                    length_penalty_alpha=alpha, end_id=END, pad_id=PAD, return_all_beams=True)
+                self.assertAllEqual(numpy(ids)[:, 0], numpy(best_ids))
+                self.assertAllClose(numpy(scores)[:, 0], numpy(best_scores))
+                steps_saved += every.calls - early.calls
+        self.assertGreater(steps_saved, 0)
 
     def test_argument_errors(self):
         start = np.zeros((1, 1), "int32")

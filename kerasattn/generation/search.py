@@ -93,7 +93,11 @@ def beam_search(
     `|y|` the generated length, end-of-sequence included). A beam that has
     emitted `end_id` is finished: it stays as it is (padded with `pad_id`),
     and competes with the unfinished ones by its final score. Decoding stops
-    when every beam of every row has finished, or at `max_length`.
+    at `max_length`, or once no unfinished beam of any row can still beat
+    its row's best finished one (a log-probability can only fall, a length
+    penalty rise at most to that of `max_length`), which returns what
+    decoding on would; with `return_all_beams=True`, once every beam has
+    finished.
 
     `next_fn` sees `B * beam_width` rows (row `b * beam_width + k` is beam
     `k` of row `b`), and every tensor in `cache` must have them on its first
@@ -180,8 +184,22 @@ def beam_search(
     lengths = ops.zeros((batch * width,), dtype="int32")
     finished = ops.zeros((batch * width,), dtype="bool")
 
+    # The largest penalty a hypothesis can reach: the one of `max_length`.
+    largest_penalty = length_penalty(max_length - prompt_length, alpha)
+
     def cond(ids, cache, index, log_probs, lengths, finished):
-        return ops.logical_not(ops.all(finished))
+        if return_all_beams:
+            return ops.logical_not(ops.all(finished))
+        # A row is decided once its best ended hypothesis outscores every open
+        # beam's best possible score: an open beam's log-probability can only
+        # fall, and its length penalty rise at most to `largest_penalty`.
+        def row_max(x):
+            return ops.max(ops.reshape(x, (batch, width)), axis=1)
+
+        none = 2 * _IMPOSSIBLE  # below every beam's score, impossible ones included
+        best_ended = row_max(ops.where(finished, log_probs / length_penalty(lengths, alpha), none))
+        best_open = row_max(ops.where(finished, none, log_probs / largest_penalty))
+        return ops.logical_not(ops.all(ops.greater_equal(best_ended, best_open)))
 
     def body(ids, cache, index, log_probs, lengths, finished):
         logits, cache = next_fn(ids, cache, index)
