@@ -1,0 +1,370 @@
+"""Training on several machines: `tf.distribute.MultiWorkerMirroredStrategy` under Keras 3.
+
+`--strategy multi-worker` runs the same recipe command on every machine,
+each with its own `TF_CONFIG` (TensorFlow's cluster description: every
+worker's `host:port`, and which of them this process is). Worker 0 (or the
+task of type `"chief"`, where the cluster has one) is the chief.
+
+What this module adds to TensorFlow's strategy:
+
+- `multi_worker_strategy`: the strategy from `TF_CONFIG`, checked first (a
+  bad `TF_CONFIG` is a one-line error naming the field), created once per
+  process and before any other TensorFlow operation runs, as the strategy
+  requires;
+- `MultiWorkerTrainer`: a mixin for `keras.Model` (the zoo's `Task` has it)
+  under which Keras 3's `fit` and `evaluate` work under the strategy. Keras's
+  TensorFlow trainer (3.15) fails there twice: it averages a whole input
+  batch structure with one `strategy.reduce` call (keras#20329), and it
+  reduces each step's logs with `strategy.reduce("MEAN", value, axis=0)`,
+  which for the scalar logs of every model fails with "Invalid reduction
+  dimension 0 for input with 0 dimensions" (keras#20585). The mixin builds
+  from this worker's own first batch, and hands Keras each log with a
+  leading axis of length one, so that Keras's own reduction averages it
+  over the replicas and returns it with its shape;
+- `worker_output`: the folder a worker writes to: `--out` on the chief; on
+  every other worker a scratch folder of its own, `OUT/.worker-<index>`,
+  kept while the run is unfinished (so the worker can resume) and removed
+  when it ends, so only the chief's files remain;
+- `BackupAndRestore`: Keras's callback that, under the strategy, first
+  makes the workers agree on the epoch they resume from (each worker backs
+  up into its own folder; one killed while the others were saving can be an
+  epoch behind, and it then falls back to its previous backup), since
+  workers that start at different epochs run different numbers of steps and
+  hang;
+- `shard_by_data`: the `DATA` auto-shard policy on a dataset: every worker
+  reads the whole dataset in the same (seeded) order and keeps its part of
+  each global batch, so all workers run the same number of steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator, Optional
+
+import keras
+from keras import tree
+
+MULTI_WORKER = "multi-worker"
+CONFIG_VARIABLE = "TF_CONFIG"
+# A non-chief worker's scratch folder inside `--out`, by its index.
+WORKER_FOLDER = ".worker-{index}"
+
+_strategy = None
+
+
+def cluster_config(environ: Optional[dict] = None) -> dict:
+    """`TF_CONFIG`, parsed and checked.
+
+    Args:
+        environ: the environment (`os.environ` by default).
+
+    Returns:
+        The configuration: `{"cluster": {"worker": ["host:port", ...], ...},
+        "task": {"type": "worker", "index": i}}`.
+
+    Raises:
+        ValueError: naming `TF_CONFIG` and the field at fault.
+    """
+    environ = os.environ if environ is None else environ
+    text = environ.get(CONFIG_VARIABLE, "")
+    if not text.strip():
+        raise ValueError(
+            f"{CONFIG_VARIABLE}: expected the cluster as JSON, such as "
+            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+            '"task": {"type": "worker", "index": 0}}, received: nothing '
+            "(--strategy multi-worker reads it from the environment)"
+        )
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{CONFIG_VARIABLE}: expected JSON, received: {error}") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError(f"{CONFIG_VARIABLE}: expected a \"cluster\" object, received: "
+                         f"{json.dumps(cluster)}")
+    for task_type, addresses in cluster.items():
+        if task_type not in ("chief", "worker"):
+            raise ValueError(f"{CONFIG_VARIABLE}: expected cluster jobs \"chief\" and "
+                             f"\"worker\", received: {task_type!r}")
+        if (not isinstance(addresses, list) or not addresses
+                or not all(isinstance(address, str) and ":" in address for address in addresses)):
+            raise ValueError(f"{CONFIG_VARIABLE}: expected cluster.{task_type} as a list of "
+                             f"\"host:port\", received: {json.dumps(addresses)}")
+    if len(cluster.get("chief", [])) > 1:
+        raise ValueError(f"{CONFIG_VARIABLE}: expected one chief, received: "
+                         f"{len(cluster['chief'])}")
+    task = config.get("task")
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise ValueError(f"{CONFIG_VARIABLE}: expected task.type in {sorted(cluster)}, "
+                         f"received: {json.dumps(task)}")
+    index = task.get("index")
+    if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+        raise ValueError(f"{CONFIG_VARIABLE}: expected task.index in "
+                         f"[0, {len(cluster[task['type']])}), received: {json.dumps(index)}")
+    return config
+
+
+def worker_index(config: Optional[dict] = None) -> int:
+    """This process's place among the workers: 0 for the chief, then 1, 2, ..."""
+    config = cluster_config() if config is None else config
+    task = config["task"]
+    if task["type"] == "chief":
+        return 0
+    return task["index"] + len(config["cluster"].get("chief", []))
+
+
+def num_workers(config: Optional[dict] = None) -> int:
+    """How many processes train together (chief included)."""
+    config = cluster_config() if config is None else config
+    return sum(len(addresses) for addresses in config["cluster"].values())
+
+
+def is_chief(config: Optional[dict] = None) -> bool:
+    """Whether this process is the chief (the one that writes the outputs)."""
+    return worker_index(config) == 0
+
+
+def multi_worker_strategy():
+    """The process's `tf.distribute.MultiWorkerMirroredStrategy`, from `TF_CONFIG`.
+
+    Created on the first call (which must come before any other TensorFlow
+    operation of the process: the strategy configures the collective
+    operations at start-up) and returned by later ones. Gradients are summed
+    with TensorFlow's choice of collective (NCCL between GPUs, ring on
+    CPUs).
+
+    Raises:
+        ValueError: if `TF_CONFIG` is missing or wrong (see `cluster_config`).
+    """
+    global _strategy
+    if _strategy is None:
+        import tensorflow as tf
+
+        cluster_config()
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.AUTO)
+        _strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return _strategy
+
+
+def in_multi_worker_mode(strategy) -> bool:
+    """Whether `strategy` is a `MultiWorkerMirroredStrategy` over more than one worker."""
+    import tensorflow as tf
+
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def worker_values(strategy, value: float) -> list[float]:
+    """Every worker's `value`, in worker order (a collective: every worker must call it).
+
+    Args:
+        strategy: a `MultiWorkerMirroredStrategy` in multi-worker mode.
+        value: this worker's number.
+
+    Returns:
+        One number per worker; worker 0 (the chief) first.
+    """
+    import tensorflow as tf
+
+    replicas_per_worker = strategy.num_replicas_in_sync // num_workers()
+
+    def this_worker(context):
+        # Only the worker's first replica contributes, at its worker's place.
+        slot = context.replica_id_in_sync_group // replicas_per_worker
+        first = context.replica_id_in_sync_group % replicas_per_worker == 0
+        return tf.one_hot(slot, num_workers(), dtype=tf.float64) * (
+            float(value) if first else 0.0)
+
+    per_replica = strategy.experimental_distribute_values_from_function(this_worker)
+    return [float(item) for item in strategy.reduce("SUM", per_replica, axis=None).numpy()]
+
+
+def shard_by_data(dataset):
+    """`dataset` with the `DATA` auto-shard policy (and a deterministic order).
+
+    Each worker reads the whole dataset and keeps its part of every global
+    batch, so the workers run the same number of steps whatever the files
+    are; this needs the same order on every worker, which a seeded shuffle
+    gives. (TensorFlow's default, `AUTO`, shards by file where it can, and a
+    single file cannot be shared between two workers.)
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return dataset.with_options(options)
+
+
+def _sharded_if_dataset(data):
+    import tensorflow as tf
+
+    return shard_by_data(data) if isinstance(data, tf.data.Dataset) else data
+
+
+def _first_local_value(value):
+    import tensorflow as tf
+
+    if isinstance(value, tf.distribute.DistributedValues):
+        return value.values[0]
+    return value
+
+
+def _with_leading_axis(value):
+    import tensorflow as tf
+
+    if isinstance(value, (tf.Tensor, tf.Variable)) or hasattr(value, "shape"):
+        return tf.expand_dims(tf.convert_to_tensor(value), 0)
+    return value
+
+
+class MultiWorkerTrainer:
+    """A `keras.Model` mixin: `fit` and `evaluate` under `MultiWorkerMirroredStrategy`.
+
+    Put it before `keras.Model` in the bases (`class Task(MultiWorkerTrainer,
+    keras.Model)`). Outside a multi-worker strategy it changes nothing.
+    Under one, with the TensorFlow backend:
+
+    - the model's symbolic build takes its shapes from this worker's first
+      batch, where Keras reduces the batch structure across the workers
+      (keras#20329; and workers whose batches differ in shape, as
+      length-bucketed batches do, could not reduce them anyway);
+    - each step returns its logs with a leading axis of length one, so that
+      Keras's `strategy.reduce("MEAN", value, axis=0)` (keras#20585) averages
+      them over the replicas and gives back each log's own shape, instead of
+      failing on a scalar.
+
+    A step's logs are then the mean of the replicas' running metrics (with
+    equal batches on every replica, the global batch's); the epoch's logs
+    read the metrics' variables, which sum over all replicas. `fit` and
+    `evaluate` also give a `tf.data.Dataset` the `DATA` auto-shard policy
+    (`shard_by_data`).
+    """
+
+    def _multi_worker(self) -> bool:
+        strategy = getattr(self, "_distribute_strategy", None)
+        return strategy is not None and in_multi_worker_mode(strategy)
+
+    def fit(self, x=None, *args, validation_data=None, **kwargs):
+        if self._multi_worker():
+            x = _sharded_if_dataset(x)
+            validation_data = _sharded_if_dataset(validation_data)
+        return super().fit(x, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        if self._multi_worker():
+            x = _sharded_if_dataset(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is None or not self._multi_worker():
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            data_batch = tree.map_structure(_first_local_value, next(batches))
+            break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
+
+    def _make_function(self, step_function):
+        if not self._multi_worker():
+            return super()._make_function(step_function)
+
+        def step_with_leading_axis(data):
+            return tree.map_structure(_with_leading_axis, step_function(data))
+
+        return super()._make_function(step_with_leading_axis)
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` that every worker of a cluster can resume from.
+
+    Alone it is Keras's callback, keeping the previous backup too
+    (`double_checkpoint=True`). Under a multi-worker strategy each worker
+    must back up into a folder of its own (`worker_output` gives each one
+    its own `--out`); at the start of `fit` the workers compare the epochs
+    their backups hold and resume from the earliest, a worker that is ahead
+    loading its previous backup, so that all run the same steps. Workers
+    whose backups cannot be brought to one epoch stop with an error that
+    says so, on every worker.
+
+    Args:
+        backup_dir: this worker's backup folder.
+        **kwargs: `keras.callbacks.BackupAndRestore`'s other arguments.
+    """
+
+    def __init__(self, backup_dir: str | os.PathLike, **kwargs):
+        kwargs.setdefault("double_checkpoint", True)
+        super().__init__(str(backup_dir), **kwargs)
+
+    def _saved_epoch(self, path: str) -> int:
+        if not os.path.isfile(path):
+            return 0
+        with open(path, encoding="utf-8") as file:
+            return int(json.load(file)["epoch"])
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        strategy = self.model.distribute_strategy
+        if not in_multi_worker_mode(strategy):
+            return
+        epoch = self._saved_epoch(self._training_metadata_path)
+        epochs = [int(value) for value in worker_values(strategy, epoch)]
+        agreed = min(epochs)
+        stuck = False
+        if epoch != agreed:
+            # Killed while the others saved: they are one epoch ahead of it,
+            # and their previous backup is the one it has.
+            stuck = agreed == 0 or self._saved_epoch(self._prev_training_metadata_path) != agreed
+            if not stuck:
+                shutil.copyfile(self._prev_weights_path, self._weights_path)
+                shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
+                self._load_model()
+        # Every worker decides from the same numbers: all raise, or none does.
+        if any(worker_values(strategy, float(stuck))):
+            raise ValueError(
+                f"{self.backup_dir}: expected the workers' backups to reach one epoch, "
+                f"received: epochs {epochs} (worker 0 first); remove every worker's backup "
+                "folder to train from the start"
+            )
+        self.model._initial_epoch = agreed
+
+
+@contextlib.contextmanager
+def worker_output(out: str | os.PathLike) -> Iterator[Path]:
+    """The folder this worker writes a run's outputs to.
+
+    The chief writes `out`; any other worker writes its own scratch folder
+    `out/.worker-<index>` (so the workers may share `out` on one file
+    system, or each have its own), which keeps its backups while the run is
+    unfinished and is removed when the run ends without an error.
+
+    Args:
+        out: the run's `--out`.
+
+    Yields:
+        The folder.
+    """
+    out = Path(out)
+    if is_chief():
+        yield out
+        return
+    scratch = out / WORKER_FOLDER.format(index=worker_index())
+    scratch.mkdir(parents=True, exist_ok=True)
+    yield scratch
+    shutil.rmtree(scratch, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        out.rmdir()  # `out` was made for the scratch folder alone (a machine of its own)
+
+
+def describe(config: Optional[dict] = None) -> str:
+    """This worker in words, such as `"worker 1 of 2 (localhost:12346)"`."""
+    config = cluster_config() if config is None else config
+    task = config["task"]
+    address = config["cluster"][task["type"]][task["index"]]
+    role = "chief" if is_chief(config) else "worker"
+    return f"{role} {worker_index(config)} of {num_workers(config)} ({address})"
+
