@@ -2,9 +2,12 @@
 
     TF_CONFIG=... python tests/multi_worker_probe.py MODE OUT [--pause-after-step N]
 
-MODE `keras`: a plain `keras.Model` and `model.fit` under
-`tf.distribute.MultiWorkerMirroredStrategy`, as TensorFlow's multi-worker
-tutorial does (the upstream failure, keras#20585). MODE `zoo`: the same
+MODE `keras` shows the upstream failures, each as a line `REDUCE ok` or
+`REDUCE <error>` and `FIT ok` or `FIT <error>`: Keras's own reduction of a
+step's scalar logs under `tf.distribute.MultiWorkerMirroredStrategy`
+(keras#20585, the smallest reproduction), then a plain `keras.Model` and
+`model.fit` under the strategy, as TensorFlow's multi-worker tutorial does.
+MODE `zoo`: the same
 model with `zoo.distribute.MultiWorkerTrainer`, the zoo's `BackupAndRestore`
 and `TrainingRecord`, TensorBoard, and `worker_output(OUT)` for its files.
 
@@ -78,13 +81,19 @@ class StepLog(keras.callbacks.Callback):
         self.echo = echo
         self.pause_after_step = pause_after_step
         self.steps: dict[int, dict] = {}
+        self.checksums: list[float] = []  # after each epoch
         self._epoch = 0
+
+    def checksum(self) -> float:
+        return float(sum(np.sum(weight, dtype="float64") for weight in self.model.get_weights()))
 
     def on_train_begin(self, logs=None):
         if self.echo:
             epoch = int(self.model._initial_epoch or 0)
-            checksum = float(sum(np.sum(weight) for weight in self.model.get_weights()))
-            print(f"RESUMED {epoch} {checksum:.8f}", flush=True)
+            print(f"RESUMED {epoch} {self.checksum():.10f}", flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.checksums.append(self.checksum())
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -99,6 +108,33 @@ class StepLog(keras.callbacks.Callback):
             time.sleep(3600)
 
 
+def _error_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+
+def upstream(model_cls: type) -> int:
+    """Keras's reduction of scalar logs, then `fit`, under the strategy (see MODE `keras`)."""
+    import tensorflow as tf
+    from keras.src.backend.tensorflow.trainer import reduce_per_replica
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # What Keras's train function does with a step's logs, on every worker.
+    logs = strategy.run(lambda: {"loss": tf.constant(1.0)})
+    try:
+        reduce_per_replica(logs, strategy, reduction="auto")
+        print("REDUCE ok", flush=True)
+    except Exception as error:  # noqa: BLE001 - the line reports it
+        print("REDUCE " + _error_line(error), flush=True)
+    with strategy.scope():
+        model = build_model(model_cls)
+    try:
+        model.fit(dataset(), epochs=EPOCHS, verbose=0, shuffle=False)
+        print("FIT ok", flush=True)
+    except Exception as error:  # noqa: BLE001
+        print("FIT " + _error_line(error), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=("keras", "zoo"))
@@ -106,14 +142,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pause-after-step", type=int, default=-1)
     args = parser.parse_args(argv)
     if args.mode == "keras":
-        import tensorflow as tf
-
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        with strategy.scope():
-            model = build_model(keras.Model)
-        history = model.fit(dataset(), epochs=EPOCHS, verbose=0)
-        print("RESULT " + json.dumps({"loss": history.history["loss"]}), flush=True)
-        return 0
+        return upstream(keras.Model)
     from zoo import training
 
     strategy = distribute.multi_worker_strategy()
@@ -122,7 +151,7 @@ def main(argv: list[str]) -> int:
             model = build_model()
         steps = StepLog(EXAMPLES // GLOBAL_BATCH, echo=True,
                         pause_after_step=args.pause_after_step)
-        history = model.fit(dataset(), epochs=EPOCHS, verbose=0, callbacks=[
+        history = model.fit(dataset(), epochs=EPOCHS, verbose=0, shuffle=False, callbacks=[
             distribute.BackupAndRestore(folder / "backup"),
             training.TrainingRecord(folder / "history.json"),
             keras.callbacks.TensorBoard(str(folder / "logs")),
