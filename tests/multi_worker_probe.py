@@ -14,9 +14,11 @@ and `TrainingRecord`, TensorBoard, and `worker_output(OUT)` for its files.
 The worker prints `STEP <global step> <loss>` after each step, `RESUMED
 <epoch> <weights checksum>` when training starts, and a last line `RESULT
 <json>` with the logs of every step, `fit`'s history and the final weights.
-With `--pause-after-step N` it prints `PAUSED` after step N and sleeps (so a
-test can kill it mid-run). The test imports `build_model`, `dataset` and
-`StepLog` to train the same model on one worker in its own process.
+With `--with-upstream`, MODE `zoo` first does what MODE `keras` does, on
+its strategy (the tests' one start-up fewer). With `--pause-after-step N`
+it prints `PAUSED` after step N and sleeps (so a test can kill it
+mid-run). The test imports `build_model`, `dataset` and `StepLog` to train
+the same model on one worker in its own process.
 """
 
 from __future__ import annotations
@@ -112,12 +114,15 @@ def _error_line(error: Exception) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
 
 
-def upstream(model_cls: type) -> int:
-    """Keras's reduction of scalar logs, then `fit`, under the strategy (see MODE `keras`)."""
+def upstream(strategy) -> None:
+    """Keras's reduction of scalar logs, then a plain `keras.Model`'s `fit`, under `strategy`.
+
+    Each prints its line (see MODE `keras`); the workers fail alike, before
+    any collective operation runs, so they stay in step for what follows.
+    """
     import tensorflow as tf
     from keras.src.backend.tensorflow.trainer import reduce_per_replica
 
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
     # What Keras's train function does with a step's logs, on every worker.
     logs = strategy.run(lambda: {"loss": tf.constant(1.0)})
     try:
@@ -126,13 +131,12 @@ def upstream(model_cls: type) -> int:
     except Exception as error:  # noqa: BLE001 - the line reports it
         print("REDUCE " + _error_line(error), flush=True)
     with strategy.scope():
-        model = build_model(model_cls)
+        model = build_model(keras.Model)
     try:
         model.fit(dataset(), epochs=EPOCHS, verbose=0, shuffle=False)
         print("FIT ok", flush=True)
     except Exception as error:  # noqa: BLE001
         print("FIT " + _error_line(error), flush=True)
-    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -140,12 +144,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("mode", choices=("keras", "zoo"))
     parser.add_argument("out")
     parser.add_argument("--pause-after-step", type=int, default=-1)
+    parser.add_argument("--with-upstream", action="store_true")
     args = parser.parse_args(argv)
     if args.mode == "keras":
-        return upstream(keras.Model)
+        import tensorflow as tf
+
+        upstream(tf.distribute.MultiWorkerMirroredStrategy())
+        return 0
     from zoo import training
 
     strategy = distribute.multi_worker_strategy()
+    if args.with_upstream:
+        upstream(strategy)
     with distribute.worker_output(args.out) as folder:
         with strategy.scope():
             model = build_model()

