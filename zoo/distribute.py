@@ -31,9 +31,14 @@ What this module adds to TensorFlow's strategy:
   epoch behind, and it then falls back to its previous backup), since
   workers that start at different epochs run different numbers of steps and
   hang;
-- `shard_by_data`: the `DATA` auto-shard policy on a dataset: every worker
-  reads the whole dataset in the same (seeded) order and keeps its part of
-  each global batch, so all workers run the same number of steps.
+- `scale_loss_for_replicas`: what a task's own `compute_loss` returns, so
+  that replicas' summed gradients are the global batch's (as Keras's losses
+  do);
+- `split_batches`: every worker reads the whole dataset in the same
+  (seeded) order and each replica keeps its part of every global batch (as
+  the `DATA` auto-shard policy would, but for any batching, bucketed
+  batches included), so all workers run the same number of steps on the
+  batches one worker would.
 """
 
 from __future__ import annotations
@@ -184,27 +189,88 @@ def worker_values(strategy, value: float) -> list[float]:
     return [float(item) for item in strategy.reduce("SUM", per_replica, axis=None).numpy()]
 
 
-def shard_by_data(dataset):
-    """`dataset` with the `DATA` auto-shard policy (and a deterministic order).
+def scale_loss_for_replicas(loss):
+    """A replica's share of the loss: `loss` divided by the replicas in sync.
 
-    Each worker reads the whole dataset and keeps its part of every global
-    batch, so the workers run the same number of steps whatever the files
-    are; this needs the same order on every worker, which a seeded shuffle
-    gives. (TensorFlow's default, `AUTO`, shards by file where it can, and a
-    single file cannot be shared between two workers.)
+    A task's own `compute_loss` returns its loss through this, as Keras's
+    losses do: under a strategy each replica's gradients are summed, and
+    Keras's loss tracker multiplies the value back. Without it, `N`
+    replicas train with `N` times the gradient and log `N` times the loss.
+    Outside a strategy (one replica) it returns `loss` unchanged.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas == 1:
+        return loss
+    return loss * keras.ops.cast(1.0 / replicas, loss.dtype)
+
+
+def split_batches(dataset, strategy):
+    """`dataset`'s global batches split between the replicas of all workers.
+
+    Every worker reads the whole dataset (which must come in the same order
+    on every worker: shuffle with a seed) and each replica takes its own
+    contiguous part of every global batch: replica `r` of `R` the rows
+    `[m * r // R, m * (r + 1) // R)` of a batch of `m`. So each step
+    trains on the batch one worker would, whatever made the batches
+    (`tf.data`'s `DATA` auto-shard policy with its rebatching changes the
+    batching op itself where the batch size is not static, as in
+    length-bucketed batches), and every worker runs the same number of
+    steps. A batch with fewer rows than replicas cannot be split and is
+    left out (on every worker alike).
+
+    Args:
+        dataset: a `tf.data.Dataset` of global batches.
+        strategy: the `tf.distribute` strategy.
+
+    Returns:
+        A distributed dataset (`strategy.distribute_datasets_from_function`),
+        which `fit` and `evaluate` take as they take `dataset`.
     """
     import tensorflow as tf
 
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    options.deterministic = True
-    return dataset.with_options(options)
+    replicas = strategy.num_replicas_in_sync
+
+    def rows(element):
+        return tf.shape(tree.flatten(element)[0])[0]
+
+    def worker_dataset(context):
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+
+        def parts(*element):
+            element = element[0] if len(element) == 1 else element
+            size = rows(element)
+
+            def part(index):
+                replica = tf.cast(first + index, tf.int32)
+                start, end = size * replica // replicas, size * (replica + 1) // replicas
+                return tree.map_structure(lambda value: value[start:end], element)
+
+            # This worker's replicas take consecutive elements, in order.
+            return tf.data.Dataset.range(local).map(part)
+
+        batches = int(dataset.cardinality())
+        batch_size = tree.flatten(dataset.element_spec)[0].shape[0]
+        if batches >= 0 and batch_size is not None and batch_size >= replicas:
+            # Batches of one size, none left out: the count is known (and
+            # Keras, knowing it, does not warn that the input ran out).
+            return dataset.flat_map(parts).apply(
+                tf.data.experimental.assert_cardinality(batches * local))
+        whole = dataset.filter(lambda *element: rows(
+            element[0] if len(element) == 1 else element) >= replicas)
+        return whole.flat_map(parts)
+
+    return strategy.distribute_datasets_from_function(worker_dataset)
 
 
-def _sharded_if_dataset(data):
+def _split_if_dataset(data, strategy):
     import tensorflow as tf
 
-    return shard_by_data(data) if isinstance(data, tf.data.Dataset) else data
+    return split_batches(data, strategy) if isinstance(data, tf.data.Dataset) else data
 
 
 def _first_local_value(value):
@@ -230,10 +296,11 @@ class MultiWorkerTrainer:
     keras.Model)`). Outside a multi-worker strategy it changes nothing.
     Under one, with the TensorFlow backend:
 
-    - the model's symbolic build takes its shapes from this worker's first
-      batch, where Keras reduces the batch structure across the workers
-      (keras#20329; and workers whose batches differ in shape, as
-      length-bucketed batches do, could not reduce them anyway);
+    - the model's symbolic build takes its shapes from the dataset's element
+      spec (or, for arrays, this worker's first batch), where Keras reduces
+      a drawn batch's structure across the workers (keras#20329; workers
+      whose batches differ in shape could not reduce them anyway, and the
+      draw would start an iterator that one worker does not);
     - each step returns its logs with a leading axis of length one, so that
       Keras's `strategy.reduce("MEAN", value, axis=0)` (keras#20585) averages
       them over the replicas and gives back each log's own shape, instead of
@@ -242,8 +309,8 @@ class MultiWorkerTrainer:
     A step's logs are then the mean of the replicas' running metrics (with
     equal batches on every replica, the global batch's); the epoch's logs
     read the metrics' variables, which sum over all replicas. `fit` and
-    `evaluate` also give a `tf.data.Dataset` the `DATA` auto-shard policy
-    (`shard_by_data`).
+    `evaluate` split a `tf.data.Dataset`'s global batches between the
+    replicas (`split_batches`).
 
     `predict` and `predict_on_batch` run on this worker alone, on all of
     their input: callbacks call them on every worker with the same inputs
@@ -257,15 +324,33 @@ class MultiWorkerTrainer:
         return strategy is not None and in_multi_worker_mode(strategy)
 
     def fit(self, x=None, *args, validation_data=None, **kwargs):
-        if self._multi_worker():
-            x = _sharded_if_dataset(x)
-            validation_data = _sharded_if_dataset(validation_data)
-        return super().fit(x, *args, validation_data=validation_data, **kwargs)
+        if not self._multi_worker():
+            return super().fit(x, *args, validation_data=validation_data, **kwargs)
+        with self._building_from(x):
+            x = _split_if_dataset(x, self._distribute_strategy)
+            validation_data = _split_if_dataset(validation_data, self._distribute_strategy)
+            return super().fit(x, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
-        if self._multi_worker():
-            x = _sharded_if_dataset(x)
-        return super().evaluate(x, *args, **kwargs)
+        if not self._multi_worker():
+            return super().evaluate(x, *args, **kwargs)
+        with self._building_from(x):
+            x = _split_if_dataset(x, self._distribute_strategy)
+            return super().evaluate(x, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def _building_from(self, data) -> Iterator[None]:
+        # The symbolic build takes shapes and dtypes from the dataset's element
+        # spec: drawing a batch, as Keras does, would start an iterator that
+        # one worker does not, and a dataset reshuffled on each iteration
+        # would then train on another order than one worker's.
+        import tensorflow as tf
+
+        self._build_spec = data.element_spec if isinstance(data, tf.data.Dataset) else None
+        try:
+            yield
+        finally:
+            self._build_spec = None
 
     def predict(self, x, *args, **kwargs):
         if not self._multi_worker():
@@ -293,6 +378,8 @@ class MultiWorkerTrainer:
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         if iterator is None or not self._multi_worker():
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if getattr(self, "_build_spec", None) is not None:
+            return super()._maybe_symbolic_build(data_batch=self._build_spec)
         for _, _, batches in iterator:
             data_batch = tree.map_structure(_first_local_value, next(batches))
             break
