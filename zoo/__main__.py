@@ -202,12 +202,15 @@ def _train(args: argparse.Namespace, recipe) -> str:
         return recipe.train(args)
     from zoo import distribute
 
-    distribute.multi_worker_strategy()
+    strategy = distribute.multi_worker_strategy()
     out = args.out
     with distribute.worker_output(out) as folder:
         args.out = str(folder)
         line = recipe.train(args)
         args.out = out
+        # Workers leave together: one that exits while another still works
+        # fails TensorFlow's shutdown barrier (and the other sees it crash).
+        distribute.wait_for_workers(strategy)
     if distribute.is_chief():
         return line
     return f"{distribute.describe()}: done (the chief wrote {out})"

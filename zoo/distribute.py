@@ -47,6 +47,7 @@ import contextlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -208,6 +209,11 @@ def scale_loss_for_replicas(loss):
     return loss * keras.ops.cast(1.0 / replicas, loss.dtype)
 
 
+def wait_for_workers(strategy) -> None:
+    """Returns once every worker has called it (a collective operation)."""
+    worker_values(strategy, 1.0)
+
+
 def split_batches(dataset, strategy):
     """`dataset`'s global batches split between the replicas of all workers.
 
@@ -248,7 +254,8 @@ def split_batches(dataset, strategy):
             def part(index):
                 replica = tf.cast(first + index, tf.int32)
                 start, end = size * replica // replicas, size * (replica + 1) // replicas
-                return tree.map_structure(lambda value: value[start:end], element)
+                # tf.nest keeps a dict's key order (the model's inputs), as tf.data does.
+                return tf.nest.map_structure(lambda value: value[start:end], element)
 
             # This worker's replicas take consecutive elements, in order.
             return tf.data.Dataset.range(local).map(part)
@@ -271,6 +278,29 @@ def _split_if_dataset(data, strategy):
     import tensorflow as tf
 
     return split_batches(data, strategy) if isinstance(data, tf.data.Dataset) else data
+
+
+def _ends_unannounced(data, steps: Optional[int]) -> bool:
+    """Whether `split_batches(data)` ends where Keras, not told its length, warns.
+
+    A finite dataset whose batches may be too small to split loses its known
+    length; Keras, left to find each epoch's end, warns that "the input ran
+    out of data" where `data` itself simply ended.
+    """
+    import tensorflow as tf
+
+    if not isinstance(data, tf.data.Dataset) or steps is not None:
+        return False
+    batch_size = tree.flatten(data.element_spec)[0].shape[0]
+    return int(data.cardinality()) >= 0 and batch_size is None
+
+
+@contextlib.contextmanager
+def _ran_out_expected(expected: bool) -> Iterator[None]:
+    with warnings.catch_warnings():
+        if expected:
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 def _first_local_value(value):
@@ -326,7 +356,9 @@ class MultiWorkerTrainer:
     def fit(self, x=None, *args, validation_data=None, **kwargs):
         if not self._multi_worker():
             return super().fit(x, *args, validation_data=validation_data, **kwargs)
-        with self._building_from(x):
+        expected = (_ends_unannounced(x, kwargs.get("steps_per_epoch"))
+                    or _ends_unannounced(validation_data, kwargs.get("validation_steps")))
+        with self._building_from(x), _ran_out_expected(expected):
             x = _split_if_dataset(x, self._distribute_strategy)
             validation_data = _split_if_dataset(validation_data, self._distribute_strategy)
             return super().fit(x, *args, validation_data=validation_data, **kwargs)
@@ -334,7 +366,7 @@ class MultiWorkerTrainer:
     def evaluate(self, x=None, *args, **kwargs):
         if not self._multi_worker():
             return super().evaluate(x, *args, **kwargs)
-        with self._building_from(x):
+        with self._building_from(x), _ran_out_expected(_ends_unannounced(x, kwargs.get("steps"))):
             x = _split_if_dataset(x, self._distribute_strategy)
             return super().evaluate(x, *args, **kwargs)
 
