@@ -303,6 +303,13 @@ def _ran_out_expected(expected: bool) -> Iterator[None]:
         yield
 
 
+class _Held:
+    """A value kept on a model without Keras tracking (wrapping) it."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 def _first_local_value(value):
     import tensorflow as tf
 
@@ -378,7 +385,10 @@ class MultiWorkerTrainer:
         # would then train on another order than one worker's.
         import tensorflow as tf
 
-        self._build_spec = data.element_spec if isinstance(data, tf.data.Dataset) else None
+        # Held in a plain object: Keras would track a dict set on the model as
+        # a `TrackedDict`, which then no longer matches the model's inputs.
+        self._build_spec = (_Held(data.element_spec) if isinstance(data, tf.data.Dataset)
+                            else None)
         try:
             yield
         finally:
@@ -411,7 +421,7 @@ class MultiWorkerTrainer:
         if iterator is None or not self._multi_worker():
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         if getattr(self, "_build_spec", None) is not None:
-            return super()._maybe_symbolic_build(data_batch=self._build_spec)
+            return super()._maybe_symbolic_build(data_batch=self._build_spec.value)
         for _, _, batches in iterator:
             data_batch = tree.map_structure(_first_local_value, next(batches))
             break
