@@ -169,6 +169,7 @@ def main(argv: list[str]) -> int:
         ])
         weights = model.get_weights()
         np.savez(folder / "weights.npz", *weights)
+        distribute.wait_for_workers(strategy)  # leave together, as the command line does
     print("RESULT " + json.dumps({
         "steps": {str(step): logs for step, logs in steps.steps.items()},
         "history": history.history,

@@ -8,9 +8,11 @@ fails the test instead of hanging it.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,12 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Optional
+from unittest import mock
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests import multi_worker_probe as probe
+from zoo import distribute
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = ROOT / "tests" / "multi_worker_probe.py"
@@ -321,3 +325,115 @@ class ResumeTest(tf.test.TestCase):
         history = json.loads((out / "history.json").read_text())
         self.assertEqual([epoch["epoch"] for epoch in history["epochs"]],
                          list(range(1, probe.EPOCHS + 1)))
+
+
+class _FakeStrategy:
+    """What `split_batches` asks of a strategy, for one worker of a cluster, in-process."""
+
+    def __init__(self, workers: int, replicas_per_worker: int, worker: int):
+        self.num_replicas_in_sync = workers * replicas_per_worker
+        self.workers, self.worker = workers, worker
+
+    def distribute_datasets_from_function(self, dataset_fn):
+        return dataset_fn(tf.distribute.InputContext(
+            num_input_pipelines=self.workers, input_pipeline_id=self.worker,
+            num_replicas_in_sync=self.num_replicas_in_sync))
+
+
+class DistributeTest(tf.test.TestCase):
+    """`zoo.distribute`'s parts that need no cluster."""
+
+    CONFIG = {"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"]},
+              "task": {"type": "worker", "index": 1}}
+
+    def test_cluster_config(self):
+        config = distribute.cluster_config({"TF_CONFIG": json.dumps(self.CONFIG)})
+        self.assertEqual(distribute.worker_index(config), 2)
+        self.assertEqual(distribute.num_workers(config), 3)
+        self.assertFalse(distribute.is_chief(config))
+        self.assertEqual(distribute.describe(config), "worker 2 of 3 (c:3)")
+        chief = {**self.CONFIG, "task": {"type": "chief", "index": 0}}
+        self.assertTrue(distribute.is_chief(chief))
+
+    def test_bad_cluster_config_names_the_field(self):
+        cases = [
+            ("", "received: nothing"),
+            ("{", "expected JSON"),
+            (json.dumps({"task": {"type": "worker", "index": 0}}), '"cluster"'),
+            (json.dumps({"cluster": {"worker": ["b"]}, "task": {"type": "worker", "index": 0}}),
+             "cluster.worker"),
+            (json.dumps({"cluster": {"ps": ["b:1"]}, "task": {"type": "ps", "index": 0}}),
+             '"chief" and "worker"'),
+            (json.dumps({**self.CONFIG, "task": {"type": "evaluator", "index": 0}}), "task.type"),
+            (json.dumps({**self.CONFIG, "task": {"type": "worker", "index": 2}}), "task.index"),
+        ]
+        for text, expected in cases:
+            with self.assertRaisesRegex(ValueError, "^TF_CONFIG: .*" + re.escape(expected)):
+                distribute.cluster_config({"TF_CONFIG": text})
+
+    def test_resume_epoch(self):
+        self.assertEqual(distribute.resume_epoch([3, 3], 3, 2), (3, False))
+        self.assertEqual(distribute.resume_epoch([0, 0], 0, 0), (0, False))
+        # Killed while the other saved epoch 3: the one ahead goes back to its previous backup.
+        self.assertEqual(distribute.resume_epoch([3, 2], 3, 2), (2, True))
+        self.assertEqual(distribute.resume_epoch([3, 2], 2, 1), (2, False))
+        # A worker's backups are lost: fresh weights cannot be had back.
+        self.assertEqual(distribute.resume_epoch([3, 0], 3, 2), (None, False))
+        self.assertEqual(distribute.resume_epoch([5, 2], 5, 4), (None, False))
+
+    def test_worker_output(self):
+        out = Path(self.get_temp_dir()) / "out"
+        for index, expected in ((0, out), (1, out / ".worker-1")):
+            config = {"cluster": {"worker": ["a:1", "b:2"]},
+                      "task": {"type": "worker", "index": index}}
+            with mock.patch.dict(os.environ, {"TF_CONFIG": json.dumps(config)}):
+                with distribute.worker_output(out) as folder:
+                    self.assertEqual(folder, expected)
+                    (folder / "file.txt").parent.mkdir(parents=True, exist_ok=True)
+                    (folder / "file.txt").write_text("x")
+        # Only the chief's file is left.
+        self.assertEqual(files_in(out), {"file.txt"})
+
+    def _parts(self, dataset, workers: int, replicas_per_worker: int) -> list[list[np.ndarray]]:
+        """Each replica's batches, in replica order."""
+        replicas = []
+        for worker in range(workers):
+            split = distribute.split_batches(
+                dataset, _FakeStrategy(workers, replicas_per_worker, worker))
+            elements = [element.numpy() for element in split]
+            for local in range(replicas_per_worker):
+                replicas.append(elements[local::replicas_per_worker])
+        return replicas
+
+    def test_split_batches(self):
+        # Batches of 5, 4, 3 and 1 rows, on 2 workers of 1 replica, then of 2.
+        batches = tf.data.Dataset.range(9).batch(5).concatenate(
+            tf.data.Dataset.range(10, 14).batch(3))
+        first, second = self._parts(batches, 2, 1)
+        self.assertEqual([part.tolist() for part in first], [[0, 1], [5, 6], [10]])
+        self.assertEqual([part.tolist() for part in second], [[2, 3, 4], [7, 8], [11, 12]])
+        # The batch of 1 is left out on every worker: the same number of steps.
+        replicas = self._parts(tf.data.Dataset.range(8).batch(4, drop_remainder=True), 2, 2)
+        self.assertEqual([[part.tolist() for part in parts] for parts in replicas],
+                         [[[0], [4]], [[1], [5]], [[2], [6]], [[3], [7]]])
+
+    def test_split_batches_keeps_structure_and_known_length(self):
+        features = {"token_ids": np.arange(8).reshape(4, 2), "padding_mask": np.ones((4, 2))}
+        dataset = tf.data.Dataset.from_tensor_slices((features, np.arange(4))).batch(
+            2, drop_remainder=True)
+        split = distribute.split_batches(dataset, _FakeStrategy(2, 1, 1))
+        self.assertEqual(int(split.cardinality()), 2)
+        x, y = next(iter(split))
+        self.assertEqual(list(x), ["token_ids", "padding_mask"])
+        self.assertAllEqual(x["token_ids"], [[2, 3]])
+        self.assertAllEqual(y, [1])
+
+    def test_every_recipe_takes_multi_worker(self):
+        from zoo import registry
+
+        for name, recipe in registry.recipes().items():
+            parser = argparse.ArgumentParser()
+            recipe.add_train_arguments(parser)
+            args = parser.parse_args(["--data", "d", "--out", "o", "--strategy",
+                                      "multi-worker"])
+            self.assertEqual(args.strategy, "multi-worker", name)

@@ -326,6 +326,23 @@ def _with_leading_axis(value):
     return value
 
 
+class AgreeOnStopping(keras.callbacks.Callback):
+    """Stops every worker's training when one worker's callbacks stop it.
+
+    Early stopping decides from each worker's own logs, such as a validation
+    score that a callback computed on that worker; should one worker's
+    score differ in its last digit (other hardware, other kernels), that
+    worker would stop while the others wait for it in the next step. Placed
+    last, this makes the decision at each epoch's end the same everywhere.
+    `MultiWorkerTrainer.fit` adds it under a multi-worker strategy.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        stopping = bool(getattr(self.model, "stop_training", False))
+        self.model.stop_training = any(
+            worker_values(self.model.distribute_strategy, float(stopping)))
+
+
 class MultiWorkerTrainer:
     """A `keras.Model` mixin: `fit` and `evaluate` under `MultiWorkerMirroredStrategy`.
 
@@ -345,8 +362,9 @@ class MultiWorkerTrainer:
 
     A step's logs are then the mean of the replicas' running metrics (with
     equal batches on every replica, the global batch's); the epoch's logs
-    read the metrics' variables, which sum over all replicas. `fit` and
-    `evaluate` split a `tf.data.Dataset`'s global batches between the
+    read the metrics' variables, which sum over all replicas. `fit` stops
+    all workers when one worker's callbacks stop it (`AgreeOnStopping`).
+    `fit` and `evaluate` split a `tf.data.Dataset`'s global batches between the
     replicas (`split_batches`).
 
     `predict` and `predict_on_batch` run on this worker alone, on all of
@@ -365,6 +383,7 @@ class MultiWorkerTrainer:
             return super().fit(x, *args, validation_data=validation_data, **kwargs)
         expected = (_ends_unannounced(x, kwargs.get("steps_per_epoch"))
                     or _ends_unannounced(validation_data, kwargs.get("validation_steps")))
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), AgreeOnStopping()]
         with self._building_from(x), _ran_out_expected(expected):
             x = _split_if_dataset(x, self._distribute_strategy)
             validation_data = _split_if_dataset(validation_data, self._distribute_strategy)
