@@ -18,9 +18,12 @@ What this module adds to TensorFlow's strategy:
   reduces each step's logs with `strategy.reduce("MEAN", value, axis=0)`,
   which for the scalar logs of every model fails with "Invalid reduction
   dimension 0 for input with 0 dimensions" (keras#20585). The mixin builds
-  from this worker's own first batch, and hands Keras each log with a
-  leading axis of length one, so that Keras's own reduction averages it
-  over the replicas and returns it with its shape;
+  from the dataset's element spec, and hands Keras each log with a leading
+  axis of length one, so that Keras's own reduction averages it over the
+  replicas and returns it with its shape. It also splits each global batch
+  between the replicas (`split_batches`), runs `predict` on each worker
+  alone, and stops all workers when one's callbacks stop it
+  (`AgreeOnStopping`);
 - `worker_output`: the folder a worker writes to: `--out` on the chief; on
   every other worker a scratch folder of its own, `OUT/.worker-<index>`,
   kept while the run is unfinished (so the worker can resume) and removed
@@ -38,7 +41,9 @@ What this module adds to TensorFlow's strategy:
   (seeded) order and each replica keeps its part of every global batch (as
   the `DATA` auto-shard policy would, but for any batching, bucketed
   batches included), so all workers run the same number of steps on the
-  batches one worker would.
+  batches one worker would;
+- `wait_for_workers`: a barrier; the command line has every worker leave
+  together (TensorFlow fails a worker that exits while another still runs).
 """
 
 from __future__ import annotations
