@@ -204,6 +204,13 @@ def _train(args: argparse.Namespace, recipe) -> str:
 
     strategy = distribute.multi_worker_strategy()
     out = args.out
+    # A finished run (its metrics.json written last) is not run again: the
+    # other workers, whose scratch folders are gone, would train while the
+    # chief does not. (`--strategy default` rewrites its outputs alone.)
+    finished = distribute.is_chief() and (Path(out) / "metrics.json").is_file()
+    if distribute.worker_values(strategy, float(finished))[0]:
+        return (f"{distribute.describe()}: {out} holds a finished run (metrics.json); "
+                "use another --out")
     with distribute.worker_output(out) as folder:
         args.out = str(folder)
         line = recipe.train(args)

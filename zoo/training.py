@@ -414,7 +414,10 @@ def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
     first lets it load without Keras's warning that it has no variables.
     """
     if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+        # Under the model's strategy: a distributed model's optimizer
+        # variables must be made in its scope.
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
     model.load_weights(path)
 
 
