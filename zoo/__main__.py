@@ -191,11 +191,43 @@ def _list_presets(recipes: dict) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace, recipe) -> str:
+    """`recipe.train(args)`; under `--strategy multi-worker`, on this worker of the cluster.
+
+    The strategy is created first, before the recipe runs any TensorFlow
+    operation (as the strategy requires); a worker other than the chief
+    writes into its own scratch folder (`zoo.distribute.worker_output`).
+    """
+    if getattr(args, "strategy", None) != "multi-worker":
+        return recipe.train(args)
+    from zoo import distribute
+
+    strategy = distribute.multi_worker_strategy()
+    out = args.out
+    # A finished run (its metrics.json written last) is not run again: the
+    # other workers, whose scratch folders are gone, would train while the
+    # chief does not. (`--strategy default` rewrites its outputs alone.)
+    finished = distribute.is_chief() and (Path(out) / "metrics.json").is_file()
+    if distribute.worker_values(strategy, float(finished))[0]:
+        return (f"{distribute.describe()}: {out} holds a finished run (metrics.json); "
+                "use another --out")
+    with distribute.worker_output(out) as folder:
+        args.out = str(folder)
+        line = recipe.train(args)
+        args.out = out
+        # Workers leave together: one that exits while another still works
+        # fails TensorFlow's shutdown barrier (and the other sees it crash).
+        distribute.wait_for_workers(strategy)
+    if distribute.is_chief():
+        return line
+    return f"{distribute.describe()}: done (the chief wrote {out})"
+
+
 def _run_model_command(args: argparse.Namespace, recipe) -> int:
     """Runs a model's command; bad input is one line on stderr and exit status 2."""
     try:
         if args.command == "train":
-            print(recipe.train(args))
+            print(_train(args, recipe))
         elif args.command == "predict":
             recipe.predict(args)
         elif args.command == "explain":

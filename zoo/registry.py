@@ -145,11 +145,14 @@ def option_adder(parser: argparse.ArgumentParser):
 def add_device_arguments(add) -> None:
     """`--precision` and `--strategy`, the same in every recipe (`add` from `option_adder`)."""
     from zoo.training import PRECISIONS
+    from zoo.training import STRATEGIES
 
     add("--precision", "dtype policy of training (the saved model computes in float32); "
         "auto: mixed_float16 on a GPU, float32 on a CPU", choices=PRECISIONS, default="auto")
-    add("--strategy", "tf.distribute strategy: one device, or mirrored over the local "
-        "devices", choices=("default", "mirrored"), default="default")
+    add("--strategy", "tf.distribute strategy: one device, mirrored over the local devices, "
+        "or multi-worker: the same command on every machine, each with its TF_CONFIG (the "
+        "chief alone writes --out; README, 'Training on several machines')",
+        choices=STRATEGIES, default="default")
 
 
 def add_model_source_arguments(parser: argparse.ArgumentParser, default_preset: str) -> None:

@@ -10,13 +10,15 @@ import keras
 
 from zoo import preset as preset_format
 from zoo.backbone import Backbone
+from zoo.distribute import MultiWorkerTrainer
 from zoo.preprocessor import Preprocessor
 from zoo.preprocessor import pack_x_y_sample_weight
 
 DEFAULT_BATCH_SIZE = 32
+SHUFFLE_SEED = 1337  # raw lists and arrays under a multi-worker strategy
 
 
-class Task(keras.Model):
+class Task(MultiWorkerTrainer, keras.Model):
     """A backbone plus a head, compiled with defaults, taking raw inputs.
 
     Subclasses set `backbone_cls` and `preprocessor_cls`, build their graph
@@ -30,6 +32,9 @@ class Task(keras.Model):
     or a `tf.data.Dataset`, and map the preprocessor over them; inputs the
     model takes already (such as `{"token_ids", "padding_mask"}`) pass
     through unchanged.
+
+    Under `tf.distribute.MultiWorkerMirroredStrategy`, `fit` and `evaluate`
+    work as on one machine (`zoo.distribute.MultiWorkerTrainer`).
 
     Presets: `from_preset` builds the backbone and the preprocessor from
     their own files and adds the task's arguments and head weights when the
@@ -139,7 +144,9 @@ class Task(keras.Model):
         if not isinstance(x, tf.data.Dataset):
             x = tf.data.Dataset.from_tensor_slices(pack_x_y_sample_weight(x, y, sample_weight))
             if shuffle:
-                x = x.shuffle(int(x.cardinality()), reshuffle_each_iteration=True)
+                # Seeded under a multi-worker strategy: every worker needs the same order.
+                seed = SHUFFLE_SEED if self._multi_worker() else None
+                x = x.shuffle(int(x.cardinality()), seed=seed, reshuffle_each_iteration=True)
             x = x.batch(batch_size or DEFAULT_BATCH_SIZE)
             y = sample_weight = batch_size = None
         x = x.map(self.preprocessor, num_parallel_calls=tf.data.AUTOTUNE).prefetch(

@@ -2,7 +2,8 @@
 
 - `optimizer`: AdamW with linear warmup then cosine decay, clipping, and no
   weight decay on embeddings, biases and normalisation scales;
-- `distribution_strategy`: one device, or mirrored over the local devices;
+- `distribution_strategy`: one device, mirrored over the local devices, or
+  mirrored over several machines (`zoo.distribute`);
 - `TrainingRecord`: a callback that keeps every epoch's metrics and time in
   a JSON file, early-stops on a validation metric and keeps the best
   epoch's weights, across an interruption: run the recipe again (with
@@ -35,7 +36,7 @@ from zoo.files import read_json
 from zoo.files import save_figure
 from zoo.files import write_json
 
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi-worker")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # Variables named so take no weight decay: embeddings, biases, normalisation scales and offsets.
 NO_WEIGHT_DECAY = ("embeddings", "bias", "gamma", "beta")
@@ -86,8 +87,11 @@ def distribution_strategy(name: str):
     """A `tf.distribute` strategy by name.
 
     Args:
-        name: `"default"` (one device) or `"mirrored"` (the local GPUs, or
-            without GPUs the logical CPU devices).
+        name: `"default"` (one device), `"mirrored"` (the local GPUs, or
+            without GPUs the logical CPU devices) or `"multi-worker"` (the
+            machines `TF_CONFIG` lists; see `zoo.distribute`, whose strategy
+            must be created before any other TensorFlow operation: the
+            command line does so first).
 
     Returns:
         The strategy.
@@ -96,6 +100,10 @@ def distribution_strategy(name: str):
 
     if name not in STRATEGIES:
         raise ValueError(f"expected a strategy in {STRATEGIES}, received: {name!r}")
+    if name == "multi-worker":
+        from zoo import distribute
+
+        return distribute.multi_worker_strategy()
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
@@ -406,7 +414,10 @@ def load_weights(model: keras.Model, path: str | os.PathLike) -> None:
     first lets it load without Keras's warning that it has no variables.
     """
     if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+        # Under the model's strategy: a distributed model's optimizer
+        # variables must be made in its scope.
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
     model.load_weights(path)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import keras
+from zoo import distribute
 from zoo import training
 from zoo.attention_transformer import data as recipe_data
 from zoo.attention_transformer.model import AttentionTransformerClassifier
@@ -117,7 +118,7 @@ def fine_tune(
         validation_data=recipe_data.evaluation_batches(validation, preprocessor),
         epochs=options.epochs,
         steps_per_epoch=steps,
-        callbacks=[keras.callbacks.BackupAndRestore(str(folder / "backup")), record,
+        callbacks=[distribute.BackupAndRestore(str(folder / "backup")), record,
                    *callbacks],
         verbose=options.verbose,
     )

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import keras
 
+from zoo import distribute
 from zoo import training
 from zoo.attention_transformer import data as recipe_data
 from zoo.attention_transformer.model import AttentionTransformerBackbone
@@ -121,7 +122,7 @@ def pretrain(out: Path, options: dict, vocabulary: Sequence[str], texts: Sequenc
         dataset,
         epochs=options["epochs"],
         steps_per_epoch=steps,
-        callbacks=[keras.callbacks.BackupAndRestore(str(out / BACKUP_DIR)), epochs],
+        callbacks=[distribute.BackupAndRestore(str(out / BACKUP_DIR)), epochs],
         verbose=verbose,
     )
     history = epochs.history

@@ -26,6 +26,7 @@ from kerasattn.layers._validation import rate
 from zoo.backbone import Backbone
 from zoo.backbone import per_layer
 from zoo.backbone import resized_blocks_config
+from zoo.distribute import scale_loss_for_replicas
 from zoo.recommender import losses as recommender_losses
 from zoo.recommender.preprocessor import RecommenderPreprocessor
 from zoo.task import Task
@@ -316,7 +317,7 @@ class NextItemRetriever(Task):
             loss = recommender_losses.full_softmax_loss(states, table, positives, mask=mask)
         if self.losses:
             loss = loss + ops.sum(self.losses)
-        return loss
+        return scale_loss_for_replicas(loss)
 
     # -- inference --------------------------------------------------------------
 

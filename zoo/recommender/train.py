@@ -18,6 +18,7 @@ import numpy as np
 
 from kerasattn._files import write_atomically
 from zoo import console
+from zoo import distribute
 from zoo import training
 from zoo.recommender import defaults
 from zoo.files import save_figure
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
         training.load_weights(model, record.best_weights_path)
     else:
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+            distribute.BackupAndRestore(str(run_dir / "backup")),
             recommender_data.RankingCallback(data, validation, args.eval_batch_size),
             record,
             keras.callbacks.TensorBoard(log_dir),

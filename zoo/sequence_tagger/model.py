@@ -12,6 +12,7 @@ from kerasattn.layers import _validation
 from zoo.backbone import Backbone
 from zoo.backbone import per_layer
 from zoo.backbone import resized_blocks_config
+from zoo.distribute import scale_loss_for_replicas
 from zoo.sequence_tagger.preprocessor import SequenceTaggerPreprocessor
 from zoo.task import Task
 
@@ -454,7 +455,7 @@ class SequenceTagger(Task):
         loss = ops.mean(per_sentence)
         if self.losses:
             loss = loss + ops.sum(self.losses)
-        return loss
+        return scale_loss_for_replicas(loss)
 
     def tag(self, sentences: Sequence[str], batch_size: int = 64,
             confidence: bool = True) -> list[dict]:

@@ -15,6 +15,7 @@ import keras
 
 from kerasattn._files import write_atomically
 from zoo import console
+from zoo import distribute
 from zoo import training
 from zoo.sequence_tagger.defaults import derive_training
 from zoo.files import read_json
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
         training.load_weights(model, record.best_weights_path)
     else:
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+            distribute.BackupAndRestore(str(run_dir / "backup")),
             tagger_data.EntityF1Callback(splits.validation),
             record,
             keras.callbacks.TensorBoard(log_dir),

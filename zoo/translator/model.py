@@ -12,6 +12,7 @@ from keras import tree
 from kerasattn import layers
 from kerasattn.layers import _validation
 from zoo.backbone import Backbone
+from zoo.distribute import scale_loss_for_replicas
 from zoo.task import Task
 from zoo.translator.preprocessor import END_ID
 from zoo.translator.preprocessor import PAD_ID
@@ -573,7 +574,7 @@ class Translator(Task):
         loss = ops.sum(loss * weights) / ops.maximum(ops.sum(weights), 1.0)
         if self.losses:
             loss = loss + ops.sum(self.losses)
-        return loss
+        return scale_loss_for_replicas(loss)
 
     # -- generation -----------------------------------------------------------
 

@@ -17,6 +17,7 @@ import keras
 
 from kerasattn._files import write_atomically
 from zoo import console
+from zoo import distribute
 from zoo import training
 from zoo.files import write_json
 from zoo.translator.defaults import derive_data
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
         training.load_weights(model, record.best_weights_path)
     else:
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+            distribute.BackupAndRestore(str(run_dir / "backup")),
             BleuCallback(validation, batch_size=args.batch_size),
             record,
             keras.callbacks.TensorBoard(log_dir),
