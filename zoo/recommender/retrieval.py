@@ -128,6 +128,11 @@ class RetrievalIndex:
     def fingerprint(self) -> str:
         return self.metadata["fingerprint"]
 
+    @property
+    def nbytes(self) -> int:
+        """The size of the serialized index, about what it holds in memory."""
+        return int(_faiss().serialize_index(self._index).nbytes)
+
     def __repr__(self) -> str:
         options = ", ".join(f"{key}={value}" for key, value in self.options.items())
         return (f"RetrievalIndex(kind={self.kind!r}, num_items={self.num_items}, "
