@@ -458,7 +458,7 @@ class NextItemRetriever(Task):
     def _item_table(self) -> np.ndarray:
         return np.asarray(ops.convert_to_numpy(self.item_embeddings), dtype=np.float32)
 
-    def build_index(self, kind: str = "hnsw", **options):
+    def build_index(self, kind: str = "ivf", **options):
         """Builds a nearest-neighbour index of the item embeddings (FAISS).
 
         The index answers `recommend(..., index=...)` for catalogues too
@@ -467,10 +467,10 @@ class NextItemRetriever(Task):
         it holds the embeddings of the time it was built.
 
         Args:
-            kind: `"hnsw"` (a graph, the default), `"ivf"` (k-means cells) or
+            kind: `"ivf"` (k-means cells, the default), `"hnsw"` (a graph) or
                 `"flat"` (exact); see `zoo.recommender.retrieval`.
-            **options: the kind's options, such as `m`, `ef_construction`,
-                `ef_search` for `"hnsw"`, `nlist`, `nprobe` for `"ivf"`.
+            **options: the kind's options, such as `nlist`, `nprobe` for
+                `"ivf"`, `m`, `ef_construction`, `ef_search` for `"hnsw"`.
 
         Returns:
             The `RetrievalIndex`.

@@ -198,16 +198,16 @@ class RecommenderRecipe(registry.Recipe):
     def add_index_arguments(self, parser: argparse.ArgumentParser) -> None:
         from zoo.recommender.retrieval import KINDS
 
-        parser.add_argument("--kind", choices=KINDS, default="hnsw",
-                            help="hnsw: a graph (FAISS HNSW on the inner-product-to-L2 "
-                                 "reduction); ivf: k-means cells; flat: exact (default: "
+        parser.add_argument("--kind", choices=KINDS, default="ivf",
+                            help="FAISS index: ivf, k-means cells; hnsw, a graph (both on "
+                                 "the inner-product-to-L2 reduction); flat, exact (default: "
                                  "%(default)s)")
-        for flag, text in (("--m", "hnsw: graph neighbours per item (default: 32)"),
+        for flag, text in (("--nlist", "ivf: k-means cells (default: 4·sqrt(items))"),
+                           ("--nprobe", "ivf: cells searched per query (default: 64)"),
+                           ("--m", "hnsw: graph neighbours per item (default: 32)"),
                            ("--ef-construction", "hnsw: candidates kept while building "
                                                  "(default: 100)"),
-                           ("--ef-search", "hnsw: candidates kept per query (default: 128)"),
-                           ("--nlist", "ivf: k-means cells (default: 4·sqrt(items))"),
-                           ("--nprobe", "ivf: cells searched per query (default: 64)")):
+                           ("--ef-search", "hnsw: candidates kept per query (default: 128)")):
             parser.add_argument(flag, type=int, default=None, help=text)
 
     def build_index(self, model, args: argparse.Namespace) -> str:

@@ -4,21 +4,24 @@ The retriever scores item `i` after a history by the inner product `state · E_i
 of the user state with the item embedding table `E` (`NextItemRetriever._scores`).
 Exact scoring multiplies every state with all `N` rows; `RetrievalIndex` answers
 the same question from an approximate nearest-neighbour index over `E[1:]`
-(row 0 is the padding, never indexed), built with FAISS
-(`faiss-cpu`, the `retrieval` extra: `pip install "kerasattn[retrieval]"`):
+(row 0 is the padding, never indexed), built with FAISS (`faiss-cpu`, the
+`retrieval` extra: `pip install "kerasattn[retrieval]"`):
 
-- `"hnsw"` (the default): a graph index (`faiss.IndexHNSWFlat`). HNSW's graph is
-  built for a metric, and inner product is not one (an item is not its own
-  best match), so the items go through the standard reduction of maximum
-  inner-product search to Euclidean search (Bachrach et al., 2014): each
-  item gets one more coordinate `sqrt(M² - |E_i|²)` (`M` the largest item
-  norm) and each query a 0, so that `|q' - E_i'|² = |q|² + M² - 2 q·E_i`:
-  the nearest item is the one of largest inner product. On Video Games this
-  lifts recall@10 at `ef_search=128` from 0.88 (HNSW on inner product) to
-  0.99 (`benchmarks/retrieval_scale.py`).
-- `"ivf"`: an inverted file (`faiss.IndexIVFFlat`, inner product): k-means
-  cells, `nprobe` of them searched; the fastest to build.
+- `"ivf"` (the default): an inverted file (`faiss.IndexIVFFlat`): the items
+  in `nlist` k-means cells, `nprobe` cells searched per query, exactly.
+- `"hnsw"`: a graph index (`faiss.IndexHNSWFlat`).
 - `"flat"`: exact inner product (`faiss.IndexFlatIP`), a reference.
+
+Both approximate kinds search in Euclidean space after the standard reduction
+of maximum inner-product search (Bachrach et al., 2014): each item gets one
+more coordinate `sqrt(M² - |E_i|²)` (`M` the largest item norm) and each
+query a 0, so that `|q' - E_i'|² = |q|² + M² - 2 q·E_i`: the nearest item is
+the one of largest inner product. Clustering and graphs assume a metric,
+which inner product is not (an item is not its own best match; items of
+large norm crowd every cell): measured on the `video-games` preset's users,
+HNSW's recall@10 at `ef_search=128` rises from 0.88 on inner product to 0.99,
+and on a synthetic million items IVF's at `nprobe=64` from 0.81 to 0.98
+(`benchmarks/RESULTS.md`, `retrieval_scale.py`).
 
 An index is one file (`save` / `load`, written to a temporary name and
 renamed): the FAISS index and a JSON record of how it was built, with the
@@ -39,7 +42,7 @@ import numpy as np
 from kerasattn._files import write_atomically
 
 FORMAT_VERSION = 1
-KINDS = ("hnsw", "ivf", "flat")
+KINDS = ("ivf", "hnsw", "flat")
 # The index file a preset folder (or a `.keras` file's assets) holds beside the model.
 INDEX_FILE = "retrieval.index"
 # Build and search options of each kind, with their defaults (None: from the catalogue).
@@ -47,8 +50,9 @@ OPTIONS = {
     # m: graph neighbours per node; ef_*: candidate list lengths (larger: better recall,
     # slower). m=32, ef_search=128 reach recall@10 0.99 on Video Games.
     "hnsw": {"m": 32, "ef_construction": 100, "ef_search": 128},
-    # nlist: k-means cells (default 4·sqrt(N)); nprobe: cells searched per query.
-    "ivf": {"nlist": None, "nprobe": 64, "train_size": 256},
+    # nlist: k-means cells (default 4·sqrt(N)); nprobe: cells searched per query;
+    # train_size: items per cell that k-means learns from (FAISS warns below 39).
+    "ivf": {"nlist": None, "nprobe": 64, "train_size": 64},
     "flat": {},
 }
 SEARCH_OPTIONS = {"hnsw": ("ef_search",), "ivf": ("nprobe",), "flat": ()}
@@ -84,6 +88,14 @@ def _positive(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"Expected `{name}` to be a positive int, received: {name}={value!r}")
     return int(value)
+
+
+def _reduced(items: np.ndarray) -> tuple[np.ndarray, float]:
+    """Items with the coordinate `sqrt(M² - |x|²)` appended (inner product to L2), and `M`."""
+    norms = np.linalg.norm(items.astype(np.float64), axis=1)
+    max_norm = float(norms.max())
+    extra = np.sqrt(np.maximum(max_norm**2 - norms**2, 0.0)).astype(np.float32)
+    return np.ascontiguousarray(np.hstack([items, extra[:, None]])), max_norm
 
 
 class RetrievalIndex:
@@ -141,17 +153,17 @@ class RetrievalIndex:
     # -- building ---------------------------------------------------------------
 
     @classmethod
-    def build(cls, item_embeddings, kind: str = "hnsw", **options) -> "RetrievalIndex":
+    def build(cls, item_embeddings, kind: str = "ivf", **options) -> "RetrievalIndex":
         """Indexes the rows 1..N of an item table for top-k inner product.
 
         Args:
             item_embeddings: float `(N + 1, d)`: row `i` is item `i`'s
                 embedding, row 0 the padding (left out).
-            kind: `"hnsw"`, `"ivf"` or `"flat"` (see the module's docstring).
-            **options: the kind's options: `"hnsw"`: `m` (32),
-                `ef_construction` (100), `ef_search` (128); `"ivf"`: `nlist`
-                (4·sqrt(N)), `nprobe` (64), `train_size` (256 items per cell
-                for k-means); `"flat"`: none.
+            kind: `"ivf"`, `"hnsw"` or `"flat"` (see the module's docstring).
+            **options: the kind's options: `"ivf"`: `nlist` (4·sqrt(N)),
+                `nprobe` (64), `train_size` (64 items per cell for k-means);
+                `"hnsw"`: `m` (32), `ef_construction` (100), `ef_search`
+                (128); `"flat"`: none.
 
         Returns:
             The index.
@@ -179,30 +191,27 @@ class RetrievalIndex:
                     "library_version": faiss.__version__, "kind": kind,
                     "num_items": int(num_items), "dim": int(dim), "options": settings,
                     "fingerprint": fingerprint(table), "metric": "inner_product"}
+        if kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+            index.add(items)
+            return cls(index, metadata)
+        reduced, max_norm = _reduced(items)
+        metadata["transform"] = "mips_to_l2"
+        metadata["max_norm"] = max_norm
         if kind == "hnsw":
-            norms = np.linalg.norm(items.astype(np.float64), axis=1)
-            max_norm = float(norms.max())
-            extra = np.sqrt(np.maximum(max_norm**2 - norms**2, 0.0)).astype(np.float32)
             index = faiss.IndexHNSWFlat(dim + 1, settings["m"], faiss.METRIC_L2)
             index.hnsw.efConstruction = settings["ef_construction"]
-            index.add(np.ascontiguousarray(np.hstack([items, extra[:, None]])))
-            metadata["transform"] = "mips_to_l2"
-            metadata["max_norm"] = max_norm
-        elif kind == "ivf":
+        else:
             if settings["nlist"] > num_items:
                 raise ValueError(f"Expected `nlist` <= {num_items} items, received: "
                                  f"nlist={settings['nlist']}")
-            quantizer = faiss.IndexFlatIP(dim)
-            index = faiss.IndexIVFFlat(quantizer, dim, settings["nlist"],
-                                       faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim + 1), dim + 1, settings["nlist"],
+                                       faiss.METRIC_L2)
             sample = min(num_items, settings["nlist"] * settings["train_size"])
-            # A fixed sample, so that the same table always gives the same index.
-            rows = np.random.default_rng(0).choice(num_items, sample, replace=False)
-            index.train(np.ascontiguousarray(items[np.sort(rows)]))
-            index.add(items)
-        else:
-            index = faiss.IndexFlatIP(dim)
-            index.add(items)
+            # A fixed sample, so that the same table always gives the same cells.
+            rows = np.sort(np.random.default_rng(0).choice(num_items, sample, replace=False))
+            index.train(np.ascontiguousarray(reduced[rows]))
+        index.add(reduced)
         return cls(index, metadata)
 
     def _apply_search_options(self) -> None:
@@ -266,7 +275,7 @@ class RetrievalIndex:
         k = _positive("k", k)
         if k > self.num_items:
             raise ValueError(f"Expected `k` <= {self.num_items} items, received: k={k}")
-        if self.kind == "hnsw":
+        if self.metadata.get("transform") == "mips_to_l2":
             augmented = np.hstack([queries, np.zeros((len(queries), 1), np.float32)])
             distances, rows = self._index.search(augmented, k)
             # |q' - x'|² = |q|² + M² - 2 q·x, so q·x = (|q|² + M² - distance) / 2.
