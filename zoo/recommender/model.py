@@ -499,28 +499,36 @@ class NextItemRetriever(Task):
     def _recommend_from_index(self, index, full: np.ndarray, top_k: int,
                               exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
         states = self.user_states(full)
-        seen = [np.unique(row[row > 0]) if exclude_seen else np.zeros((0,), np.int32)
-                for row in full]
+        width = self.num_items + 1
+        rows = np.arange(len(full))[:, None]
+        if exclude_seen:
+            # Each seen (row, item) pair as one number, to test candidates in one `isin`.
+            seen_pairs = (rows * width + full)[full > 0]
+            counts = np.array([len(np.unique(row[row > 0])) for row in full])
+        else:
+            seen_pairs, counts = np.zeros((0,), np.int64), np.zeros(len(full), np.int64)
         # Over-fetch by the most seen items of a row: after leaving them out, `top_k` remain.
-        fetch = min(self.num_items, top_k + max(len(items) for items in seen))
+        # (One search for the batch: searching rows of like need apart was slower, a
+        # search's cost being mostly the cells or graph nodes it visits, not `k`.)
+        fetch = min(self.num_items, top_k + int(counts.max(initial=0)))
         candidates, _ = index.search(states, fetch)
+        valid = (candidates > 0) & ~np.isin(rows * width + candidates, seen_pairs)
         # Exact scores of the candidates, as the exact path gives them.
         vectors = np.asarray(ops.convert_to_numpy(ops.take(
             self.item_embeddings, ops.convert_to_tensor(candidates.astype(np.int32)), axis=0)))
         scores = np.einsum("bkd,bd->bk", vectors, states).astype(np.float32)
-        out_ids = np.zeros((len(full), top_k), np.int32)
-        out_scores = np.zeros((len(full), top_k), np.float32)
-        short = []
-        for row in range(len(full)):
-            keep = (candidates[row] > 0) & ~np.isin(candidates[row], seen[row])
-            ids, values = candidates[row][keep], scores[row][keep]
-            if len(ids) < top_k:
-                short.append(row)
-                continue
-            # Best first; equal scores by id, as `top_k` breaks ties.
-            order = np.lexsort((ids, -values))[:top_k]
-            out_ids[row], out_scores[row] = ids[order], values[order]
-        if short:
+        scores = np.where(valid, scores, -np.inf)
+        # Best first; equal scores by id, as `top_k` breaks ties: sort by id, then stably
+        # by score.
+        by_id = np.argsort(candidates, axis=1, kind="stable")
+        candidates = np.take_along_axis(candidates, by_id, axis=1)
+        scores = np.take_along_axis(scores, by_id, axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+        out_ids = np.take_along_axis(candidates, order, axis=1).astype(np.int32)
+        out_scores = np.take_along_axis(scores, order, axis=1)
+        # Rows the index could not fill with `top_k` unseen items are scored exactly.
+        short = np.flatnonzero(valid.sum(axis=1) < top_k)
+        if len(short):
             ids, values = self.recommend(full[short], top_k, exclude_seen)
             out_ids[short], out_scores[short] = ids, values
         return out_ids, out_scores
