@@ -239,6 +239,18 @@ class ModelIndexTest(SingleThreaded):
             reloaded = keras.saving.load_model(path)
             self.assertAllEqual(expected[0], reloaded.recommend(
                 ids, top_k=4, index=reloaded.retrieval_index)[0])
+            # A stale index (the weights changed since) still loads, and is refused on use.
+            model.item_embeddings.assign(model.item_embeddings * 2.0)
+            model.save_to_preset(preset)
+            stale = NextItemRetriever.from_preset(preset)
+            with self.assertRaisesRegex(ValueError, "retrieval.index: expected an index built "
+                                                    "from the model's item embeddings"):
+                stale.recommend(ids, index=stale.retrieval_index)
+            model.save(path)
+            with self.assertRaisesRegex(ValueError, "the .keras file's retrieval index: "
+                                                    "expected an index built from"):
+                reloaded = keras.saving.load_model(path)
+                reloaded.recommend(ids, index=reloaded.retrieval_index)
             # Saved without an index, a preset loses the stale file.
             model.retrieval_index = None
             model.save_to_preset(preset)

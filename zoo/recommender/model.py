@@ -566,20 +566,28 @@ class NextItemRetriever(Task):
         """
         from zoo.recommender.retrieval import load_if_present
 
-        self._retrieval_index = load_if_present(dir_path)
+        index = load_if_present(dir_path)
+        if index is not None:
+            # Its path was a temporary folder's: name what a reader knows instead.
+            index.metadata["path"] = "the .keras file's retrieval index"
+        self._retrieval_index = index
         self._checked_index = None
 
     @classmethod
     def from_preset(cls, preset: str | os.PathLike, load_weights: bool = True,
                     **kwargs) -> "NextItemRetriever":
-        """`Task.from_preset`, with the preset's retrieval index (`retrieval.index`) if any."""
+        """`Task.from_preset`, with the preset's retrieval index (`retrieval.index`) if any.
+
+        The index is checked against the weights on first use, so that a preset
+        whose index is stale still loads (and can be indexed again).
+        """
         from zoo import preset as preset_format
         from zoo.recommender.retrieval import load_if_present
 
         task = super().from_preset(preset, load_weights=load_weights, **kwargs)
-        index = load_if_present(preset_format.find(preset, cls.preset_package()))
-        if index is not None and load_weights:
-            task.retrieval_index = index
+        if load_weights:
+            task._retrieval_index = load_if_present(
+                preset_format.find(preset, cls.preset_package()))
         return task
 
     def save_to_preset(self, folder: str | os.PathLike, description: str = "",

@@ -254,7 +254,8 @@ class RetrievalIndex:
         if fingerprint(table) != self.fingerprint:
             raise ValueError(f"{where}: expected an index built from {source}'s item embeddings, "
                              "received: one built from other embeddings (another model, or "
-                             "weights changed since); rebuild it with build_index")
+                             "weights changed since); rebuild it (build_index, or zoo index "
+                             "recommender), or recommend without it (--exact)")
 
     def search(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The `k` items of largest inner product with each query, by the index.
