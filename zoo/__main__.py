@@ -5,7 +5,8 @@ preset; `train`, `predict`, `evaluate` and `prune` take a model's name and
 run that model's recipe (`zoo/<model>/recipe.py`, registered with `zoo.registry`):
 `python -m zoo train <model> --help` lists its options. `explain` and
 `faithfulness` do the same for the models whose recipe explains them
-(`kerasattn.explain`).
+(`kerasattn.explain`), and `index` for the models that serve from a
+nearest-neighbour index (the recommender).
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ def build_parser(recipes: dict) -> argparse.ArgumentParser:
                 recipe.add_predict_arguments(sub)
             else:
                 _add_evaluate_arguments(sub, recipe)
+    indexers = commands.add_parser(
+        "index", help="build a nearest-neighbour index of a model's catalogue, saved with the "
+                      "model as a preset").add_subparsers(dest="model_name", required=True,
+                                                          metavar="MODEL")
+    for name, recipe in recipes.items():
+        if recipe.can_index():
+            _add_index_arguments(indexers.add_parser(name, help=recipe.summary), recipe)
     explainers = {name: recipe for name, recipe in recipes.items() if recipe.explain_methods}
     for command, text in (
         ("explain", "which input tokens drove a zoo model's prediction (kerasattn.explain)"),
@@ -94,6 +102,16 @@ def build_parser(recipes: dict) -> argparse.ArgumentParser:
             else:
                 _add_faithfulness_arguments(sub, recipe)
     return parser
+
+
+def _add_index_arguments(parser: argparse.ArgumentParser, recipe) -> None:
+    from zoo import registry
+
+    registry.add_model_source_arguments(parser, recipe.default_preset)
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="the preset folder to write: the model and its index (created if "
+                             "missing; may be the --preset folder itself)")
+    recipe.add_index_arguments(parser)
 
 
 def _add_explain_arguments(parser: argparse.ArgumentParser, recipe) -> None:
@@ -230,6 +248,8 @@ def _run_model_command(args: argparse.Namespace, recipe) -> int:
             print(_train(args, recipe))
         elif args.command == "predict":
             recipe.predict(args)
+        elif args.command == "index":
+            print(recipe.build_index(recipe.load(args.preset, args.model), args))
         elif args.command == "explain":
             _explain(args, recipe)
         elif args.command == "faithfulness":

@@ -90,6 +90,21 @@ class Recipe:
         """Whether this recipe overrides `prune_setup`."""
         return type(self).prune_setup is not Recipe.prune_setup
 
+    def add_index_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Adds `index` options beyond the model source (`--preset`, `--model`) and `--out`."""
+
+    def build_index(self, model, args: argparse.Namespace) -> str:
+        """Builds a nearest-neighbour index of `model`'s catalogue and writes it with
+        the model as a preset in `args.out`; returns the line printed at the end.
+
+        A recipe that overrides it answers `python -m zoo index <name>`.
+        """
+        raise NotImplementedError
+
+    def can_index(self) -> bool:
+        """Whether this recipe overrides `build_index`."""
+        return type(self).build_index is not Recipe.build_index
+
     # -- explanations: a recipe that sets `explain_methods` answers
     # `python -m zoo explain` and `python -m zoo faithfulness`.
 

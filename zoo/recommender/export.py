@@ -271,7 +271,8 @@ def _write_saved_model(model: NextItemRetriever, scorer: keras.Model, path: str,
     candidates = tf.TensorSpec((None, None), tf.int32, name="candidate_ids")
 
     def recommend(item_ids):
-        ids, scores = model._recommend(item_ids, top_k, exclude_seen)
+        # The signature takes the last L items, so those are the seen items it leaves out.
+        ids, scores = model._recommend(item_ids, item_ids if exclude_seen else None, top_k)
         return {"item_ids": ids, "scores": scores}
 
     def score_candidates(item_ids, candidate_ids):

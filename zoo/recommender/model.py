@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence, Union
 
 import keras
@@ -193,6 +194,18 @@ def _as_histories(histories, length: int) -> np.ndarray:
     return np.pad(histories, ((0, 0), (length - histories.shape[1], 0)))
 
 
+def _as_full_histories(histories) -> np.ndarray:
+    """int32 `(B, T)` histories of any width `T >= 1` (a 1-D history is one row)."""
+    histories = np.asarray(histories)
+    if histories.ndim == 1:
+        histories = histories[None]
+    if histories.ndim != 2 or not histories.shape[1] or (
+            histories.size and histories.dtype.kind not in "iu"):
+        raise ValueError(f"Expected int histories of shape (B, T), received: shape="
+                         f"{histories.shape}, dtype={histories.dtype}")
+    return np.ascontiguousarray(histories, dtype=np.int32)
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class NextItemRetriever(Task):
     """Next-item retrieval (SASRec): the user state against every item embedding.
@@ -268,6 +281,10 @@ class NextItemRetriever(Task):
             self._log_q = np.where(counts > 0, log_q, 0.0).astype(np.float32)
         self._score_function = None
         self._recommend_function = None
+        self._state_function = None
+        self._retrieval_index = None
+        # The index last checked against this model's item table (checked once per index).
+        self._checked_index = None
 
     @property
     def num_items(self) -> int:
@@ -329,14 +346,15 @@ class NextItemRetriever(Task):
         padding = ops.equal(ops.arange(self.num_items + 1), 0)
         return ops.where(padding[None], -np.inf, scores)
 
-    def _recommend(self, item_ids, top_k: int, exclude_seen: bool):
+    def _recommend(self, item_ids, seen_ids, top_k: int):
+        """Exact top-k; `seen_ids` (any width, 0 for none) score `_SEEN_SCORE`."""
         scores = self._scores(item_ids)
-        if exclude_seen:
-            batch = ops.shape(item_ids)[0]
+        if seen_ids is not None:
+            batch = ops.shape(seen_ids)[0]
             # Each history's row number at each of its positions (any length).
-            rows = ops.reshape(ops.zeros_like(item_ids) + ops.arange(batch, dtype="int32")[:, None],
+            rows = ops.reshape(ops.zeros_like(seen_ids) + ops.arange(batch, dtype="int32")[:, None],
                                (-1,))
-            indices = ops.stack([rows, ops.reshape(item_ids, (-1,))], axis=1)
+            indices = ops.stack([rows, ops.reshape(seen_ids, (-1,))], axis=1)
             seen = ops.scatter(indices, ops.ones((ops.shape(indices)[0],), "float32"),
                                (batch, self.num_items + 1))
             scores = ops.where(seen > 0, _SEEN_SCORE, scores)
@@ -356,15 +374,41 @@ class NextItemRetriever(Task):
         ids = _as_histories(histories, self.backbone.max_sequence_length)
         return np.asarray(self._score_function(ops.convert_to_tensor(ids)))
 
-    def recommend(self, histories, top_k: int = 10,
-                  exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """The `top_k` best items after each history, by score (in-graph `top_k`).
+    def user_states(self, histories) -> np.ndarray:
+        """The user state after each history, the query of every item's score.
 
         Args:
-            histories: int `(B, T)` item ids, left-padded (cut or padded to `L`).
+            histories: int `(B, T)` item ids, left-padded (the last `L` are encoded).
+
+        Returns:
+            float32 `(B, hidden_dim)`: item `i` scores `states @ E_i`.
+        """
+        if self._state_function is None:
+            self._state_function = _compiled(lambda ids: ops.cast(self.backbone(
+                {"item_ids": ids}, training=False)["sequence_output"][:, -1], "float32"))
+        ids = _as_histories(histories, self.backbone.max_sequence_length)
+        return np.asarray(self._state_function(ops.convert_to_tensor(ids)))
+
+    def recommend(self, histories, top_k: int = 10, exclude_seen: bool = True,
+                  index=None) -> tuple[np.ndarray, np.ndarray]:
+        """The `top_k` best items after each history, by score.
+
+        The user state encodes the last `L` (`max_sequence_length`) items of
+        each history; `exclude_seen` leaves out every item of the history
+        given, however long.
+
+        Args:
+            histories: int `(B, T)` item ids, left-padded with 0, any `T`.
             top_k: items returned per history.
             exclude_seen: leave out the items of the history (they score
                 -1e9, so they come last if `top_k` needs them).
+            index: `None` to score every item exactly (in-graph `top_k`);
+                a `RetrievalIndex` (see `build_index`), or the path of a
+                saved one, to take the candidates from it. The index is
+                asked for `top_k` plus the number of distinct seen items, so
+                that leaving them out still leaves `top_k`; the candidates
+                are then scored exactly and sorted; a history the index
+                cannot fill is scored exactly.
 
         Returns:
             `(ids, scores)`: int32 and float32 `(B, top_k)`, best first.
@@ -372,13 +416,195 @@ class NextItemRetriever(Task):
         positive_int("top_k", top_k)
         if top_k > self.num_items:
             raise ValueError(f"Expected `top_k` <= {self.num_items} items, received: {top_k}")
+        full = _as_full_histories(histories)
+        if full.size and (full.min() < 0 or full.max() > self.num_items):
+            raise ValueError(f"Expected item ids in 0..{self.num_items} (0: padding), received: "
+                             f"ids from {full.min()} to {full.max()}")
+        if index is not None:
+            return self._recommend_from_index(self._usable_index(index), full, top_k,
+                                              bool(exclude_seen))
         key = (top_k, bool(exclude_seen))
         if self._recommend_function is None or self._recommend_function[0] != key:
             self._recommend_function = (key, _compiled(
-                lambda ids: self._recommend(ids, top_k, bool(exclude_seen))))
-        ids = _as_histories(histories, self.backbone.max_sequence_length)
-        items, scores = self._recommend_function[1](ops.convert_to_tensor(ids))
+                lambda ids, seen: self._recommend(ids, seen if exclude_seen else None, top_k)))
+        ids = _as_histories(full, self.backbone.max_sequence_length)
+        items, scores = self._recommend_function[1](ops.convert_to_tensor(ids),
+                                                    ops.convert_to_tensor(full))
         return np.asarray(items), np.asarray(scores)
+
+    # -- nearest-neighbour retrieval ------------------------------------------------
+
+    @property
+    def retrieval_index(self):
+        """The `RetrievalIndex` saved and loaded with this model (`None` without one).
+
+        `build_index` sets it; `save_to_preset`, `from_preset` and `.keras`
+        files (`save` / `keras.saving.load_model`) keep it. Assign an index
+        (or `None`) to replace it.
+        """
+        return self._retrieval_index
+
+    @retrieval_index.setter
+    def retrieval_index(self, index) -> None:
+        from zoo.recommender.retrieval import RetrievalIndex
+
+        if index is not None and not isinstance(index, RetrievalIndex):
+            raise ValueError(f"Expected a RetrievalIndex or None, received: "
+                             f"{type(index).__name__}")
+        if index is not None:
+            index.check(self._item_table())
+            self._checked_index = index
+        self._retrieval_index = index
+
+    def _item_table(self) -> np.ndarray:
+        return np.asarray(ops.convert_to_numpy(self.item_embeddings), dtype=np.float32)
+
+    def build_index(self, kind: str = "ivf", **options):
+        """Builds a nearest-neighbour index of the item embeddings (FAISS).
+
+        The index answers `recommend(..., index=...)` for catalogues too
+        large to score every item; it is kept with the model
+        (`retrieval_index`) and saved with it. Rebuild it after training:
+        it holds the embeddings of the time it was built.
+
+        Args:
+            kind: `"ivf"` (k-means cells, the default), `"hnsw"` (a graph) or
+                `"flat"` (exact); see `zoo.recommender.retrieval`.
+            **options: the kind's options, such as `nlist`, `nprobe` for
+                `"ivf"`, `m`, `ef_construction`, `ef_search` for `"hnsw"`.
+
+        Returns:
+            The `RetrievalIndex`.
+        """
+        from zoo.recommender.retrieval import RetrievalIndex
+
+        index = RetrievalIndex.build(self._item_table(), kind, **options)
+        self._checked_index = index
+        self._retrieval_index = index
+        return index
+
+    def _usable_index(self, index):
+        """`index` (or the index file at that path), checked against this model once."""
+        from zoo.recommender.retrieval import RetrievalIndex
+
+        if isinstance(index, (str, os.PathLike)):
+            index = RetrievalIndex.load(index)
+        if not isinstance(index, RetrievalIndex):
+            raise ValueError(f"Expected `index` to be a RetrievalIndex, a path or None, "
+                             f"received: {type(index).__name__}")
+        if index is not self._checked_index:
+            index.check(self._item_table())
+            self._checked_index = index
+        return index
+
+    def _recommend_from_index(self, index, full: np.ndarray, top_k: int,
+                              exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+        states = self.user_states(full)
+        width = self.num_items + 1
+        rows = np.arange(len(full))[:, None]
+        if exclude_seen:
+            # Each seen (row, item) pair as one number, to test candidates in one `isin`.
+            seen_pairs = (rows * width + full)[full > 0]
+            ordered = np.sort(full, axis=1)
+            counts = np.sum((ordered > 0) & np.concatenate(
+                [np.ones((len(full), 1), bool), ordered[:, 1:] != ordered[:, :-1]], axis=1),
+                axis=1)
+        else:
+            seen_pairs, counts = np.zeros((0,), np.int64), np.zeros(len(full), np.int64)
+        # Over-fetch by the row's seen items: after leaving them out, `top_k` remain. Rows
+        # are searched in groups of like need (powers of two): one search of the batch
+        # would fetch for its longest history (up to 859 items in Video Games), and a
+        # search's cost grows with `k` (3x on a batch of 256 there).
+        need = np.minimum(self.num_items,
+                          2 ** np.ceil(np.log2(top_k + counts)).astype(np.int64))
+        # The first `2 * top_k` unseen candidates of each row in the index's order (its
+        # scores are inner products up to float32 rounding of the L2 reduction), to be
+        # re-scored exactly with the model's table: the scores returned are the exact path's.
+        shortlist = min(self.num_items, 2 * top_k)
+        candidates = np.zeros((len(full), shortlist), np.int64)
+        keep = np.zeros((len(full), shortlist), bool)
+        for fetch in np.unique(need):
+            members = np.flatnonzero(need == fetch)
+            found, _ = index.search(states[members], int(fetch))
+            valid = (found > 0) & ~np.isin(members[:, None] * width + found, seen_pairs)
+            first = valid & (np.cumsum(valid, axis=1) <= shortlist)
+            picked = np.argsort(~first, axis=1, kind="stable")[:, :shortlist]
+            columns = picked.shape[1]
+            candidates[members, :columns] = np.take_along_axis(found, picked, axis=1)
+            keep[members, :columns] = np.take_along_axis(first, picked, axis=1)
+        candidates = np.where(keep, candidates, 0)
+        vectors = np.asarray(ops.convert_to_numpy(ops.take(
+            self.item_embeddings, ops.convert_to_tensor(candidates.astype(np.int32)), axis=0)))
+        scores = np.einsum("bkd,bd->bk", vectors, states).astype(np.float32)
+        scores = np.where(keep, scores, -np.inf)
+        # Best first; equal scores by id, as `top_k` breaks ties: sort by id, then stably
+        # by score.
+        by_id = np.argsort(candidates, axis=1, kind="stable")
+        candidates = np.take_along_axis(candidates, by_id, axis=1)
+        scores = np.take_along_axis(scores, by_id, axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+        out_ids = np.take_along_axis(candidates, order, axis=1).astype(np.int32)
+        out_scores = np.take_along_axis(scores, order, axis=1)
+        # Rows the index could not fill with `top_k` unseen items are scored exactly.
+        short = np.flatnonzero(keep.sum(axis=1) < top_k)
+        if len(short):
+            ids, values = self.recommend(full[short], top_k, exclude_seen)
+            out_ids[short], out_scores[short] = ids, values
+        return out_ids, out_scores
+
+    def save_assets(self, dir_path: str) -> None:
+        """Keras saving: writes the retrieval index (if any) into the `.keras` file's assets."""
+        from zoo.recommender.retrieval import INDEX_FILE
+
+        if self._retrieval_index is not None:
+            self._retrieval_index.save(os.path.join(dir_path, INDEX_FILE))
+
+    def load_assets(self, dir_path: str) -> None:
+        """Keras loading: reads the retrieval index saved by `save_assets`.
+
+        It is checked against the item table on first use: Keras loads the
+        weights after the assets.
+        """
+        from zoo.recommender.retrieval import load_if_present
+
+        index = load_if_present(dir_path)
+        if index is not None:
+            # Its path was a temporary folder's: name what a reader knows instead.
+            index.metadata["path"] = "the .keras file's retrieval index"
+        self._retrieval_index = index
+        self._checked_index = None
+
+    @classmethod
+    def from_preset(cls, preset: str | os.PathLike, load_weights: bool = True,
+                    **kwargs) -> "NextItemRetriever":
+        """`Task.from_preset`, with the preset's retrieval index (`retrieval.index`) if any.
+
+        The index is checked against the weights on first use, so that a preset
+        whose index is stale still loads (and can be indexed again).
+        """
+        from zoo import preset as preset_format
+        from zoo.recommender.retrieval import load_if_present
+
+        task = super().from_preset(preset, load_weights=load_weights, **kwargs)
+        if load_weights:
+            task._retrieval_index = load_if_present(
+                preset_format.find(preset, cls.preset_package()))
+        return task
+
+    def save_to_preset(self, folder: str | os.PathLike, description: str = "",
+                       metrics: Optional[dict] = None) -> None:
+        """`Task.save_to_preset`, plus the retrieval index (`retrieval.index`) if any;
+        a stale index file from an earlier save is removed."""
+        from pathlib import Path
+
+        from zoo.recommender.retrieval import INDEX_FILE
+
+        super().save_to_preset(folder, description=description, metrics=metrics)
+        path = Path(folder) / INDEX_FILE
+        if self._retrieval_index is not None:
+            self._retrieval_index.save(path)
+        elif path.exists():
+            path.unlink()
 
     def get_config(self) -> dict:
         return {**super().get_config(), "loss": self.loss_name,

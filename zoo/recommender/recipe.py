@@ -160,13 +160,30 @@ class RecommenderRecipe(registry.Recipe):
                             help="a candidate scorer's items to score, comma-separated (a "
                                  "retriever ranks the whole catalogue without them)")
         registry.add_model_source_arguments(parser, self.default_preset)
+        serving = parser.add_mutually_exclusive_group()
+        serving.add_argument("--index", default=None, metavar="FILE",
+                             help="a retriever's nearest-neighbour index (such as "
+                                  "PRESET/retrieval.index, from `zoo index recommender`) to "
+                                  "take the recommendations from (default: the preset's own "
+                                  "index if it has one, else exact scoring)")
+        serving.add_argument("--exact", action="store_true",
+                             help="score every item, even where the preset has an index")
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
     def predict(self, args: argparse.Namespace) -> None:
         import json
 
-        result = recommend(self.load(args.preset, args.model), args.history, args.top,
-                           not args.include_seen, args.candidates)
+        model = self.load(args.preset, args.model)
+        index = None
+        if args.index is not None or args.exact:
+            if not hasattr(model, "recommend"):
+                raise ValueError("expected a retriever with --index or --exact, received: a "
+                                 "candidate scorer")
+            index = None if args.exact else args.index
+        elif getattr(model, "retrieval_index", None) is not None:
+            index = model.retrieval_index
+        result = recommend(model, args.history, args.top, not args.include_seen,
+                           args.candidates, index=index)
         if args.json:
             print(json.dumps(result))
             return
@@ -175,6 +192,64 @@ class RecommenderRecipe(registry.Recipe):
         for rank, entry in enumerate(result["items"], start=1):
             title = f"  {entry['title']}" if entry.get("title") else ""
             print(f"{rank:>3}. {entry['item']:<12} {entry['score']:9.4f}{title}")
+
+    # -- index ----------------------------------------------------------------
+
+    def add_index_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from zoo.recommender.retrieval import KINDS
+
+        parser.add_argument("--kind", choices=KINDS, default="ivf",
+                            help="FAISS index: ivf, k-means cells; hnsw, a graph (both on "
+                                 "the inner-product-to-L2 reduction); flat, exact (default: "
+                                 "%(default)s)")
+        for flag, text in (("--nlist", "ivf: k-means cells (default: 4·sqrt(items))"),
+                           ("--nprobe", "ivf: cells searched per query (default: 64)"),
+                           ("--m", "hnsw: graph neighbours per item (default: 32)"),
+                           ("--ef-construction", "hnsw: candidates kept while building "
+                                                 "(default: 100)"),
+                           ("--ef-search", "hnsw: candidates kept per query (default: 128)")):
+            parser.add_argument(flag, type=int, default=None, help=text)
+
+    def build_index(self, model, args: argparse.Namespace) -> str:
+        import time
+
+        from zoo.recommender.model import NextItemRetriever
+        from zoo.recommender.retrieval import INDEX_FILE
+        from zoo.recommender.retrieval import OPTIONS
+
+        if not isinstance(model, NextItemRetriever):
+            raise ValueError(f"expected a retriever (a NextItemRetriever) to index, received: "
+                             f"a {type(model).__name__}")
+        given = {name: getattr(args, name) for name in ("m", "ef_construction", "ef_search",
+                                                        "nlist", "nprobe")
+                 if getattr(args, name) is not None}
+        for name, value in given.items():
+            if name not in OPTIONS[args.kind]:
+                raise ValueError(f"expected --{name.replace('_', '-')} with --kind "
+                                 f"{'hnsw' if name in OPTIONS['hnsw'] else 'ivf'}, received: "
+                                 f"--kind {args.kind}")
+            if value <= 0:
+                raise ValueError(f"expected --{name.replace('_', '-')} > 0, received: {value}")
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out}: expected a preset folder, received: a file")
+        start = time.perf_counter()
+        try:
+            index = model.build_index(args.kind, **given)
+        except ImportError as error:
+            raise ValueError(str(error)) from None
+        seconds = time.perf_counter() - start
+        from zoo import preset as preset_format
+
+        metadata = {}
+        if args.model is None:
+            metadata = preset_format.read_metadata(
+                preset_format.find(args.preset or self.default_preset, self.package))
+        model.save_to_preset(out, description=metadata.get("description", ""),
+                             metrics=metadata.get("metrics") or None)
+        size = (out / INDEX_FILE).stat().st_size / 2**20
+        return (f"built {index!r} in {seconds:.1f} s; wrote {out} ({INDEX_FILE}: {size:.1f} MB); "
+                f"zoo predict {self.name} --preset {out} uses it")
 
     # -- evaluate -------------------------------------------------------------
 
@@ -388,8 +463,17 @@ def _described(entry: dict) -> str:
 
 
 def recommend(model, history: str, top: int = 10, exclude_seen: bool = True,
-              candidates: Optional[str] = None) -> dict:
+              candidates: Optional[str] = None, index=None) -> dict:
     """A history of raw labels to the top items (or the given candidates' scores).
+
+    Args:
+        model: a `NextItemRetriever` or a `CandidateScorer` with a preprocessor.
+        history: the user's item labels, oldest first, comma- or space-separated.
+        top: items returned.
+        exclude_seen: leave out every item of the history (however long).
+        candidates: a candidate scorer's items to score, comma-separated.
+        index: a retriever's `RetrievalIndex` or index file to take the items
+            from (`None`: score every item).
 
     Returns:
         `{"history": [labels], "unknown": [labels the model lacks], "items":
@@ -410,15 +494,16 @@ def recommend(model, history: str, top: int = 10, exclude_seen: bool = True,
         if candidates is not None:
             raise ValueError("expected --candidates with a candidate scorer, received: a "
                              "retriever (it ranks the whole catalogue)")
-        # The model sees (and leaves out) the last L items; earlier ones of a
-        # longer history are left out here, from a list long enough to spare them.
-        earlier = (set(ids[:-histories.shape[1]].tolist()) - set(histories[0].tolist()) - {0}
-                   if exclude_seen else set())
-        items, scores = model.recommend(
-            histories, top_k=min(top + len(earlier), model.num_items), exclude_seen=exclude_seen
-        )
-        kept = [i for i, item in enumerate(items[0]) if int(item) not in earlier][:top]
-        items, scores = items[0][kept], scores[0][kept]
+        known = ids[ids > 0].astype(np.int32)
+        # The whole history (the model encodes its last L items and leaves
+        # out all of them); the preprocessor's row when no item is known.
+        full = known[None] if len(known) else histories
+        try:
+            items, scores = model.recommend(full, top_k=min(top, model.num_items),
+                                            exclude_seen=exclude_seen, index=index)
+        except ImportError as error:
+            raise ValueError(str(error)) from None
+        items, scores = items[0], scores[0]
     else:
         if candidates is None:
             raise ValueError("expected --candidates (comma-separated items) with a candidate "
