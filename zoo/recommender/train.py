@@ -204,6 +204,8 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
                 {"item_ids": probe}, log_dir, every_n_epochs=1, max_examples=PROBE_USERS,
                 probe_tokens=[[label or "" for label in preprocessor.labels_of(row)]
                               for row in probe],
+                # One score per position: explanations are `zoo explain`'s, per position.
+                explanation_methods=(),
             ) if args.task == "retrieval" else None,
         ]
         model.fit(batches, epochs=args.epochs, steps_per_epoch=steps,

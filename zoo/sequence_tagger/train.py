@@ -156,6 +156,8 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
             callbacks.append(AttentionMapCallback(
                 probe, log_dir, every_n_epochs=1, max_examples=PROBE_SENTENCES,
                 probe_tokens=[text.split() for text in probe_texts],
+                # One output per token: explanations are `zoo explain`'s, per entity.
+                explanation_methods=(),
             ))
         model.fit(batches, epochs=args.epochs, steps_per_epoch=steps, callbacks=callbacks,
                   verbose=console.fit_verbosity(args.verbose))

@@ -156,7 +156,10 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
             # Self- and cross-attention maps of the first validation pairs, teacher-forced.
             AttentionMapCallback(preprocessor(validation.sources[:PROBE_SENTENCES],
                                               validation.targets[:PROBE_SENTENCES])[0],
-                                 log_dir, every_n_epochs=1, max_examples=PROBE_SENTENCES),
+                                 log_dir, every_n_epochs=1, max_examples=PROBE_SENTENCES,
+                                 # Rollout reads one stack of self-attention, not an
+                                 # encoder-decoder: maps only.
+                                 explanation_methods=()),
         ]
         model.fit(batches, epochs=args.epochs, validation_data=validation_batches,
                   callbacks=callbacks, verbose=console.fit_verbosity(args.verbose))
