@@ -67,19 +67,11 @@ K = 10
 
 
 def cpu_description() -> str:
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model in ("", platform.machine()):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    break
-    except OSError:
-        pass
-    present = [flag for flag in FLAGS if flag in flags]
-    return f"{model}, {os.cpu_count()} cores; {', '.join(present) or 'no AVX2/AVX-512/AMX'}"
+    from zoo.training import cpu_flags
+    from zoo.training import cpu_name
+
+    present = [flag for flag in FLAGS if flag in cpu_flags()]
+    return f"{cpu_name()}, {os.cpu_count()} cores; {', '.join(present) or 'no AVX2/AVX-512/AMX'}"
 
 
 def recall(found: np.ndarray, expected: np.ndarray) -> float:
