@@ -171,10 +171,9 @@ def _faithfulness(args: argparse.Namespace, recipe) -> None:
     data = Path(args.data)
     if not data.is_file():
         raise ValueError(f"{data}: expected a labelled file, received: no such file")
-    for flag, value in (("--random-seeds", args.random_seeds),
-                        ("--sanity-examples", args.sanity_examples), ("--limit", args.limit)):
-        if value is not None and value <= 0:
-            raise ValueError(f"expected {flag} > 0, received: {value}")
+    from zoo import training
+
+    training.check_option_ranges(args, positive=("random_seeds", "sanity_examples", "limit"))
     report = recipe.faithfulness(recipe.load(args.preset, args.model), data, args)
     print(json.dumps(report) if args.json else recipe.format_faithfulness(report))
 

@@ -118,12 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser, recipe) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("heads", "ffn"):
-        value = getattr(args, name)
-        if not 0 <= value < 1:
-            raise ValueError(f"expected --{name} in [0, 1), received: {value}")
-    if args.tolerance < 0:
-        raise ValueError(f"expected --tolerance >= 0, received: {args.tolerance}")
+    from zoo import training
+
+    training.check_option_ranges(args, non_negative=("tolerance",), rates=("heads", "ffn"))
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"expected --alpha in [0, 1], received: {args.alpha}")
     if args.temperature <= 0:

@@ -213,6 +213,7 @@ class RecommenderRecipe(registry.Recipe):
     def build_index(self, model, args: argparse.Namespace) -> str:
         import time
 
+        from zoo import training
         from zoo.recommender.model import NextItemRetriever
         from zoo.recommender.retrieval import INDEX_FILE
         from zoo.recommender.retrieval import OPTIONS
@@ -223,13 +224,12 @@ class RecommenderRecipe(registry.Recipe):
         given = {name: getattr(args, name) for name in ("m", "ef_construction", "ef_search",
                                                         "nlist", "nprobe")
                  if getattr(args, name) is not None}
-        for name, value in given.items():
+        for name in given:
             if name not in OPTIONS[args.kind]:
                 raise ValueError(f"expected --{name.replace('_', '-')} with --kind "
                                  f"{'hnsw' if name in OPTIONS['hnsw'] else 'ivf'}, received: "
                                  f"--kind {args.kind}")
-            if value <= 0:
-                raise ValueError(f"expected --{name.replace('_', '-')} > 0, received: {value}")
+        training.check_option_ranges(args, positive=tuple(given))
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise ValueError(f"{out}: expected a preset folder, received: a file")
@@ -408,9 +408,9 @@ class RecommenderRecipe(registry.Recipe):
         from zoo.recommender import data as recommender_data
         from zoo.recommender import explanations
 
-        for flag, value in (("--users", args.users), ("--top-k", args.top_k)):
-            if value <= 0:
-                raise ValueError(f"expected {flag} > 0, received: {value}")
+        from zoo import training
+
+        training.check_option_ranges(args, positive=("users", "top_k"))
         if not hasattr(model, "score_all"):
             raise ValueError("expected a retriever (a NextItemRetriever), received: a "
                              f"{type(model).__name__}")

@@ -300,9 +300,9 @@ class SequenceTaggerRecipe(registry.Recipe):
         from zoo.explanations import Progress
         from zoo.sequence_tagger import explanations
 
-        for flag, value in (("--entities", args.entities), ("--top-k", args.top_k)):
-            if value <= 0:
-                raise ValueError(f"expected {flag} > 0, received: {value}")
+        from zoo import training
+
+        training.check_option_ranges(args, positive=("entities", "top_k"))
         read = kdata.read_conll(data, output_scheme=model.scheme or "IOB2",
                                 tag_names=model.preprocessor.tag_names)
         sentences, entities, eligible = explanations.sample_entities(
