@@ -118,6 +118,50 @@ class Progress:
         self.stream.flush()
 
 
+def check_methods(methods: Sequence[str], measured: Sequence[str]) -> None:
+    """Raises a one-line `ValueError` unless `methods` is a non-empty choice from `measured`."""
+    unknown = [m for m in methods if m not in measured]
+    if unknown or not methods:
+        raise ValueError(f"expected methods among {', '.join(measured)}, "
+                         f"received: {', '.join(unknown) or 'none'}")
+
+
+def removal_summary(removed, kept) -> dict:
+    """ERASER's numbers from `(examples, K)` drops of the explained output on
+    removing the top 1..K inputs (`removed`) and on keeping only them (`kept`).
+
+    Returns:
+        `{"comprehensiveness", "sufficiency"` (means at K), `"aopc"` (the mean
+        of removed - kept over 1..K), `"interval", "sufficiency_interval"`
+        (95 % bootstrap intervals at K), `"by_k": {"1": {"comprehensiveness",
+        "sufficiency"}, ...}}`.
+    """
+    from kerasattn.explain import faithfulness
+
+    return {
+        "comprehensiveness": float(removed[:, -1].mean()),
+        "sufficiency": float(kept[:, -1].mean()),
+        "aopc": float((removed - kept).mean()),
+        "interval": faithfulness.bootstrap_interval(removed[:, -1]),
+        "sufficiency_interval": faithfulness.bootstrap_interval(kept[:, -1]),
+        "by_k": {str(k + 1): {"comprehensiveness": float(removed[:, k].mean()),
+                              "sufficiency": float(kept[:, k].mean())}
+                 for k in range(removed.shape[1])},
+    }
+
+
+def random_ratio(row: dict, random_row: dict) -> float:
+    """A method's comprehensiveness over the random baseline's (NaN if that is not > 0)."""
+    denominator = random_row["comprehensiveness"]
+    return row["comprehensiveness"] / denominator if denominator > 0 else math.nan
+
+
+def sanity_fields(check: dict) -> dict:
+    """A `faithfulness.sanity_check` result as a report's `sanity_*` fields (JSON-safe)."""
+    return {"sanity_spearman": None if math.isnan(check["spearman"]) else check["spearman"],
+            "sanity_cascade": check["cascade"]}
+
+
 def _with_interval(value: float, interval: Sequence[float]) -> str:
     return f"{value:6.3f} [{interval[0]:6.3f}, {interval[1]:6.3f}]"
 

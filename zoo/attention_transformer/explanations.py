@@ -8,7 +8,6 @@ what is explained is the model's own prediction).
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Optional, Sequence
 
@@ -16,6 +15,8 @@ import numpy as np
 
 from kerasattn import explain
 from kerasattn.explain import faithfulness
+from zoo.explanations import check_methods
+from zoo.explanations import sanity_fields
 
 # The methods `zoo faithfulness` measures by default (random is its baseline row).
 MEASURED_METHODS = tuple(m for m in explain.METHODS if m != "random")
@@ -135,10 +136,7 @@ def measure(
     """
     import tensorflow as tf
 
-    unknown = [m for m in methods if m not in MEASURED_METHODS]
-    if unknown or not methods:
-        raise ValueError(f"expected methods among {', '.join(MEASURED_METHODS)}, "
-                         f"received: {', '.join(unknown) or 'none'}")
+    check_methods(methods, MEASURED_METHODS)
     encoded = features(model, texts)
     ids, mask = encoded["token_ids"], encoded["padding_mask"]
     signature = [tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, None), tf.bool)]
@@ -150,9 +148,7 @@ def measure(
         return predict_graph(tf.constant(token_ids, tf.int32),
                              tf.constant(padding_mask, tf.bool)).numpy()
 
-    def step(label):
-        if progress is not None:
-            progress(label)
+    step = progress or (lambda label: None)
 
     classes = predict(ids, mask).argmax(-1)
     explanations, timings = {}, {}
@@ -178,8 +174,7 @@ def measure(
         step(f"sanity: {method}")
         report_methods[method] = {
             **by_removal["delete"]["methods"][method],
-            "sanity_spearman": None if math.isnan(check["spearman"]) else check["spearman"],
-            "sanity_cascade": check["cascade"],
+            **sanity_fields(check),
             "ms_per_example": round(timings[method], 2),
         }
     return {

@@ -11,7 +11,6 @@ rank change.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence
 
 import keras
@@ -19,6 +18,10 @@ import numpy as np
 
 from kerasattn import explain
 from kerasattn.explain import faithfulness
+from zoo.explanations import check_methods
+from zoo.explanations import random_ratio
+from zoo.explanations import removal_summary
+from zoo.explanations import sanity_fields
 from zoo.recommender.recipe import EXPLAIN_METHODS
 from zoo.recommender.recipe import TOP_K
 
@@ -184,20 +187,14 @@ def _drops(model, histories, items, removed, reference) -> tuple:
 
 def _summary(removed_drops: np.ndarray, rank_rises: np.ndarray,
              kept_drops: np.ndarray) -> dict:
-    """`(users, k)` arrays of the drops for k = 1..K to the reported numbers at K."""
-    return {
-        "comprehensiveness": float(removed_drops[:, -1].mean()),
-        "sufficiency": float(kept_drops[:, -1].mean()),
-        "aopc": float((removed_drops - kept_drops).mean()),
-        "interval": faithfulness.bootstrap_interval(removed_drops[:, -1]),
-        "sufficiency_interval": faithfulness.bootstrap_interval(kept_drops[:, -1]),
-        "rank_increase": float(rank_rises[:, -1].mean()),
-        "median_rank_increase": float(np.median(rank_rises[:, -1])),
-        "by_k": {str(k + 1): {"comprehensiveness": float(removed_drops[:, k].mean()),
-                              "sufficiency": float(kept_drops[:, k].mean()),
-                              "rank_increase": float(rank_rises[:, k].mean())}
-                 for k in range(removed_drops.shape[1])},
-    }
+    """`(users, k)` arrays of the drops for k = 1..K to the reported numbers at K,
+    with the held-out item's rank rises beside the score drops."""
+    summary = removal_summary(removed_drops, kept_drops)
+    summary["rank_increase"] = float(rank_rises[:, -1].mean())
+    summary["median_rank_increase"] = float(np.median(rank_rises[:, -1]))
+    for k, entry in enumerate(summary["by_k"].values()):
+        entry["rank_increase"] = float(rank_rises[:, k].mean())
+    return summary
 
 
 def _removal_measures(model, histories, items, scores, k, reference) -> tuple:
@@ -274,20 +271,14 @@ def measure(
         "examples", "k", "random_seeds", "baseline": {"score", "rank"}}`: the
         random row's numbers are means over its seeds.
     """
-    unknown = [m for m in methods if m not in MEASURED_METHODS]
-    if unknown or not methods:
-        raise ValueError(f"expected methods among {', '.join(MEASURED_METHODS)}, "
-                         f"received: {', '.join(unknown) or 'none'}")
+    check_methods(methods, MEASURED_METHODS)
     histories, items = np.asarray(histories, np.int32), np.asarray(items, np.int32)
     lengths = (histories > 0).sum(1)
     if lengths.min() <= k:
         raise ValueError(f"expected histories of more than k={k} items, received: one of "
                          f"{lengths.min()}")
 
-    def step(label):
-        if progress is not None:
-            progress(label)
-
+    step = progress or (lambda label: None)
     scorer = ItemScores(model)
     reference = _score_and_rank(model, histories, items)
     explanations = {}
@@ -302,9 +293,7 @@ def measure(
     for method in methods:
         rows[method] = _summary(*_removal_measures(model, histories, items,
                                                    explanations[method], k, reference))
-        denominator = random_row["comprehensiveness"]
-        rows[method]["random_ratio"] = (rows[method]["comprehensiveness"] / denominator
-                                        if denominator > 0 else math.nan)
+        rows[method]["random_ratio"] = random_ratio(rows[method], random_row)
         step(f"removed: {method}")
     sanity_histories, sanity_items = histories[:sanity_examples], items[:sanity_examples]
     report_methods = {}
@@ -314,11 +303,7 @@ def measure(
                                                             method),
             sanity_histories > 0)
         step(f"sanity: {method}")
-        report_methods[method] = {
-            **rows[method],
-            "sanity_spearman": None if math.isnan(check["spearman"]) else check["spearman"],
-            "sanity_cascade": check["cascade"],
-        }
+        report_methods[method] = {**rows[method], **sanity_fields(check)}
     return {
         "methods": report_methods,
         "random": random_row,

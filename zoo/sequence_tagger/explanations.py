@@ -11,7 +11,6 @@ them), and `k` random ones, and reports the entity's marginal drop.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence
 
 import keras
@@ -19,6 +18,10 @@ import numpy as np
 
 from kerasattn import explain
 from kerasattn.explain import faithfulness
+from zoo.explanations import check_methods
+from zoo.explanations import random_ratio
+from zoo.explanations import removal_summary
+from zoo.explanations import sanity_fields
 from zoo.sequence_tagger.recipe import EXPLAIN_METHODS
 from zoo.sequence_tagger.recipe import TOP_K
 
@@ -221,20 +224,6 @@ def _drops(model, sentences, entities, chosen, reference) -> tuple:
     return reference - after_removal, reference - after_keeping
 
 
-def _summary(removed: np.ndarray, kept: np.ndarray) -> dict:
-    """`(entities, k)` marginal drops for 1..K context tokens to the numbers at K."""
-    return {
-        "comprehensiveness": float(removed[:, -1].mean()),
-        "sufficiency": float(kept[:, -1].mean()),
-        "aopc": float((removed - kept).mean()),
-        "interval": faithfulness.bootstrap_interval(removed[:, -1]),
-        "sufficiency_interval": faithfulness.bootstrap_interval(kept[:, -1]),
-        "by_k": {str(k + 1): {"comprehensiveness": float(removed[:, k].mean()),
-                              "sufficiency": float(kept[:, k].mean())}
-                 for k in range(removed.shape[1])},
-    }
-
-
 def _measures(model, sentences, entities, scores, k, reference) -> tuple:
     columns = ([], [])
     for count in range(1, k + 1):
@@ -306,20 +295,14 @@ def measure(
         "k", "random_seeds", "baseline": {"marginal"}}`.
     """
     _check_tagger(model)
-    unknown = [m for m in methods if m not in MEASURED_METHODS]
-    if unknown or not methods:
-        raise ValueError(f"expected methods among {', '.join(MEASURED_METHODS)}, "
-                         f"received: {', '.join(unknown) or 'none'}")
+    check_methods(methods, MEASURED_METHODS)
     short = [len(tokens) - len(entity["positions"]) for tokens, entity in zip(sentences, entities)
              if len(tokens) - len(entity["positions"]) <= k]
     if short:
         raise ValueError(f"expected entities with more than k={k} context tokens, received: "
                          f"one with {short[0]}")
 
-    def step(label):
-        if progress is not None:
-            progress(label)
-
+    step = progress or (lambda label: None)
     scorer = EntityMarginal(model)
     reference = marginals_of(model, sentences, entities)
     explanations = {}
@@ -332,7 +315,7 @@ def measure(
         random_runs.append(_measures(model, sentences, entities,
                                      [rng.random(len(tokens)) for tokens in sentences], k,
                                      reference))
-    random_row = _summary(*(np.mean([run[i] for run in random_runs], 0) for i in range(2)))
+    random_row = removal_summary(*(np.mean([run[i] for run in random_runs], 0) for i in range(2)))
     report_methods = {}
     sanity_sentences, sanity_entities = sentences[:sanity_examples], entities[:sanity_examples]
     longest = max(len(tokens) for tokens in sanity_sentences)
@@ -343,21 +326,16 @@ def measure(
         return np.array([np.pad(row, (0, longest - len(row))) for row in scores])
 
     for method in methods:
-        row = _summary(*_measures(model, sentences, entities, explanations[method], k,
+        row = removal_summary(*_measures(model, sentences, entities, explanations[method], k,
                                   reference))
-        row["random_ratio"] = (row["comprehensiveness"] / random_row["comprehensiveness"]
-                               if random_row["comprehensiveness"] > 0 else math.nan)
+        row["random_ratio"] = random_ratio(row, random_row)
         step(f"removed: {method}")
         check = faithfulness.sanity_check(
             scorer, lambda m, method=method: padded(token_scores(m, sanity_sentences,
                                                                  sanity_entities, method)),
             sanity_mask)
         step(f"sanity: {method}")
-        report_methods[method] = {
-            **row,
-            "sanity_spearman": None if math.isnan(check["spearman"]) else check["spearman"],
-            "sanity_cascade": check["cascade"],
-        }
+        report_methods[method] = {**row, **sanity_fields(check)}
     return {
         "methods": report_methods,
         "random": random_row,
