@@ -100,6 +100,17 @@ def run_cli(argv):
     return code, stdout.getvalue(), stderr.getvalue()
 
 
+def assert_one_line_errors(test, cases, extra_argv=()):
+    """Each `(argv, message)` of `cases` (run with `extra_argv` appended) exits 2
+    with one line on stderr, `zoo <command>: ...`, that holds `message`."""
+    for argv, message in cases:
+        code, _, printed = run_cli(list(argv) + list(extra_argv))
+        test.assertEqual(2, code, argv)
+        test.assertEqual(1, len(printed.strip().splitlines()), printed)
+        test.assertIn(message, printed)
+        test.assertTrue(printed.startswith(f"zoo {argv[0]}"), printed)
+
+
 def console_environment():
     """The environment of a user's shell: without the test run's TensorFlow log level."""
     return {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
@@ -697,12 +708,7 @@ class RecipeTest(tf.test.TestCase):
                 (["evaluate", "attention-transformer", "--data", "x", "--preset", "sst2",
                   "--model", "m.keras"], "not allowed with argument"),
             ]
-            for argv, message in cases:
-                code, _, printed = run_cli(argv)
-                self.assertEqual(2, code, argv)
-                self.assertEqual(1, len(printed.strip().splitlines()), printed)
-                self.assertIn(message, printed)
-                self.assertTrue(printed.startswith(f"zoo {argv[0]}"), printed)
+            assert_one_line_errors(self, cases)
             with open(os.path.join(folder, "bad.tsv"), "w", encoding="utf-8") as file:
                 file.write("sentence\tlabel\ngood\tpositive\nbad\tmaybe\n")
             code, _, printed = run_cli(

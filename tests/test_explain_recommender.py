@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tests.test_attention_transformer import assert_one_line_errors
 from tests.test_attention_transformer import run_cli
 from tests.test_recommender import NUM_ITEMS
 from tests.test_recommender import tiny_retriever
@@ -90,12 +91,7 @@ class RecommenderExplainTest(tf.test.TestCase):
             (["faithfulness", "recommender", "--data", self.data, "--top-k", "12"],
              "expected users with more than 12 history items, received: none"),
         ]
-        for argv, message in cases:
-            code, _, printed = run_cli(argv + ["--model", self.model_path])
-            self.assertEqual(2, code, argv)
-            self.assertEqual(1, len(printed.strip().splitlines()), printed)
-            self.assertIn(message, printed)
-            self.assertTrue(printed.startswith(f"zoo {argv[0]}"), printed)
+        assert_one_line_errors(self, cases, ["--model", self.model_path])
 
     def test_faithfulness_json_and_its_numbers_recomputed(self):
         code, printed, errors = run_cli(

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tests.test_attention_transformer import REPO
 from tests.test_attention_transformer import console_environment
+from tests.test_attention_transformer import assert_one_line_errors
 from tests.test_attention_transformer import run_cli
 from zoo import explanations
 from zoo.attention_transformer import recipe
@@ -65,12 +66,7 @@ class ExplainCommandTest(tf.test.TestCase):
             (["faithfulness", "attention-transformer", "--data", __file__, "--random-seeds",
               "0"], "expected --random-seeds > 0"),
         ]
-        for argv, message in cases:
-            code, _, printed = run_cli(argv)
-            self.assertEqual(2, code, argv)
-            self.assertEqual(1, len(printed.strip().splitlines()), printed)
-            self.assertIn(message, printed)
-            self.assertTrue(printed.startswith(f"zoo {argv[0]}"), printed)
+        assert_one_line_errors(self, cases)
 
     def test_predict_shows_the_best_method(self):
         code, printed, errors = run_cli(["predict", "attention-transformer", TEXT])
