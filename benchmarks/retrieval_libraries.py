@@ -48,6 +48,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from retrieval_scale import K  # noqa: E402
+from retrieval_scale import add_data_argument  # noqa: E402
 from retrieval_scale import cpu_description  # noqa: E402
 from retrieval_scale import median_ms  # noqa: E402
 from retrieval_scale import recall  # noqa: E402
@@ -172,9 +173,7 @@ def import_scann(allow_stub: bool) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.path.normpath(
-        os.path.join(ROOT, "..", "shared", "data", "sasrec", "Video.txt")),
-        help="Video Games, SASRec format (default: ../shared/data/sasrec/Video.txt)")
+    add_data_argument(parser)
     parser.add_argument("--preset", default="video-games", help="(default: %(default)s)")
     parser.add_argument("--items", type=int, default=0,
                         help="synthetic catalogue size (default: 0, the preset's own items)")

@@ -66,6 +66,13 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16"
 K = 10
 
 
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
+    """`--data`: Video Games in SASRec's format, by default from ../shared/data."""
+    parser.add_argument("--data", default=os.path.normpath(
+        os.path.join(ROOT, "..", "shared", "data", "sasrec", "Video.txt")),
+        help="Video Games, SASRec format (default: ../shared/data/sasrec/Video.txt)")
+
+
 def cpu_description() -> str:
     from zoo.training import cpu_flags
     from zoo.training import cpu_name
@@ -295,9 +302,7 @@ def synthetic(args, model, read) -> tuple[list, list, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.path.normpath(
-        os.path.join(ROOT, "..", "shared", "data", "sasrec", "Video.txt")),
-        help="Video Games, SASRec format (default: ../shared/data/sasrec/Video.txt)")
+    add_data_argument(parser)
     parser.add_argument("--preset", default="video-games", help="(default: %(default)s)")
     parser.add_argument("--kinds", nargs="+", choices=("ivf", "hnsw", "flat"),
                         default=["ivf", "hnsw", "flat"],

@@ -33,15 +33,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+from retrieval_scale import add_data_argument  # noqa: E402
 from retrieval_scale import cpu_description  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=os.path.normpath(
-        os.path.join(ROOT, "..", "shared", "data", "sasrec", "Video.txt")),
-        help="Video Games, SASRec format (default: ../shared/data/sasrec/Video.txt)")
+    add_data_argument(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[23715, 100_000, 300_000],
                         help="catalogue sizes (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default: 10)")
