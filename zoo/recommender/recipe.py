@@ -404,11 +404,10 @@ class RecommenderRecipe(registry.Recipe):
                             help="history items removed per user (default: %(default)s)")
 
     def faithfulness(self, model, data: Path, args: argparse.Namespace) -> dict:
+        from zoo import training
         from zoo.explanations import Progress
         from zoo.recommender import data as recommender_data
         from zoo.recommender import explanations
-
-        from zoo import training
 
         training.check_option_ranges(args, positive=("users", "top_k"))
         if not hasattr(model, "score_all"):

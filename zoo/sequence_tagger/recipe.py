@@ -297,10 +297,9 @@ class SequenceTaggerRecipe(registry.Recipe):
 
     def faithfulness(self, model, data: Path, args: argparse.Namespace) -> dict:
         from kerasattn import data as kdata
+        from zoo import training
         from zoo.explanations import Progress
         from zoo.sequence_tagger import explanations
-
-        from zoo import training
 
         training.check_option_ranges(args, positive=("entities", "top_k"))
         read = kdata.read_conll(data, output_scheme=model.scheme or "IOB2",
