@@ -314,9 +314,14 @@ class TranslatorTest(tf.test.TestCase):
                              [text.decode("utf-8") for text in translations])
 
     def test_default_max_length_in_the_graph(self):
-        for lengths in ([1], [3, 7], [16, 2], [24], [0, 0], []):
+        # ceil(1.5 * longest) + 10, rounded up to a multiple of 8 (below the
+        # target_sequence_length of 128), plus the start token (by hand).
+        for lengths, expected in (([1], 17), ([3, 7], 25), ([16, 2], 41), ([24], 49),
+                                  ([0, 0], 17), ([], 17), ([2], 17), ([4], 17), ([5], 25)):
             mask = np.arange(24)[None, :] < np.array(lengths, int)[:, None]
             with self.subTest(lengths=lengths):
+                self.assertEqual(expected, self.model.default_max_length(max(lengths, default=1)
+                                                                         or 1))
                 self.assertEqual(
                     self.model.default_max_length(max(lengths, default=1) or 1),
                     int(self.model._default_max_length_in_graph(mask.reshape(-1, 24))))

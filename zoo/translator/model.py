@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import keras
@@ -584,13 +583,15 @@ class Translator(Task):
         `1.5 * source_length + 10` tokens, rounded up to a multiple of 8 and
         at most the preprocessor's `target_sequence_length` (128 without one).
         """
-        limit = 128 if self.preprocessor is None else self.preprocessor.target_sequence_length
-        wanted = math.ceil(1.5 * source_length) + 10
-        return min(limit, _LENGTH_BUCKET * math.ceil(wanted / _LENGTH_BUCKET)) + 1
+        return int(self._max_length_for(source_length))
 
     def _default_max_length_in_graph(self, source_padding_mask):
         """`default_max_length` of the batch's longest source, as a scalar int32 tensor."""
-        longest = ops.max(ops.sum(ops.cast(source_padding_mask, "int32"), axis=1), initial=1)
+        return self._max_length_for(
+            ops.max(ops.sum(ops.cast(source_padding_mask, "int32"), axis=1), initial=1))
+
+    def _max_length_for(self, longest):
+        """`default_max_length`'s rule on an int, or in a graph a scalar int32 tensor."""
         limit = 128 if self.preprocessor is None else self.preprocessor.target_sequence_length
         wanted = (3 * longest + 1) // 2 + 10  # ceil(1.5 * longest) + 10
         return ops.minimum(limit, _LENGTH_BUCKET * ((wanted + _LENGTH_BUCKET - 1)
