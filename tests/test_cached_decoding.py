@@ -34,6 +34,19 @@ def numpy(x):
     return np.asarray(ops.convert_to_numpy(x))
 
 
+def cache_shapes(kv_heads, length, key_dim=4, value_dim=4):
+    """A cache's `(keys, values)` shapes: heads first, the keys transposed."""
+    return (B, kv_heads, key_dim, length), (B, kv_heads, length, value_dim)
+
+
+def shapes(cache):
+    return tuple(tuple(part.shape) for part in cache)
+
+
+def symbolic_cache(kv_heads, length):
+    return tuple(keras.KerasTensor(shape) for shape in cache_shapes(kv_heads, length))
+
+
 class CachedMultiHeadAttentionTest(harness.LayerTestCase, parameterized.TestCase):
     @parameterized.product(
         options=[
@@ -50,7 +63,7 @@ class CachedMultiHeadAttentionTest(harness.LayerTestCase, parameterized.TestCase
         full = numpy(layer(TARGET, TARGET, query_mask=TARGET_MASK, value_mask=TARGET_MASK,
                            use_causal_mask=True))
         cache = layer.initial_cache(B, T)
-        self.assertEqual((B, 2, T, layer.num_key_value_heads, 4), tuple(cache.shape))
+        self.assertEqual(cache_shapes(layer.num_key_value_heads, T), shapes(cache))
         for start, stop in chunks(sizes):
             step = TARGET[:, start:stop]
             output, cache = layer(
@@ -58,6 +71,46 @@ class CachedMultiHeadAttentionTest(harness.LayerTestCase, parameterized.TestCase
                 use_causal_mask=True, cache=cache, cache_update_index=start,
             )
             self.assertAllClose(full[:, start:stop], output, atol=1e-5)
+
+    def test_values_wider_than_keys(self):
+        layer = MultiHeadAttention(num_heads=4, key_dim=3, value_dim=5, num_key_value_heads=2)
+        full = numpy(layer(TARGET, TARGET, use_causal_mask=True))
+        cache = layer.initial_cache(B, T)
+        self.assertEqual(cache_shapes(2, T, key_dim=3, value_dim=5), shapes(cache))
+        for index in range(T):
+            step = TARGET[:, index : index + 1]
+            output, cache = layer(step, step, use_causal_mask=True, cache=cache,
+                                  cache_update_index=index)
+            self.assertAllClose(full[:, index : index + 1], output, atol=1e-5)
+
+    def test_an_overridden_compute_attention_decides_the_cached_call_too(self):
+        class Doubled(MultiHeadAttention):
+            """Twice the attention result, in Keras's `(B, T, N, H)` layout."""
+
+            def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                                   return_attention_scores=False):
+                output, scores = super()._compute_attention(
+                    query, key, value, attention_mask, training, return_attention_scores)
+                return 2.0 * output, scores
+
+        layer = Doubled(num_heads=4, key_dim=4, num_key_value_heads=2)
+        full = numpy(layer(TARGET, TARGET, value_mask=TARGET_MASK, use_causal_mask=True,
+                           return_attention_scores=True)[1])
+        cache = layer.initial_cache(B, T)
+        plain = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2)
+        plain(TARGET, TARGET)
+        plain.set_weights(layer.get_weights())
+        plain_cache = plain.initial_cache(B, T)
+        bias = numpy(layer.output_dense.bias)
+        for index in range(T):
+            step = TARGET[:, index : index + 1]
+            arguments = dict(value_mask=TARGET_MASK, use_causal_mask=True,
+                             cache_update_index=index)
+            output, scores, cache = layer(step, step, cache=cache, return_attention_scores=True,
+                                          **arguments)
+            expected, plain_cache = plain(step, step, cache=plain_cache, **arguments)
+            self.assertAllClose(full[:, :, index : index + 1], scores, atol=1e-6)
+            self.assertAllClose(2.0 * (numpy(expected) - bias) + bias, output, atol=1e-5)
 
     def test_cached_scores_are_rows_of_the_causal_scores(self):
         layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2)
@@ -76,11 +129,12 @@ class CachedMultiHeadAttentionTest(harness.LayerTestCase, parameterized.TestCase
         layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=kv_heads)
         full = layer(TARGET, SOURCE, value_mask=SOURCE_MASK)
         cache = layer.compute_cache(SOURCE)
-        self.assertEqual((B, 2, S, kv_heads or 4, 4), tuple(cache.shape))
+        self.assertEqual(cache_shapes(kv_heads or 4, S), shapes(cache))
         for value in (None, SOURCE):
             output, same = layer(TARGET, value, value_mask=SOURCE_MASK, cache=cache)
             self.assertAllClose(full, output, atol=1e-5)
-            self.assertAllEqual(cache, same)
+            for part, same_part in zip(cache, same):
+                self.assertAllEqual(part, same_part)
         self.assertAllEqual(np.zeros((B, D)), numpy(layer(
             TARGET[:, :1], None, value_mask=np.zeros((B, S), bool), cache=cache,
         )[0])[:, 0] - numpy(layer.output_dense.bias))
@@ -90,11 +144,10 @@ class CachedMultiHeadAttentionTest(harness.LayerTestCase, parameterized.TestCase
         layer.build((None, None, D), (None, None, D))
         output, scores, cache = layer(
             keras.KerasTensor((B, 1, D)), keras.KerasTensor((B, 1, D)),
-            cache=keras.KerasTensor((B, 2, T, 2, 4)), cache_update_index=0,
-            return_attention_scores=True,
+            cache=symbolic_cache(2, T), cache_update_index=0, return_attention_scores=True,
         )
-        self.assertEqual(((B, 1, D), (B, 4, 1, T), (B, 2, T, 2, 4)),
-                         (output.shape, scores.shape, cache.shape))
+        self.assertEqual(((B, 1, D), (B, 4, 1, T), cache_shapes(2, T)),
+                         (output.shape, scores.shape, shapes(cache)))
 
     def test_errors(self):
         layer = MultiHeadAttention(num_heads=4, key_dim=4, num_key_value_heads=2)
@@ -113,17 +166,19 @@ class CachedMultiHeadAttentionTest(harness.LayerTestCase, parameterized.TestCase
             "Expected a `value` to write", "received: value=None",
         )
         self.assert_value_error(
-            lambda: layer(step, step, cache=ops.zeros((B, 2, T, 4, 4)), cache_update_index=0),
-            "Expected a `cache` of shape", "received: cache.shape=(2, 2, 6, 4, 4)",
+            lambda: layer(step, step, cache=ops.zeros((B, 2, T, 2, 4)), cache_update_index=0),
+            "Expected a `cache` (keys, values) of shapes (2, 2, 4, None) and (2, 2, None, 4)",
+            "received: one tensor of shape (2, 2, 6, 2, 4)",
+        )
+        self.assert_value_error(
+            lambda: layer(step, step, cache=(cache[0], cache[1][:, :, :3]),
+                          cache_update_index=0),
+            "one length", "received: ((2, 2, 4, 6), (2, 2, 3, 4))",
         )
         self.assert_value_error(
             lambda: layer(step, step, cache=cache, cache_update_index=0,
                           value_mask=TARGET_MASK[:, :3]),
             "Expected `value_mask` broadcastable to shape (2, 6)",
-        )
-        self.assert_value_error(
-            lambda: MultiHeadAttention(num_heads=2, key_dim=4, value_dim=8).initial_cache(1, 4),
-            "Expected value_dim == key_dim", "received: key_dim=4, value_dim=8",
         )
         self.assert_value_error(
             lambda: layer.initial_cache(1, 0), "received: max_length=0"
@@ -221,12 +276,12 @@ class CachedDecoderBlockTest(harness.LayerTestCase, parameterized.TestCase):
         block(TARGET, SOURCE)
         output, cache = block(
             keras.KerasTensor((B, 1, D)),
-            self_attention_cache=keras.KerasTensor((B, 2, T, 2, 4)),
+            self_attention_cache=symbolic_cache(2, T),
             self_attention_cache_update_index=2,
-            cross_attention_cache=keras.KerasTensor((B, 2, S, 2, 4)),
+            cross_attention_cache=symbolic_cache(2, S),
             encoder_padding_mask=keras.KerasTensor((B, S), dtype="bool"),
         )
-        self.assertEqual(((B, 1, D), (B, 2, T, 2, 4)), (output.shape, cache.shape))
+        self.assertEqual(((B, 1, D), cache_shapes(2, T)), (output.shape, shapes(cache)))
 
     def test_errors(self):
         block = make_block()
@@ -292,7 +347,7 @@ class CachedTranslatorTest(harness.LayerTestCase):
         forward = model.forward(*args, target)
         self.assertEqual("bfloat16", keras.backend.standardize_dtype(forward.dtype))
         cache = model.initial_cache(*args)
-        self.assertEqual("bfloat16", keras.backend.standardize_dtype(cache[0][0].dtype))
+        self.assertEqual("bfloat16", keras.backend.standardize_dtype(cache[0][0][0].dtype))
         stepped = numpy(model.step_logits(*args, target))
         tolerance = harness.PRECISION_TOLERANCE["mixed_bfloat16"]
         self.assertAllClose(numpy(forward).astype("float32"), stepped, atol=tolerance,

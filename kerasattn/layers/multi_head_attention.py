@@ -141,17 +141,19 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores: also return the attention weights.
         training: whether dropout is active.
         use_causal_mask: query `i` sees only keys `j <= i`.
-        cache: optional key/value cache for incremental decoding, `(B, 2,
-            S, K, key_dim)` (keys at index 0, values at index 1, in the
-            layout of the projected heads; needs `value_dim == key_dim` and
-            rank-3 inputs), from `initial_cache` or `compute_cache`. With a
-            cache the layer attends over the cache's `S` positions, and the
-            padding masks of the value and key and `attention_mask` describe
-            those `S` positions: `(B, S)` and `(B, Tq, S)`.
+        cache: optional key/value cache for incremental decoding (rank-3
+            inputs), from `initial_cache` or `compute_cache`: the pair
+            `(keys, values)` of the projected heads over `S` positions, heads
+            first so that both attention products read it without a copy —
+            `keys` `(B, K, key_dim, S)`, transposed and already scaled by
+            `key_dim ** -0.5`, `values` `(B, K, S, value_dim)`. With a cache
+            the layer attends over the cache's `S` positions, and the padding
+            masks of the value and key and `attention_mask` describe those
+            `S` positions: `(B, S)` and `(B, Tq, S)`.
         cache_update_index: with a `cache`, the position (int or int32
             scalar tensor) of the first query: the projected key and value
             (`(B, Tq, dim)` each) are written into the cache at
-            `[index, index + Tq)` before attending, and `use_causal_mask`
+            positions `[index, index + Tq)` before attending, and `use_causal_mask`
             and `sliding_window` count the query positions from there.
             `None` attends over the cache as it is (a cross-attention cache;
             `value` and `key` may then be `None`, and are not used). The
@@ -850,16 +852,13 @@ class MultiHeadAttention(keras.layers.Layer):
 
     # -- incremental decoding ------------------------------------------------
 
-    def _cache_shape(self, batch_size, length) -> tuple:
-        if self._value_dim != self._key_dim:
-            raise ValueError(
-                "Expected value_dim == key_dim for a key/value cache (keys and values "
-                f"share one tensor), received: key_dim={self._key_dim}, "
-                f"value_dim={self._value_dim}"
-            )
-        return (batch_size, 2, length, self.num_key_value_heads, self._key_dim)
+    def _cache_shapes(self, batch_size, length) -> tuple:
+        """The shapes of a cache's keys `(B, K, key_dim, S)` and values `(B, K, S, value_dim)`."""
+        heads = self.num_key_value_heads
+        return ((batch_size, heads, self._key_dim, length),
+                (batch_size, heads, length, self._value_dim))
 
-    def initial_cache(self, batch_size, max_length: int, dtype=None):
+    def initial_cache(self, batch_size, max_length: int, dtype=None) -> tuple:
         """An empty (all-zero) self-attention cache for incremental decoding.
 
         Args:
@@ -870,15 +869,25 @@ class MultiHeadAttention(keras.layers.Layer):
             dtype: the cache's dtype; defaults to the layer's compute dtype.
 
         Returns:
-            Zeros of shape `(B, 2, S, K, key_dim)`, for `call`'s `cache`
-            with a `cache_update_index`.
+            `(keys, values)`: zeros of shapes `(B, K, key_dim, S)` and
+            `(B, K, S, value_dim)`, for `call`'s `cache` with a
+            `cache_update_index`.
         """
         if not ops.is_tensor(max_length):
             max_length = _validation.positive_int("max_length", max_length)
-        shape = self._cache_shape(batch_size, max_length)
-        return ops.zeros(shape, dtype=dtype or self.compute_dtype)
+        dtype = dtype or self.compute_dtype
+        return tuple(ops.zeros(shape, dtype=dtype)
+                     for shape in self._cache_shapes(batch_size, max_length))
 
-    def compute_cache(self, value, key=None):
+    def _cache_entries(self, key, value, dtype) -> tuple:
+        """`key` and `value` `(B, T, dim)` projected into the cache's layout:
+        keys `(B, K, key_dim, T)` scaled, values `(B, K, T, value_dim)`."""
+        keys = ops.transpose(self._key_dense(key), (0, 2, 3, 1)) * ops.cast(
+            self._inverse_sqrt_key_dim, self.compute_dtype)
+        values = ops.transpose(self._value_dense(value), (0, 2, 1, 3))
+        return ops.cast(keys, dtype), ops.cast(values, dtype)
+
+    def compute_cache(self, value, key=None) -> tuple:
         """The projected keys and values of `value` (and `key`), computed once.
 
         For cross-attention, where every decoding step attends to the same
@@ -890,7 +899,9 @@ class MultiHeadAttention(keras.layers.Layer):
             key: optional `(B, S, dim_k)`; defaults to `value`.
 
         Returns:
-            `(B, 2, S, K, key_dim)` in the layer's compute dtype.
+            `(keys, values)` of shapes `(B, K, key_dim, S)` (scaled by
+            `key_dim ** -0.5`) and `(B, K, S, value_dim)`, in the layer's
+            compute dtype.
         """
         if not self.built:
             raise ValueError(
@@ -902,15 +913,37 @@ class MultiHeadAttention(keras.layers.Layer):
             _validation.rank(name, x.shape, 3)
             _validation.last_dim(name, x.shape, width)
         _validation.same_length("key", key.shape, "value", value.shape)
-        self._cache_shape(None, None)  # checks that keys and values fit one tensor
-        return ops.stack((self._key_dense(key), self._value_dense(value)), axis=1)
+        return self._cache_entries(key, value, self.compute_dtype)
+
+    def _check_cache(self, cache, batch) -> None:
+        """A `(keys, values)` pair of the shapes `_cache_shapes` gives, one length `S`."""
+        expected = self._cache_shapes(batch, None)
+        shapes = None
+        if isinstance(cache, (tuple, list)) and len(cache) == 2:
+            shapes = tuple(tuple(getattr(part, "shape", ())) for part in cache)
+        fits = shapes is not None and all(
+            len(got) == 4 and all(w is None or g is None or w == g for w, g in zip(want, got))
+            for want, got in zip(expected, shapes)
+        )
+        if fits and None not in (shapes[0][3], shapes[1][2]):
+            fits = shapes[0][3] == shapes[1][2]
+        if not fits:
+            received = shapes
+            if shapes is None:
+                received = (f"one tensor of shape {tuple(cache.shape)}" if hasattr(cache, "shape")
+                            else type(cache).__name__)
+            raise ValueError(
+                f"Expected a `cache` (keys, values) of shapes {expected[0]} and {expected[1]} "
+                "(batch, key/value heads, key_dim, length) and (batch, key/value heads, "
+                f"length, value_dim), one length, received: {received}"
+            )
 
     def _check_cached_call(
         self, query, value, key, query_mask, value_mask, key_mask, attention_mask,
         return_attention_scores, cache, cache_update_index,
     ) -> None:
         """`_check_call` for calls with a cache: rank-3 inputs, the cache's
-        shape, and masks over the cache's positions."""
+        shapes, and masks over the cache's positions."""
         if cache is None:
             raise ValueError(
                 "Expected a `cache` with a `cache_update_index`, received: cache=None, "
@@ -918,15 +951,7 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         _validation.rank("query", query.shape, 3)
         _validation.last_dim("query", query.shape, self._query_width)
-        expected = self._cache_shape(query.shape[0], None)
-        if len(cache.shape) != 5 or not all(
-            want is None or got is None or want == got
-            for want, got in zip(expected, cache.shape)
-        ):
-            raise ValueError(
-                f"Expected a `cache` of shape {expected} (batch, keys and values, length, "
-                f"key/value heads, key_dim), received: cache.shape={tuple(cache.shape)}"
-            )
+        self._check_cache(cache, query.shape[0])
         if cache_update_index is not None and value is None:
             raise ValueError(
                 "Expected a `value` to write into the cache at `cache_update_index`, "
@@ -937,7 +962,8 @@ class MultiHeadAttention(keras.layers.Layer):
                 _validation.rank(name, x.shape, 3)
                 _validation.last_dim(name, x.shape, width)
         self._check_scores_available(return_attention_scores)
-        batch, query_length, cache_length = query.shape[0], query.shape[1], cache.shape[2]
+        batch, query_length = query.shape[0], query.shape[1]
+        cache_length = cache[1].shape[2]
         check_broadcastable(query_mask, (batch, query_length), "query_mask")
         check_broadcastable(value_mask, (batch, cache_length), "value_mask")
         check_broadcastable(key_mask, (batch, cache_length), "key_mask")
@@ -947,7 +973,7 @@ class MultiHeadAttention(keras.layers.Layer):
         check_broadcastable(attention_mask, target, "attention_mask")
 
     def _cached_attention_mask(
-        self, query, cache, cache_update_index, query_mask, value_mask, key_mask,
+        self, query, cache_length, cache_update_index, query_mask, value_mask, key_mask,
         attention_mask, use_causal_mask,
     ):
         """`_compute_attention_mask` over the cache's positions, the queries
@@ -958,7 +984,7 @@ class MultiHeadAttention(keras.layers.Layer):
             start = 0 if cache_update_index is None else cache_update_index
             rows = ops.arange(ops.shape(query)[1], dtype="int32") + ops.cast(start, "int32")
             rows = ops.expand_dims(rows, -1)
-            cols = ops.expand_dims(ops.arange(ops.shape(cache)[2], dtype="int32"), 0)
+            cols = ops.expand_dims(ops.arange(cache_length, dtype="int32"), 0)
             if use_causal_mask:
                 # Also hides the positions not yet written.
                 structure = ops.greater_equal(rows, cols)
@@ -981,31 +1007,50 @@ class MultiHeadAttention(keras.layers.Layer):
             query, value, key, query_mask, value_mask, key_mask, attention_mask,
             return_attention_scores, cache, cache_update_index,
         )
-        query_heads = self._query_dense(query)  # (B, Tq, N, H)
+        keys, values = cache
         if cache_update_index is not None:
-            key = value if key is None else key
-            # One in-place update of the new positions' keys and values (a
-            # stack of the two caches would copy them whole at every step).
-            update = ops.stack((self._key_dense(key), self._value_dense(value)), axis=1)
-            start = (0, 0, ops.cast(cache_update_index, "int32"), 0, 0)
-            cache = ops.slice_update(cache, start, ops.cast(update, cache.dtype))
-        key_heads = ops.cast(cache[:, 0], query_heads.dtype)  # (B, S, K, H)
-        value_heads = ops.cast(cache[:, 1], query_heads.dtype)
+            # In-place updates of the new positions, each in its own tensor:
+            # nothing of the cache is copied, split or transposed per step.
+            new_keys, new_values = self._cache_entries(
+                value if key is None else key, value, keys.dtype)
+            index = ops.cast(cache_update_index, "int32")
+            keys = ops.slice_update(keys, (0, 0, 0, index), new_keys)
+            values = ops.slice_update(values, (0, 0, index, 0), new_values)
         mask = self._cached_attention_mask(
-            query, cache, cache_update_index, query_mask, value_mask, key_mask,
-            attention_mask, use_causal_mask,
+            query, ops.shape(values)[2], cache_update_index, query_mask, value_mask,
+            key_mask, attention_mask, use_causal_mask,
         )
-        # The causal mask sits in `mask` (offset by the index), never in the
-        # flag, which would count the key positions from the queries'.
-        attended, scores = self._compute_attention(
-            query_heads, key_heads, value_heads, mask, training, return_attention_scores
-        )
+        query_heads = self._query_dense(query)  # (B, Tq, N, H)
+        if type(self)._compute_attention is MultiHeadAttention._compute_attention:
+            result = dense_attention_heads_first(
+                ops.transpose(query_heads, (0, 2, 1, 3)),
+                ops.cast(keys, query_heads.dtype),
+                ops.cast(values, query_heads.dtype),
+                mask,
+                scale=1.0,  # the cache's keys are scaled
+                dropout=self._weights_dropout(training),
+                return_weights=return_attention_scores,
+            )
+            attended, scores = result if return_attention_scores else (result, None)
+            attended = ops.transpose(attended, (0, 2, 1, 3))  # (B, Tq, N, Hv)
+        else:
+            # An override gets Keras's layout and unscaled keys; the causal
+            # mask sits in `mask` (offset by the index), never in the flag,
+            # which would count the key positions from the queries'.
+            key_heads = ops.transpose(keys, (0, 3, 1, 2)) / ops.cast(
+                self._inverse_sqrt_key_dim, keys.dtype)
+            attended, scores = self._compute_attention(
+                query_heads,
+                ops.cast(key_heads, query_heads.dtype),
+                ops.cast(ops.transpose(values, (0, 2, 1, 3)), query_heads.dtype),
+                mask, training, return_attention_scores,
+            )
         if self._use_gate:
             attended = attended * self._gate_dense(query)
         output = self._output_dense(attended)
         if return_attention_scores:
-            return output, scores, cache
-        return output, cache
+            return output, scores, (keys, values)
+        return output, (keys, values)
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         self._check_shapes(query_shape, value_shape, key_shape)
@@ -1037,9 +1082,11 @@ class MultiHeadAttention(keras.layers.Layer):
             shape = tuple(query.shape[:-1]) + (self._output_shape or (query.shape[-1],))
             outputs = (keras.KerasTensor(shape, dtype=self.compute_dtype),)
             if return_attention_scores:
-                scores_shape = (query.shape[0], self._num_heads, query.shape[1], cache.shape[2])
+                scores_shape = (query.shape[0], self._num_heads, query.shape[1],
+                                cache[1].shape[2])
                 outputs += (keras.KerasTensor(scores_shape, dtype=self.compute_dtype),)
-            return outputs + (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
+            return outputs + (tuple(keras.KerasTensor(part.shape, dtype=part.dtype)
+                                    for part in cache),)
         self._check_call(query, value, key, query_mask, value_mask, key_mask, attention_mask,
                          return_attention_scores)
         output_shape = self.compute_output_shape(

@@ -89,9 +89,11 @@ class TransformerDecoderBlock(TransformerBlockBase):
         return_attention_scores: whether to also return the attention
             weights.
         training: whether dropout is active.
-        self_attention_cache: optional `(B, 2, S, K, key_dim)` cache of the
-            self-attention's keys and values over `S` decoder positions
-            (`K = num_key_value_heads`), from `initial_cache`. With it,
+        self_attention_cache: optional cache of the self-attention's keys
+            and values over `S` decoder positions, from `initial_cache`: the
+            pair `(keys, values)` of shapes `(B, K, key_dim, S)` and
+            `(B, K, S, key_dim)` (`K = num_key_value_heads`; see
+            `MultiHeadAttention`'s `cache`). With it,
             `decoder_sequence` holds the `Tq` positions from
             `self_attention_cache_update_index` on, `decoder_padding_mask`
             covers all `S` cached positions, `(B, S)` (the slice at the new
@@ -101,8 +103,8 @@ class TransformerDecoderBlock(TransformerBlockBase):
         self_attention_cache_update_index: with a `self_attention_cache`,
             the position (int or int32 scalar tensor) of
             `decoder_sequence`'s first position in the decoded sequence.
-        cross_attention_cache: optional `(B, 2, Tk, K, key_dim)` keys and
-            values of the encoder outputs, from
+        cross_attention_cache: optional `(keys, values)` of the encoder
+            outputs, `(B, K, key_dim, Tk)` and `(B, K, Tk, key_dim)`, from
             `compute_cross_attention_cache`; `encoder_sequence` is then not
             needed (and not used), but its masks still apply.
         decoder_sequence_mask, encoder_sequence_mask, mask: the implicit
@@ -200,8 +202,9 @@ class TransformerDecoderBlock(TransformerBlockBase):
             dtype: the cache's dtype; defaults to the compute dtype.
 
         Returns:
-            Zeros of shape `(B, 2, S, num_key_value_heads, key_dim)`, for
-            `call`'s `self_attention_cache`.
+            `(keys, values)`: zeros of shapes `(B, K, key_dim, S)` and
+            `(B, K, S, key_dim)` (`K = num_key_value_heads`), for `call`'s
+            `self_attention_cache`.
         """
         self._check_built("initial_cache")
         return self._self_attention.initial_cache(batch_size, max_length, dtype=dtype)
@@ -216,7 +219,8 @@ class TransformerDecoderBlock(TransformerBlockBase):
             encoder_sequence: `(B, Tk, d_enc)` encoder outputs.
 
         Returns:
-            `(B, 2, Tk, num_key_value_heads, key_dim)`.
+            `(keys, values)` of shapes `(B, K, key_dim, Tk)` (scaled by
+            `key_dim ** -0.5`) and `(B, K, Tk, key_dim)`.
         """
         self._check_built("compute_cross_attention_cache")
         if self._cross_attention is None:
@@ -244,9 +248,13 @@ class TransformerDecoderBlock(TransformerBlockBase):
         if cross_cache is not None and not has_cross:
             raise ValueError(
                 "Expected no `cross_attention_cache`: the block was built without "
-                "cross-attention (first called without an `encoder_sequence`), received: "
-                f"cross_attention_cache.shape={tuple(cross_cache.shape)}"
+                "cross-attention (first called without an `encoder_sequence`), received one"
             )
+        batch, query_length = decoder_sequence.shape[0], decoder_sequence.shape[1]
+        if self_cache is not None:
+            self._self_attention._check_cache(self_cache, batch)
+        if cross_cache is not None:
+            self._cross_attention._check_cache(cross_cache, batch)
         if encoder_sequence is None and cross_cache is None and has_cross:
             raise ValueError(
                 "Expected an `encoder_sequence` (or a `cross_attention_cache`): the block "
@@ -259,9 +267,8 @@ class TransformerDecoderBlock(TransformerBlockBase):
                 "cross-attention (first called without one), received: "
                 f"encoder_sequence.shape={tuple(encoder_sequence.shape)}"
             )
-        batch, query_length = decoder_sequence.shape[0], decoder_sequence.shape[1]
         # With a cache, the self-attention's keys are the cache's positions.
-        key_length = query_length if self_cache is None else self_cache.shape[2]
+        key_length = query_length if self_cache is None else self_cache[1].shape[2]
         check_broadcastable(masks["decoder_padding_mask"], (batch, key_length),
                             "decoder_padding_mask")
         check_broadcastable(masks["mask"], (batch, query_length), "mask")
@@ -285,7 +292,7 @@ class TransformerDecoderBlock(TransformerBlockBase):
             _validation.last_dim("encoder_sequence", encoder_sequence.shape, self._encoder_width)
             encoder_dims = tuple(encoder_sequence.shape[:2])
         else:
-            encoder_dims = (cross_cache.shape[0], cross_cache.shape[2])
+            encoder_dims = (cross_cache[1].shape[0], cross_cache[1].shape[2])
         check_broadcastable(masks["encoder_padding_mask"], encoder_dims, "encoder_padding_mask")
         check_broadcastable(masks["encoder_sequence_mask"], encoder_dims, "encoder_sequence_mask")
         check_broadcastable(
@@ -442,7 +449,7 @@ class TransformerDecoderBlock(TransformerBlockBase):
         if return_attention_scores:
             key_length = query_length
             if self_attention_cache is not None:
-                key_length = self_attention_cache.shape[2]
+                key_length = self_attention_cache[1].shape[2]
             outputs += (
                 keras.KerasTensor(
                     (batch, self.num_heads, query_length, key_length), dtype=self.compute_dtype
@@ -450,7 +457,7 @@ class TransformerDecoderBlock(TransformerBlockBase):
             )
             if self._cross_attention is not None:
                 encoder_length = (
-                    cross_attention_cache.shape[2]
+                    cross_attention_cache[1].shape[2]
                     if encoder_sequence is None
                     else encoder_sequence.shape[1]
                 )
@@ -461,9 +468,8 @@ class TransformerDecoderBlock(TransformerBlockBase):
                     ),
                 )
         if self_attention_cache is not None:
-            outputs += (
-                keras.KerasTensor(self_attention_cache.shape, dtype=self_attention_cache.dtype),
-            )
+            outputs += (tuple(keras.KerasTensor(part.shape, dtype=part.dtype)
+                              for part in self_attention_cache),)
         return outputs[0] if len(outputs) == 1 else outputs
 
 

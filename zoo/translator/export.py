@@ -109,54 +109,81 @@ BAD_INPUTS = {
     "not_utf8": b"A dog \xff\xfe runs.",
 }
 _SOURCE = ("source_ids", "source_padding_mask")
+_CACHE_PARTS = ("keys", "values")  # a decoder layer's cache, heads first
 
 
-def _decoding_graphs(model: Translator, max_length: int):
+def _decoding_graphs(model: Translator):
     """`encode` and `decode_step` as `tf.function`s of flat named tensors (ONNX's inputs).
 
     `encode`: `encoder_token_ids`, `encoder_padding_mask` →
-    `cross_attention_cache_<i>` per decoder layer. `decode_step`:
-    `token_ids (B, 1)`, `index ()`, `encoder_padding_mask`, `cache_<i>`
-    `(B, 2, max_length, K, key_dim)` and `cross_attention_cache_<i>` →
-    `logits (B, V)` and `updated_cache_<i>` (outputs named apart from the
-    inputs: tf2onnx cannot convert a graph whose output shares an input's name).
+    `cross_attention_cache_<i>_keys` `(B, K, key_dim, Ts)` and `_values`
+    `(B, K, Ts, key_dim)` per decoder layer (with additive cross-attention
+    `cross_attention_cache_<i>`, the encoder outputs `(B, Ts, d)`).
+    `decode_step`: `token_ids (B, 1)`, `index ()`, `encoder_padding_mask`,
+    `cache_<i>_keys` `(B, K, key_dim, S)`, `cache_<i>_values`
+    `(B, K, S, key_dim)` (`S` the positions to decode) and the
+    cross-attention caches →
+    `logits (B, V)` and `updated_cache_<i>_keys` and `_values` (outputs named
+    apart from the inputs: tf2onnx cannot convert a graph whose output shares
+    an input's name).
     """
     import tensorflow as tf
 
     backbone = model.backbone
-    layers = range(backbone.num_decoder_layers)
+    layers = backbone.num_decoder_layers
     source = [tf.TensorSpec((None, None), tf.int32, name="encoder_token_ids"),
               tf.TensorSpec((None, None), tf.bool, name="encoder_padding_mask")]
 
     @tf.function(input_signature=source)
     def encode(encoder_token_ids, encoder_padding_mask):
         encoded = backbone.encode(encoder_token_ids, encoder_padding_mask)
-        return {f"cross_attention_cache_{i}": cache
-                for i, cache in enumerate(backbone.cross_attention_cache(encoded))}
+        return _named_caches("cross_attention_cache",
+                             backbone.cross_attention_cache(encoded))
 
-    def dynamic(name: str, shape) -> "tf.TensorSpec":  # batch and length dynamic
-        return tf.TensorSpec((None, shape[1], None) + tuple(shape[3:]), tf.float32, name=name)
-
-    crosses = encode.get_concrete_function().structured_outputs
-    cache = backbone.initial_cache(1, max_length)
+    # Batch and length dynamic: the cross-attention caches as `encode` gives them, the
+    # self-attention caches with the axes that differ between two lengths.
     specs = {"token_ids": tf.TensorSpec((None, 1), tf.int32, name="token_ids"),
              "index": tf.TensorSpec((), tf.int32, name="index"),
              "encoder_padding_mask": source[1]}
-    for i in layers:
-        specs[f"cache_{i}"] = dynamic(f"cache_{i}", cache[i].shape)
-        name = f"cross_attention_cache_{i}"
-        specs[name] = dynamic(name, crosses[name].shape)
+    for name, tensor in encode.get_concrete_function().structured_outputs.items():
+        specs[name] = tf.TensorSpec(tensor.shape, tf.float32, name=name)
+    shorter, longer = (_named_caches("cache", backbone.initial_cache(1, length))
+                       for length in (2, 3))
+    for name, tensor in shorter.items():
+        shape = [None] + [size if size == other else None for size, other in
+                          zip(tensor.shape[1:], longer[name].shape[1:])]
+        specs[name] = tf.TensorSpec(shape, tf.float32, name=name)
 
     @tf.function(input_signature=[specs])
     def decode_step(inputs):
         features, updated = backbone.decode_step(
-            inputs["token_ids"], inputs["index"], tuple(inputs[f"cache_{i}"] for i in layers),
-            tuple(inputs[f"cross_attention_cache_{i}"] for i in layers),
+            inputs["token_ids"], inputs["index"], _unnamed_caches(inputs, "cache", layers),
+            _unnamed_caches(inputs, "cross_attention_cache", layers),
             inputs["encoder_padding_mask"])
         return {"logits": model._logits(features)[:, 0],
-                **{f"updated_cache_{i}": value for i, value in enumerate(updated)}}
+                **_named_caches("updated_cache", updated)}
 
     return encode, decode_step
+
+
+def _named_caches(prefix: str, caches) -> dict:
+    """Per-layer caches as flat named tensors: `<prefix>_<i>_keys` and `_values` of a
+    `(keys, values)` pair, `<prefix>_<i>` of one tensor (additive cross-attention's)."""
+    named = {}
+    for i, layer_cache in enumerate(caches):
+        if isinstance(layer_cache, (tuple, list)):
+            named.update({f"{prefix}_{i}_{suffix}": part
+                          for suffix, part in zip(_CACHE_PARTS, layer_cache)})
+        else:
+            named[f"{prefix}_{i}"] = layer_cache
+    return named
+
+
+def _unnamed_caches(inputs: dict, prefix: str, layers: int) -> tuple:
+    """`_named_caches`' inverse."""
+    return tuple(tuple(inputs[f"{prefix}_{i}_{suffix}"] for suffix in _CACHE_PARTS)
+                 if f"{prefix}_{i}" not in inputs else inputs[f"{prefix}_{i}"]
+                 for i in range(layers))
 
 
 def _named(output: str, function, input_signature: list):
@@ -190,7 +217,7 @@ def _write_saved_model(model: Translator, path: str, beam: int, max_length: int,
             for name, width in (("generate_ids", beam), ("generate_ids_greedy", 1)):
                 signatures[name] = _named("target_ids", model.decoding_function(
                     width, max_length + 1, length_penalty), ids)
-            encode, decode_step = _decoding_graphs(model, max_length + 1)
+            encode, decode_step = _decoding_graphs(model)
             signatures["encode"] = encode.get_concrete_function()
             signatures["decode_step"] = decode_step.get_concrete_function()
             signatures["serving_default"] = signatures["translate"]
@@ -226,7 +253,7 @@ class OnnxGreedyDecoder:
         self.encoder = OnnxRuntime(encoder, num_threads)
         self.decoder_step = OnnxRuntime(decoder_step, num_threads)
         inputs = self.decoder_step.signature()["inputs"]
-        # `cache_<i>`: (B, 2, max_length, K, key_dim).
+        # `cache_<i>_keys` (B, K, key_dim, length), `cache_<i>_values` (B, K, length, key_dim).
         self._caches = {i["name"]: i["shape"] for i in inputs if i["name"].startswith("cache_")}
         self.description = self.encoder.description
 
@@ -236,7 +263,9 @@ class OnnxGreedyDecoder:
         batch = len(source_ids)
         cross = self.encoder.run({"encoder_token_ids": source_ids,
                                   "encoder_padding_mask": source_padding_mask})
-        caches = {name: np.zeros((batch, shape[1], max_length, *shape[3:]), np.float32)
+        # Batch and length are the dynamic axes.
+        caches = {name: np.zeros([batch] + [size if isinstance(size, int) else max_length
+                                            for size in shape[1:]], np.float32)
                   for name, shape in self._caches.items()}
         ids = np.full((batch, max_length), PAD_ID, np.int32)
         ids[:, 0] = START_ID

@@ -401,8 +401,9 @@ class TranslatorBackbone(Backbone):
         """What each decoder layer attends to in the source, computed once per source.
 
         Returns:
-            One tensor per decoder layer: with multi-head cross-attention the
-            projected keys and values `(B, 2, Ts, K, key_dim)` of
+            One per decoder layer: with multi-head cross-attention the
+            projected `(keys, values)`, `(B, K, key_dim, Ts)` and
+            `(B, K, Ts, key_dim)`, of
             `TransformerDecoderBlock.compute_cross_attention_cache`; with
             additive cross-attention the encoder outputs themselves (its key
             projection is inside `AdditiveAttention`'s score).
@@ -413,7 +414,8 @@ class TranslatorBackbone(Backbone):
                      for block in self._decoder_blocks)
 
     def initial_cache(self, batch_size, max_length: int) -> tuple:
-        """Empty self-attention caches, one `(B, 2, max_length, K, key_dim)` per decoder layer."""
+        """Empty self-attention caches, one `(keys, values)` per decoder layer: `(B, K,
+        key_dim, max_length)` and `(B, K, max_length, key_dim)`."""
         return tuple(block.initial_cache(batch_size, max_length)
                      for block in self._decoder_blocks)
 
