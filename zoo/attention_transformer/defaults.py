@@ -23,6 +23,10 @@ from zoo.derived import DerivedOptions
 VALIDATION_SHARE, MAX_VALIDATION_SENTENCES = 0.15, 1000
 MIN_EPOCHS, BUDGET_STEPS = 6, 4000
 MIN_PATIENCE_EPOCHS, PATIENCE_STEPS = 3, 1000
+# The best method of the card's faithfulness table (README.md, "Explanations"), and what
+# the attention-map callback draws each epoch beside the attention maps.
+BEST_EXPLAIN_METHOD = "integrated_gradients"
+EXPLANATION_PICTURES = ("rollout", BEST_EXPLAIN_METHOD)
 
 
 def validation_sentences_for(sentences: int) -> int:

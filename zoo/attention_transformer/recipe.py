@@ -38,7 +38,9 @@ from typing import Optional, Sequence
 
 from zoo import console
 from zoo import registry
+from zoo.attention_transformer.defaults import BEST_EXPLAIN_METHOD
 from zoo.attention_transformer.defaults import BUDGET_STEPS
+from zoo.attention_transformer.defaults import EXPLANATION_PICTURES  # noqa: F401  (zoo.demo's)
 from zoo.attention_transformer.defaults import MIN_EPOCHS
 from zoo.attention_transformer.defaults import MIN_PATIENCE_EPOCHS
 from zoo.attention_transformer.defaults import PATIENCE_STEPS
@@ -46,10 +48,6 @@ from zoo.attention_transformer.defaults import PATIENCE_STEPS
 MODEL_NAME = "attention-transformer"
 EXPLAIN_METHODS = ("raw_attention", "rollout", "flow", "gradient_rollout", "input_x_gradient",
                    "integrated_gradients", "random")
-# The best method of the card's faithfulness table (README.md, "Explanations").
-BEST_EXPLAIN_METHOD = "integrated_gradients"
-# What the attention-map callback draws each epoch beside the attention maps.
-EXPLANATION_PICTURES = ("rollout", BEST_EXPLAIN_METHOD)
 # The defaults of the selection protocol, in one place.
 DEFAULT_VALIDATION_SEED = 0
 DEFAULT_FINE_TUNE_SEEDS = "1,2,3,4,5"

@@ -22,7 +22,7 @@ from zoo.attention_transformer import pretraining
 from zoo.attention_transformer.defaults import derive_fine_tuning
 from zoo.attention_transformer.plots import attention_probe
 from zoo.attention_transformer.plots import plot_attention
-from zoo.attention_transformer.recipe import EXPLANATION_PICTURES
+from zoo.attention_transformer.defaults import EXPLANATION_PICTURES
 from zoo.files import write_json
 
 VOCABULARY_FILE = "vocabulary.txt"
