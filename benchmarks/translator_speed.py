@@ -304,7 +304,8 @@ def main() -> int:
             from zoo.translator.export import export_translator
 
             export_dir = os.path.join(temporary, "exported")
-            export_translator(model, export_dir, beam=args.beam)
+            with console.native_logging_silenced():  # LiteRT's parity checks log natively
+                export_translator(model, export_dir, beam=args.beam)
         result = exported_versus_ctranslate2(model, os.path.join(export_dir, "saved_model"),
                                              validation, args.threads, args.batch_size,
                                              args.beam, args.repeats)
