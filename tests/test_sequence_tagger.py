@@ -454,13 +454,17 @@ class UnknownWordDropoutTest(tf.test.TestCase):
 class DerivedDefaultsTest(tf.test.TestCase):
     """The tagger's data-derived defaults, by hand from the written rule."""
 
-    def derive(self, steps_per_epoch, **given):
+    def derive(self, steps_per_epoch, tokens=None, tags=None, **given):
         import argparse
 
         from zoo.sequence_tagger.defaults import derive_training
 
-        args = argparse.Namespace(**{"epochs": None, "patience": None, **given})
-        return args, derive_training(args, 1000, 20000, ["PER", "LOC"], steps_per_epoch)
+        options = ("epochs", "patience", "hidden_dim", "intermediate_dim", "word_dropout")
+        args = argparse.Namespace(**{**dict.fromkeys(options), **given})
+        if tokens is None:  # 1,000 sentences of 20 tokens, every entity word seen twice
+            tokens = [[f"w{i % 500}"] + ["x"] * 19 for i in range(1000)]
+            tags = [["B-PER"] + ["O"] * 19 for _ in range(1000)]
+        return args, derive_training(args, tokens, tags, ["PER", "LOC"], steps_per_epoch)
 
     def test_conll2003_keeps_its_preset_and_small_data_gets_steps(self):
         args, _ = self.derive(439)  # CoNLL-2003: 14,041 sentences in batches of 32
@@ -470,7 +474,34 @@ class DerivedDefaultsTest(tf.test.TestCase):
         self.assertEqual((38, 10), (args.epochs, args.patience))
         self.assertIn("epochs 38 (4,066 steps), patience 10 (1,070 steps)", derived.summary())
 
+    def test_width_follows_the_training_tokens(self):
+        # 20,000 tokens: narrow; 100,000 (5,000 sentences of 20): wide, as the cards' sets.
+        args, derived = self.derive(107)
+        self.assertEqual((128, 256), (args.hidden_dim, args.intermediate_dim))
+        self.assertEqual(20_000, derived.data["tokens"])
+        tokens = [["x"] * 20 for _ in range(5000)]
+        args, _ = self.derive(157, tokens, [["O"] * 20 for _ in range(5000)])
+        self.assertEqual((256, 512), (args.hidden_dim, args.intermediate_dim))
+
+    def test_word_dropout_is_the_entity_words_hapax_share(self):
+        from zoo.sequence_tagger.defaults import entity_hapax_share
+
+        tokens = [["Ann", "met", "Bob"], ["Ann", "saw", "Cy", "Dee"]]
+        tags = [["B-PER", "O", "B-PER"], ["B-PER", "O", "B-PER", "I-PER"]]
+        # Entity tokens Ann, Bob, Ann, Cy, Dee: Bob, Cy and Dee occur once -> 3 / 5.
+        self.assertAlmostEqual(0.6, entity_hapax_share(tokens, tags))
+        args, derived = self.derive(1, tokens, tags)
+        self.assertEqual(0.3, args.word_dropout)  # 0.6 -> at most 0.3
+        self.assertEqual(0.6, derived.data["entity_hapax_share"])
+        # Every entity word seen twice -> 0 -> at least 0.1; 0.252 -> 0.25; 0.109 -> 0.1.
+        self.assertEqual(0.1, self.derive(107)[0].word_dropout)
+        from zoo.sequence_tagger.defaults import word_dropout_for
+
+        self.assertEqual((0.25, 0.1, 0.15), tuple(map(word_dropout_for, (0.252, 0.109, 0.13))))
+        self.assertEqual(0.0, entity_hapax_share([["a"]], [["O"]]))
+
     def test_given_flags_win(self):
-        args, derived = self.derive(107, epochs=5)
-        self.assertEqual((5, 10), (args.epochs, args.patience))
-        self.assertEqual({"epochs": 5}, derived.given)
+        args, derived = self.derive(107, epochs=5, hidden_dim=64, word_dropout=0.0)
+        self.assertEqual((5, 10, 64, 256, 0.0), (args.epochs, args.patience, args.hidden_dim,
+                                                 args.intermediate_dim, args.word_dropout))
+        self.assertEqual({"epochs": 5, "hidden_dim": 64, "word_dropout": 0.0}, derived.given)

@@ -35,8 +35,14 @@ from zoo import console
 from zoo import registry
 from zoo.sequence_tagger.defaults import BUDGET_STEPS
 from zoo.sequence_tagger.defaults import MIN_EPOCHS
+from zoo.sequence_tagger.defaults import MAX_WORD_DROPOUT
 from zoo.sequence_tagger.defaults import MIN_PATIENCE_EPOCHS
+from zoo.sequence_tagger.defaults import MIN_WORD_DROPOUT
+from zoo.sequence_tagger.defaults import NARROW_WIDTH
 from zoo.sequence_tagger.defaults import PATIENCE_STEPS
+from zoo.sequence_tagger.defaults import WIDE_TOKENS
+from zoo.sequence_tagger.defaults import WIDE_WIDTH
+from zoo.sequence_tagger.defaults import WORD_DROPOUT_STEP
 
 MODEL_NAME = "sequence-tagger"
 # Methods of `zoo explain sequence-tagger` (see zoo/sequence_tagger/explanations.py);
@@ -91,9 +97,13 @@ class SequenceTaggerRecipe(registry.Recipe):
         add("--lstm-units", "BiLSTM units per direction; 0 for none (a BiLSTM does not "
             "convert to TFLite at dynamic length)", type=int, default=0)
         add("--layers", "Transformer blocks", type=int, default=2)
-        add("--hidden-dim", "model width", type=int, default=256)
+        add("--hidden-dim", f"model width (default: from the data: {WIDE_WIDTH[0]} from "
+            f"{WIDE_TOKENS:,} training tokens on, else {NARROW_WIDTH[0]})", type=int,
+            default=None)
         add("--heads", "attention heads", type=int, default=4)
-        add("--intermediate-dim", "feed-forward width", type=int, default=512)
+        add("--intermediate-dim", f"feed-forward width (default: from the data: "
+            f"{WIDE_WIDTH[1]} from {WIDE_TOKENS:,} training tokens on, else {NARROW_WIDTH[1]})",
+            type=int, default=None)
         add("--position-encoding", "positions added before the blocks",
             choices=("none", "sinusoidal"), default="sinusoidal")
         add("--context-window", "tokens a convolution before the blocks sees at once (local "
@@ -102,8 +112,10 @@ class SequenceTaggerRecipe(registry.Recipe):
         add("--block-dropout", "dropout in the Transformer blocks", type=float, default=0.1)
         add("--attention-dropout", "dropout on attention weights", type=float, default=0.1)
         add("--word-dropout", "rate at which a word is read as unknown ([UNK]) in training, "
-            "so that unseen words get a trained embedding", type=float,
-            default=0.1)
+            "so that unseen words get a trained embedding (default: from the data: the share "
+            "of entity tokens whose word occurs once, rounded to "
+            f"{WORD_DROPOUT_STEP}, within [{MIN_WORD_DROPOUT}, {MAX_WORD_DROPOUT}])",
+            type=float, default=None)
         add("--epochs", "maximum epochs (default: from the data: at least "
             f"{MIN_EPOCHS} epochs and {BUDGET_STEPS:,} steps)", type=int, default=None)
         add("--batch-size", "sentences per batch", type=int, default=32)

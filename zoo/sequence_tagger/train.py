@@ -39,9 +39,7 @@ def check_options(args: argparse.Namespace) -> None:
                       "warmup_steps", "weight_decay"),
         rates=("dropout", "block_dropout", "attention_dropout", "word_dropout"),
     )
-    if args.layers and args.hidden_dim % args.heads:
-        raise ValueError(f"expected --hidden-dim divisible by --heads, received: "
-                         f"{args.hidden_dim} and {args.heads}")
+    check_width(args)
     data = Path(args.data)
     if not data.is_dir():
         raise ValueError(f"{data}: expected a data folder with train.txt and valid.txt, "
@@ -49,6 +47,13 @@ def check_options(args: argparse.Namespace) -> None:
     for name in ("train.txt", "valid.txt"):
         if not (data / name).is_file():
             raise ValueError(f"{data / name}: expected a file, received: no such file")
+
+
+def check_width(args: argparse.Namespace) -> None:
+    """`--hidden-dim` divisible by `--heads` (once the width is known: given or derived)."""
+    if args.layers and args.hidden_dim is not None and args.hidden_dim % args.heads:
+        raise ValueError(f"expected --hidden-dim divisible by --heads, received: "
+                         f"{args.hidden_dim} and {args.heads}")
 
 
 def _vocabularies(out: Path, sentences) -> tuple[list[str], list[str]]:
@@ -104,10 +109,10 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
     keras.utils.set_random_seed(args.seed)
     batches, steps = tagger_data.training_batches(splits.train, preprocessor, args.batch_size,
                                                   args.seed)
-    derived = derive_training(args, len(splits.train.tokens),
-                              sum(len(tokens) for tokens in splits.train.tokens),
+    derived = derive_training(args, splits.train.tokens, splits.train.tags,
                               splits.train.entity_types, steps)
     print(derived.summary(), flush=True)
+    check_width(args)
     architecture = dict(
         vocabulary_size=len(words), num_characters=len(characters),
         max_word_length=args.max_word_length, word_dim=args.word_dim,
