@@ -257,9 +257,10 @@ class RecipeTest(tf.test.TestCase):
             self.assertEqual(0, code, stderr)
             derived, result = stdout.splitlines()
             # 48 sentences in batches of 8: 6 steps, so patience ceil(1,000 / 6) = 167 epochs.
-            self.assertRegex(derived, r"^data: 48 sentences, [\d,]+ tokens, 2 entity types, 6 "
-                                      r"steps per epoch -> patience 167 \(1,002 steps\); given: "
-                                      r"--epochs 1$")
+            self.assertRegex(derived, r"^data: 48 sentences, [\d,]+ tokens, 2 entity types, "
+                                      r"[\d.]+ entity hapax share, 6 steps per epoch -> word "
+                                      r"dropout 0\.[123]5?, patience 167 \(1,002 steps\); given: "
+                                      r"--hidden-dim 16, --intermediate-dim 16, --epochs 1$")
             self.assertRegex(result, r"^validation entity F1 \d\.\d{4} .*test F1 \d\.\d{4}; wrote")
             self.assertCountEqual(
                 ["model.keras", "preset", "metrics.json", "training_curves.png",
