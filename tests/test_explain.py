@@ -136,6 +136,28 @@ class ModelMethodsTest(tf.test.TestCase):
                 unpadded = explain.explain(self.model, alone, method, steps=8)
                 self.assertAllClose(padded[0, :3], unpadded[0], atol=1e-4, msg=method)
 
+    def test_every_method_under_mixed_precision(self):
+        # The same weights in a mixed-precision model: every method runs (the
+        # gradient methods need the weights returned to be the ones applied)
+        # and ranks the tokens as the float32 model does, up to half precision.
+        weights = self.model.get_weights()
+        expected = {method: explain.explain(self.model, self.tokens, method, steps=8)
+                    for method in explain.METHODS if method != "random"}
+        for policy in ("mixed_bfloat16", "mixed_float16"):
+            keras.config.set_dtype_policy(policy)
+            try:
+                model = tiny_classifier()
+            finally:
+                keras.config.set_dtype_policy("float32")
+            model.set_weights(weights)
+            for method, float32_scores in expected.items():
+                scores = explain.explain(model, self.tokens, method, steps=8)
+                self.assertTrue(np.isfinite(scores).all(), msg=(policy, method))
+                self.assertAllEqual(scores[~self.valid], np.zeros((~self.valid).sum()))
+                scale = np.abs(float32_scores).max()
+                self.assertAllClose(float32_scores / scale, scores / scale, atol=0.1,
+                                    msg=(policy, method))
+
     def test_integrated_gradients_completeness(self):
         # From the pad token's embedding the scores sum to f(x) - f(baseline)
         # (the blocks' ReLUs make f kinked along the path: 256 points).

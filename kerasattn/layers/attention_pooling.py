@@ -144,9 +144,13 @@ class AttentionPooling(keras.layers.Layer):
         if mask is not None:
             mask = ops.expand_dims(mask, -2)  # (B, 1, T): the same for every query
         weights = masked_softmax(scores, mask)
-        dropped = self._dropout_layer(weights, training=training)
-        output = ops.einsum("bnt,btd->bnd", ops.cast(dropped, inputs.dtype), inputs)
-        weights = ops.cast(weights, self.compute_dtype)
+        # Without dropout, the weights returned are the tensor applied (one
+        # cast), so that gradients with respect to them exist under mixed
+        # precision (`kerasattn.explain`).
+        applied = weights = ops.cast(weights, inputs.dtype)
+        if training and self.dropout > 0:
+            applied = self._dropout_layer(weights, training=training)
+        output = ops.einsum("bnt,btd->bnd", applied, inputs)
         if self.num_queries == 1:
             output, weights = output[:, 0], weights[:, 0]
         if return_attention_scores:

@@ -306,8 +306,12 @@ def _dense_attention(
         if mask is not None:
             logits = logits + masking_bias(mask)
         weights = softmax(logits, axis=-1)
-    applied = weights if dropout is None else dropout(weights)
-    output = _combine(ops.cast(applied, out_dtype), value, num_groups, heads_first)
+    # One cast of the weights, applied and returned alike: under mixed precision
+    # the returned weights are then the tensor the output depends on, so that
+    # gradients with respect to them exist (`kerasattn.explain`).
+    returned = ops.cast(weights, out_dtype)
+    applied = returned if dropout is None else ops.cast(dropout(weights), out_dtype)
+    output = _combine(applied, value, num_groups, heads_first)
     if mask is not None:
         # Rows whose keys are all masked got a uniform softmax: zero them on
         # the (small) output rather than on the (large) weights.
@@ -317,9 +321,9 @@ def _dense_attention(
             row_has_key = ops.transpose(row_has_key, (0, 2, 1))
         output = output * ops.expand_dims(row_has_key, -1)
         if return_weights:
-            weights = weights * ops.cast(mask, weights.dtype)
+            returned = returned * ops.cast(mask, returned.dtype)
     if return_weights:
-        return output, ops.cast(weights, out_dtype)
+        return output, returned
     return output
 
 
