@@ -12,6 +12,7 @@ like `kerasattn.callbacks`, imports TensorFlow and is not imported by
 from kerasattn.explain.methods import METHODS
 from kerasattn.explain.methods import attention_flow
 from kerasattn.explain.methods import attention_rollout
+from kerasattn.explain.methods import cross_attention
 from kerasattn.explain.methods import explain
 from kerasattn.explain.methods import gradient_weighted_rollout
 from kerasattn.explain.methods import input_x_gradient
@@ -24,6 +25,7 @@ __all__ = [
     "METHODS",
     "attention_flow",
     "attention_rollout",
+    "cross_attention",
     "explain",
     "gradient_weighted_rollout",
     "input_x_gradient",
