@@ -2,7 +2,9 @@
 
 `from kerasattn import explain`: each method gives one score per input
 position for a chosen output of a Keras model built from `kerasattn` layers
-(`explain.explain(model, inputs, "rollout")`, or the functions by name);
+(`explain.explain(model, inputs, "rollout")`, or the functions by name), and
+`cross_attention` an encoder–decoder's alignment, one distribution over the
+source per target position;
 `kerasattn.explain.faithfulness` measures them by deleting what they rank
 highest. The gradient methods need the TensorFlow backend; this package,
 like `kerasattn.callbacks`, imports TensorFlow and is not imported by

@@ -5,6 +5,8 @@ its inputs, and returns float64 scores `(B, T)` with exactly 0 at padding.
 The attention methods read the layers' own weights (through
 `return_attention_scores`); the gradient methods differentiate the chosen
 output with respect to those weights or to the token embeddings.
+`cross_attention` is the one that scores pairs: for each query position of an
+encoder–decoder, float64 `(B, Tq, Tk)` over the key positions.
 """
 
 from __future__ import annotations
