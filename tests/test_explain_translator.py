@@ -120,6 +120,11 @@ class TranslatorExplainCliTest(tf.test.TestCase):
         cls.model_path = os.path.join(cls.folder, "model.keras")
         short_translator().save(cls.model_path)
         write_pairs(cls.folder, "val", pairs(4, seed=2))
+        cls.tsv = os.path.join(cls.folder, "pairs.tsv")
+        text = pairs(2, seed=3)
+        with open(cls.tsv, "w", encoding="utf-8") as file:
+            file.write("source\ttarget\n" + "".join(
+                f"{source}\t{target}\n" for source, target in zip(text.sources, text.targets)))
 
     def test_json_holds_the_full_alignment(self):
         code, printed, errors = run_cli(["explain", "translator", *TEXTS, "--json", "--method",
@@ -203,11 +208,14 @@ class TranslatorExplainCliTest(tf.test.TestCase):
         self.assertAllClose(
             report["by_removal"]["delete"]["methods"]["cross_attention"]["bins"]["50"][
                 "comprehensiveness"], (before - after).mean(), atol=1e-4)
+        # A source<TAB>target file, and the table for a person.
         code, printed, errors = run_cli(
-            ["faithfulness", "translator", "--data", self.folder, "--model", self.model_path,
+            ["faithfulness", "translator", "--data", self.tsv, "--model", self.model_path,
              "--methods", "cross_attention", "--random-seeds", "1", "--sanity-examples", "2",
              "--limit", "1"])
         self.assertEqual(0, code, errors)
+        self.assertRegex(printed, r"^\d+ target tokens of 1 greedy translations; ")
         self.assertIn("tokens deleted: comprehensiveness and sufficiency", printed)
+        self.assertIn("tokens replaced by ", printed)
         self.assertIn("best by comprehensiveness - sufficiency (deletion): cross_attention",
                       printed)
