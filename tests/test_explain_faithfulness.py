@@ -82,6 +82,26 @@ class ErasureByHandTest(tf.test.TestCase):
         expected = np.mean([r["comprehensiveness"].mean() for r in per_seed])
         self.assertAllClose(report["delete"]["random"]["comprehensiveness"], expected)
 
+    def test_row_inputs_travel_with_their_rows(self):
+        # Three copies of the example, each with its own offset on class 1 that
+        # `predict_proba` reads from `row_inputs`: the drops are the offset-free
+        # ones only if every batch (sorted by length, of 2 rows) gets its rows' offsets.
+        tokens, mask = np.repeat(TOKENS, 3, 0), np.repeat(MASK, 3, 0)
+        scores = np.repeat(GOOD, 3, 0)
+        scores[1] = BAD[0]  # another ranking, so the rows' lengths differ after deletion
+        offsets = np.array([0.0, 0.05, 0.1])
+
+        def predict(token_ids, padding_mask, row_inputs):
+            positive = fake_predict(token_ids, padding_mask)[:, 1] + row_inputs["offset"]
+            return np.stack([1 - positive, positive], axis=1)
+
+        with_rows = faithfulness.erasure_scores(predict, tokens, mask, scores, batch_size=2,
+                                                row_inputs={"offset": offsets})
+        without = faithfulness.erasure_scores(fake_predict, tokens, mask, scores)
+        for key in ("comprehensiveness", "sufficiency"):
+            self.assertAllClose(with_rows[key], without[key])
+        self.assertAllClose(with_rows["probability"], 0.9 + offsets)
+
     def test_bootstrap_interval_brackets_the_mean(self):
         values = np.random.default_rng(0).normal(1.0, 0.5, 400)
         low, high = faithfulness.bootstrap_interval(values)

@@ -133,8 +133,10 @@ def _add_faithfulness_arguments(parser: argparse.ArgumentParser, recipe) -> None
     from zoo import registry
 
     measured = [m for m in recipe.explain_methods if m != "random"]
-    parser.add_argument("--data", required=True, metavar="FILE",
-                        help="the labelled file whose examples are explained")
+    parser.add_argument("--data", required=True,
+                        metavar="FILE_OR_DIR" if recipe.faithfulness_reads_folders else "FILE",
+                        help="the labelled file whose examples are explained" + (
+                            " (or a data folder)" if recipe.faithfulness_reads_folders else ""))
     parser.add_argument("--methods", nargs="+", choices=measured, default=measured,
                         metavar="METHOD",
                         help=f"methods to measure, of {', '.join(measured)} (default: all)")
@@ -169,8 +171,10 @@ def _explain(args: argparse.Namespace, recipe) -> None:
 
 def _faithfulness(args: argparse.Namespace, recipe) -> None:
     data = Path(args.data)
-    if not data.is_file():
-        raise ValueError(f"{data}: expected a labelled file, received: no such file")
+    if not (data.is_file() or recipe.faithfulness_reads_folders and data.is_dir()):
+        expected = ("a labelled file or a data folder" if recipe.faithfulness_reads_folders
+                    else "a labelled file")
+        raise ValueError(f"{data}: expected {expected}, received: no such file")
     from zoo import training
 
     training.check_option_ranges(args, positive=("random_seeds", "sanity_examples", "limit"))

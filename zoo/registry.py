@@ -112,6 +112,8 @@ class Recipe:
     # The method `explain` and `predict` use by default: the one the model
     # card's faithfulness table ranks best.
     best_explain_method: str = ""
+    # Whether `faithfulness --data` may name a data folder as well as a file.
+    faithfulness_reads_folders: bool = False
 
     def add_explain_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Adds `explain`'s inputs (beside `--method`, `--json`, `--html` and the model source)."""

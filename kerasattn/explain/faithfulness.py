@@ -33,8 +33,9 @@ import numpy as np
 
 BINS = (1, 5, 10, 20, 50)
 STRATEGIES = ("delete", "replace")
-# `predict_proba(token_ids, padding_mask)`: class probabilities `(N, C)`.
-PredictFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# `predict_proba(token_ids, padding_mask)`: class probabilities `(N, C)`; with
+# `row_inputs`, `predict_proba(token_ids, padding_mask, row_inputs)`.
+PredictFunction = Callable[..., np.ndarray]
 
 
 def _check_batch(token_ids: np.ndarray, padding_mask: np.ndarray, scores: np.ndarray) -> None:
@@ -112,7 +113,8 @@ def erase(
 
 
 def _predict_in_batches(predict_proba: PredictFunction, token_ids, padding_mask,
-                        batch_size: int) -> np.ndarray:
+                        batch_size: int, row_inputs: Optional[Dict[str, np.ndarray]] = None
+                        ) -> np.ndarray:
     # Rows sorted by length and each batch cut to its longest: deletion
     # shortens sequences, and short rows then run without long padding.
     lengths = padding_mask.sum(1)
@@ -122,7 +124,11 @@ def _predict_in_batches(predict_proba: PredictFunction, token_ids, padding_mask,
         rows = order[start:start + batch_size]
         length = max(1, int(lengths[rows].max()))
         ids, mask = token_ids[rows, :length], padding_mask[rows, :length]
-        parts.append(np.asarray(predict_proba(ids, mask), np.float64))
+        if row_inputs is None:
+            parts.append(np.asarray(predict_proba(ids, mask), np.float64))
+        else:
+            given = {key: value[rows] for key, value in row_inputs.items()}
+            parts.append(np.asarray(predict_proba(ids, mask, given), np.float64))
     probabilities = np.empty((token_ids.shape[0], parts[0].shape[-1]))
     probabilities[order] = np.concatenate(parts)
     return probabilities
@@ -137,6 +143,7 @@ def erasure_scores(
     strategy: str = "delete",
     replacement_id: int = 0,
     batch_size: int = 256,
+    row_inputs: Optional[Dict[str, np.ndarray]] = None,
 ) -> Dict[str, np.ndarray]:
     """Per-example comprehensiveness and sufficiency at each bin.
 
@@ -146,6 +153,10 @@ def erasure_scores(
         bins: percentages of tokens.
         strategy, replacement_id: as for `erase`.
         batch_size: examples per `predict_proba` call.
+        row_inputs: optional per-example arrays `(N, ...)` the model reads
+            beside the erased tokens (such as a translation's target side);
+            `predict_proba` then gets them, cut to the rows of its batch, as
+            a third argument `{name: array}`.
 
     Returns:
         `{"comprehensiveness": (N, bins), "sufficiency": (N, bins),
@@ -153,7 +164,7 @@ def erasure_scores(
         probability on the whole input.
     """
     token_ids, padding_mask = np.asarray(token_ids), np.asarray(padding_mask, bool)
-    full = _predict_in_batches(predict_proba, token_ids, padding_mask, batch_size)
+    full = _predict_in_batches(predict_proba, token_ids, padding_mask, batch_size, row_inputs)
     classes = full.argmax(-1)
     probability = full[np.arange(len(classes)), classes]
     measures = {}
@@ -162,7 +173,9 @@ def erasure_scores(
                   for k in bins]
         ids = np.concatenate([e[0] for e in erased])
         mask = np.concatenate([e[1] for e in erased])
-        changed = _predict_in_batches(predict_proba, ids, mask, batch_size)
+        tiled = None if row_inputs is None else {
+            key: np.concatenate([value] * len(bins)) for key, value in row_inputs.items()}
+        changed = _predict_in_batches(predict_proba, ids, mask, batch_size, tiled)
         changed = changed.reshape(len(bins), -1, changed.shape[-1])
         measures[name] = (probability[None] - changed[:, np.arange(len(classes)), classes]).T
     return {**measures, "probability": probability, "classes": classes}
@@ -218,6 +231,7 @@ def evaluate(
     replacement_id: int = 0,
     batch_size: int = 256,
     progress: Optional[Callable[[str], None]] = None,
+    row_inputs: Optional[Dict[str, np.ndarray]] = None,
 ) -> dict:
     """ERASER's measures of several explanations, and of random scores.
 
@@ -233,6 +247,8 @@ def evaluate(
         batch_size: examples per `predict_proba` call.
         progress: optional function called with a label after each
             explanation is scored (for a progress bar).
+        row_inputs: optional per-example arrays passed on to
+            `predict_proba` (see `erasure_scores`).
 
     Returns:
         `{strategy: {"methods": {name: summarize(...)}, "random":
@@ -254,7 +270,7 @@ def evaluate(
 
         def measured(scores, label):
             result = erasure_scores(predict_proba, token_ids, padding_mask, scores, bins,
-                                    strategy, replacement_id, batch_size)
+                                    strategy, replacement_id, batch_size, row_inputs)
             if progress is not None:
                 progress(f"{strategy}: {label}")
             return result

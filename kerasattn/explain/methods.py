@@ -5,6 +5,8 @@ its inputs, and returns float64 scores `(B, T)` with exactly 0 at padding.
 The attention methods read the layers' own weights (through
 `return_attention_scores`); the gradient methods differentiate the chosen
 output with respect to those weights or to the token embeddings.
+`cross_attention` is the one that scores pairs: for each query position of an
+encoder–decoder, float64 `(B, Tq, Tk)` over the key positions.
 """
 
 from __future__ import annotations
@@ -191,6 +193,52 @@ def raw_attention(model: keras.layers.Layer, inputs: Any, *, layer: Optional[str
         queries = valid[:, :, None].astype(np.float64)
         scores = (weights * queries).sum(1) / np.maximum(queries.sum(1), 1.0)
     return np.where(valid, scores, 0.0)
+
+
+CROSS_ATTENTION_LAYERS = ("last", "mean")
+
+
+def cross_attention(model: keras.layers.Layer, inputs: Any, padding_mask: np.ndarray, *,
+                    layers: str = "last") -> np.ndarray:
+    """An alignment from the cross-attention of an encoder–decoder.
+
+    The weights of the layers that attend from one sequence to another (a
+    decoder's cross-attention, multi-head or additive), averaged over heads:
+    for each query position (a target token), a distribution over the key
+    positions (the source tokens).
+
+    Args:
+        model: a Keras model built from `kerasattn` layers, with at least
+            one cross-attention layer.
+        inputs: a batch of its inputs.
+        padding_mask: bool `(B, Tk)`, `True` at the real key positions.
+        layers: `"last"` for the last cross-attention layer the model runs,
+            `"mean"` for the mean over all of them.
+
+    Returns:
+        float64 `(B, Tq, Tk)`: each row non-negative, 0 at padding and
+        summing to 1 over the real keys.
+
+    Example:
+
+    >>> alignment = cross_attention(translator, features,
+    ...                             features["encoder_padding_mask"])  # doctest: +SKIP
+    """
+    if layers not in CROSS_ATTENTION_LAYERS:
+        raise ValueError(f"Expected `layers` in {CROSS_ATTENTION_LAYERS}, "
+                         f"received: layers={layers!r}")
+    valid = np.asarray(padding_mask, bool)
+    records = [r for r in trace(model, inputs).records
+               if r.kind == "other" and r.weights.shape[-1] == valid.shape[-1]]
+    if valid.ndim != 2 or not records:
+        raise ValueError(
+            f"Expected a model with a cross-attention over the {valid.shape[-1]} positions of "
+            f"`padding_mask`, received: padding_mask of shape {valid.shape} and "
+            f"{len(records)} such layers")
+    maps = [record.weights.astype(np.float64).mean(1) for record in records]  # (B, Tq, Tk)
+    weights = maps[-1] if layers == "last" else np.mean(maps, axis=0)
+    weights = np.where(valid[:, None, :], weights, 0.0)
+    return weights / np.maximum(weights.sum(-1, keepdims=True), 1e-12)
 
 
 def attention_rollout(model: keras.layers.Layer, inputs: Any, *, position: Position = None,

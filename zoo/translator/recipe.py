@@ -24,7 +24,10 @@ the best epoch, scores validation greedy and with `--beam`, and writes to
   command again after an interruption and it resumes.
 
 `predict` and `evaluate` use the shipped `multi30k-en-de` preset, or
-`--preset FOLDER` / `--model OUT/model.keras`.
+`--preset FOLDER` / `--model OUT/model.keras`; so do `explain` (for each
+target token of a greedy translation, a score per source token: an alignment
+from cross-attention or from gradients) and `faithfulness` (those alignments
+measured by removing the source tokens they rank highest).
 """
 
 from __future__ import annotations
@@ -44,6 +47,14 @@ from zoo.translator.defaults import PATIENCE_STEPS
 MODEL_NAME = "translator"
 DEFAULT_BEAM = 4
 DEFAULT_LENGTH_PENALTY = 0.6
+# Methods of `zoo explain translator` (see zoo/translator/explanations.py): each
+# scores the source tokens for one target token of the greedy translation; the
+# default is the best of the card's faithfulness table.
+EXPLAIN_METHODS = ("cross_attention", "cross_attention_mean", "input_x_gradient",
+                   "integrated_gradients", "random")
+BEST_EXPLAIN_METHOD = "cross_attention_mean"
+# Source tokens `zoo explain translator` lists per target token.
+TOP_SOURCE_TOKENS = 3
 
 
 class TranslatorRecipe(registry.Recipe):
@@ -164,6 +175,90 @@ class TranslatorRecipe(registry.Recipe):
         return (f"BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f} (sacreBLEU, cased, "
                 f"13a) on {metrics['sentences']} sentences, beam {metrics['beam']}; "
                 f"{metrics['target_tokens_per_second']:.0f} target tokens/s")
+
+    # -- explain and faithfulness --------------------------------------------
+
+    explain_methods = EXPLAIN_METHODS
+    best_explain_method = BEST_EXPLAIN_METHOD
+    faithfulness_reads_folders = True
+
+    def add_explain_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("texts", nargs="+", help="sentences to translate (greedy) and "
+                            "explain, target token by target token")
+
+    def explain(self, model, args: argparse.Namespace) -> dict:
+        from zoo.translator import explanations
+
+        return {"model": self.name, "method": args.method,
+                "explanations": explanations.explain_texts(model, args.texts, args.method)}
+
+    def format_explanation(self, result: dict) -> str:
+        lines = []
+        for row in result["explanations"]:
+            lines += [row["text"], f"  → {row['translation']}",
+                      f"  top {TOP_SOURCE_TOKENS} source tokens of each target token by "
+                      f"{row['method']}:"]
+            for target, scores in zip(row["target_tokens"], row["alignment"]):
+                ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+                shown = ", ".join(f"{row['source_tokens'][i]} {scores[i]:.3f}"
+                                  for i in ranked[:TOP_SOURCE_TOKENS])
+                lines.append(f"    {target:<14} ← {shown}")
+        return "\n".join(lines)
+
+    def explanation_html(self, result: dict) -> str:
+        from zoo.explanations import html_heatmap
+
+        rows = [{"heading": f"{target} — {row['text']} → {row['translation']}",
+                 "tokens": row["source_tokens"], "scores": scores}
+                for row in result["explanations"]
+                for target, scores in zip(row["target_tokens"], row["alignment"])]
+        return html_heatmap(f"{self.name}: source tokens by {result['method']}, for each "
+                            "target token of the greedy translation (red for, blue against)",
+                            rows)
+
+    def add_faithfulness_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--split", default="val",
+                            help="with --data a folder: the split read, SPLIT.<src> and "
+                                 "SPLIT.<tgt> or SPLIT.tsv (default: %(default)s)")
+        parser.add_argument("--source-language", default="en",
+                            help="file ending of the source sentences (default: %(default)s)")
+        parser.add_argument("--target-language", default="de",
+                            help="file ending of the target sentences (default: %(default)s)")
+
+    def faithfulness(self, model, data: Path, args: argparse.Namespace) -> dict:
+        from kerasattn import data as kdata
+        from zoo.explanations import Progress
+        from zoo.translator import explanations
+        from zoo.translator.data import read_split
+
+        if data.is_dir():
+            pairs = read_split(data, args.split, args.source_language, args.target_language)
+            if pairs is None:
+                raise ValueError(
+                    f"{data}: expected {args.split}.{args.source_language} and "
+                    f"{args.split}.{args.target_language}, or {args.split}.tsv, received: "
+                    "neither")
+        else:
+            pairs = kdata.read_parallel_text(data)
+        progress = Progress(explanations.progress_steps(args.methods, args.random_seeds))
+        return explanations.measure(model, pairs.sources[:args.limit], args.methods,
+                                    args.random_seeds, args.sanity_examples, progress.step)
+
+    def format_faithfulness(self, report: dict) -> str:
+        from zoo.explanations import faithfulness_table
+
+        best = max(report["methods"], key=lambda name: report["methods"][name]["aopc"])
+        return "\n\n".join([
+            f"{report['examples']} target tokens of {report['sentences']} greedy translations; "
+            "each method explains a target token's log-probability (teacher-forced on the "
+            f"translation, mean {report['baseline']['log_probability']:.3f}); the measures are "
+            "its drops, in nats",
+            faithfulness_table(report, "delete", "deleted"),
+            faithfulness_table(report, "replace", f"replaced by {report['replacement_token']}"),
+            "sanity rho: Spearman correlation with the explanations of the model with every "
+            "layer's weights shuffled, top down (below 0.5: the method sees the weights)",
+            f"best by comprehensiveness - sufficiency (deletion): {best}",
+        ])
 
 
 def _check_decoding_arguments(args: argparse.Namespace) -> None:
