@@ -7,7 +7,6 @@ import json
 import os
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 
 from kerasattn import prune
