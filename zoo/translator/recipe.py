@@ -1,4 +1,4 @@
-"""The translator's recipe: train, predict, evaluate.
+"""The translator's recipe: train, predict, evaluate, prune.
 
 `python -m zoo train translator --data DIR --out OUT` reads the training
 pairs from `DIR/train.<src>` and `DIR/train.<tgt>` (one sentence a line,
@@ -24,7 +24,10 @@ the best epoch, scores validation greedy and with `--beam`, and writes to
   command again after an interruption and it resumes.
 
 `predict` and `evaluate` use the shipped `multi30k-en-de` preset, or
-`--preset FOLDER` / `--model OUT/model.keras`.
+`--preset FOLDER` / `--model OUT/model.keras`; so does `python -m zoo prune
+translator --data DIR --out OUT` (`zoo.pruning`; see `prune_setup`), which
+removes encoder heads, decoder self- and cross-attention heads and
+feed-forward units on greedy validation BLEU.
 """
 
 from __future__ import annotations
