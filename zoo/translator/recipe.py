@@ -223,7 +223,10 @@ class TranslatorRecipe(registry.Recipe):
         timed = held.sources[int(np.argsort(lengths, kind="stable")[len(lengths) // 2])]
         features = model.preprocessor([timed])
         checked = held.sources[:8]
-        pairs_of = f"{Path(args.data) / 'val'}.{args.source_language}/.{args.target_language}"
+        folder = Path(args.data)
+        pairs_of = (f"{folder / 'val'}.{{{args.source_language},{args.target_language}}}"
+                    if (folder / f"val.{args.source_language}").is_file()
+                    else f"{folder / 'val.tsv'}")
         return PruneSetup(
             metric_name="BLEU / 100",
             validate=bleu_on(held, 1),
