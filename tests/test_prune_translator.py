@@ -139,6 +139,10 @@ class PruneCommandTest(tf.test.TestCase):
             self.assertEqual(2, len(cross))
             self.assertIn("greedy decoding", record["validation_data"])
             self.assertTrue(record["distilled"])
+            with open(os.path.join(out, "pruning.md"), encoding="utf-8") as file:
+                card = file.read()
+            self.assertIn(f"| query heads | {heads} | {heads // 2} |", card)
+            self.assertIn("| parameters of the attention layers and blocks |", card)
             code, _, stderr = run_cli([
                 "prune", "translator", "--data", data, "--model", model_path, "--out",
                 os.path.join(root, "bad"), "--validation-sentences", "8"])

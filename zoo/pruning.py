@@ -232,7 +232,7 @@ def card_section(record: dict) -> str:
         f"| query heads | {record['heads'][0]} | {record['heads'][1]} |",
         f"| feed-forward units | {record['units'][0]} | {record['units'][1]} |",
         f"| parameters | {record['parameters'][0]:,} | {record['parameters'][1]:,} |",
-        f"| encoder parameters (attention and blocks) | {record['encoder_parameters'][0]:,} | "
+        f"| parameters of the attention layers and blocks | {record['encoder_parameters'][0]:,} | "
         f"{record['encoder_parameters'][1]:,} |",
         f"| validation {metric['name']} | {metric['validation_before']:.4f} | "
         f"{metric['validation_after']:.4f} |",
