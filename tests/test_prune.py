@@ -1,4 +1,5 @@
 """`kerasattn.prune`: no-op removal, removal equals gating, round trip, export parity,
+a decoder block's self- and cross-attention heads (cached decoding after pruning),
 importance against finite differences, selection, recovery and the schedule."""
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ KEEP = {
     "pre_block/self_attention": [0, 1, 3],
     "pre_block/feedforward": [9],
     "gated_attention": [1],
+    "decoder_block/self_attention": [1],
+    "decoder_block/cross_attention": [0],
     "decoder_block/feedforward": [1, 2, 5],
 }
 
@@ -67,7 +70,9 @@ class PruneModelTest(harness.LayerTestCase):
             ("post_block/self_attention", "heads", 4, 2),
             ("post_block/feedforward", "units", 12, 1),
             ("pre_block/self_attention", "heads", 4, 1), ("pre_block/feedforward", "units", 10, 1),
-            ("gated_attention", "heads", 3, 1), ("decoder_block/feedforward", "units", 8, 1),
+            ("gated_attention", "heads", 3, 1), ("decoder_block/self_attention", "heads", 2, 1),
+            ("decoder_block/cross_attention", "heads", 2, 1),
+            ("decoder_block/feedforward", "units", 8, 1),
         }, groups)
 
     def test_removing_nothing_reproduces_the_model_exactly(self):
@@ -148,6 +153,94 @@ class PruneModelTest(harness.LayerTestCase):
                                 "needs a `rebuild` function")
 
 
+def _decoder_model() -> keras.Model:
+    """One decoder block with grouped-query heads (two query heads per key/value
+    head) over an encoder sequence."""
+    target = keras.Input((None, WIDTH), name="target")
+    source = keras.Input((None, WIDTH), name="source")
+    outputs = TransformerDecoderBlock(num_heads=4, intermediate_dim=12, num_key_value_heads=2,
+                                      name="decoder")(target, source)
+    return keras.Model({"target": target, "source": source}, outputs)
+
+
+def _decoder_inputs(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"target": rng.normal(size=(2, LENGTH, WIDTH)).astype("float32"),
+            "source": rng.normal(size=(2, 5, WIDTH)).astype("float32")}
+
+
+class DecoderBlockPruneTest(harness.LayerTestCase):
+    """A decoder block's self- and cross-attention heads are pruned apart."""
+
+    KEEP = {"decoder/self_attention": [2, 3], "decoder/cross_attention": [0, 1, 2, 3],
+            "decoder/feedforward": [0, 4, 7]}
+
+    def test_self_and_cross_attention_heads_are_groups_of_their_own(self):
+        groups = {(g.path, g.size, g.group_size) for g in prune.find_prunable(_decoder_model())
+                  if g.kind == "heads"}
+        self.assertEqual({("decoder/self_attention", 4, 2), ("decoder/cross_attention", 4, 2)},
+                         groups)
+
+    def test_removing_equals_gating_for_self_and_cross_attention(self):
+        model = _decoder_model()
+        inputs = _decoder_inputs()
+        for keep in ({"decoder/self_attention": [0, 1]}, {"decoder/cross_attention": [2, 3]},
+                     self.KEEP,
+                     # Either attention first: what one changes, the other's pins leave.
+                     {"decoder/cross_attention": [2, 3], "decoder/self_attention": [0, 1]}):
+            with self.subTest(keep=sorted(keep)):
+                pruned = prune.prune_model(model, keep)
+                with prune.gated(model, _gates(model, keep)):
+                    expected = model(inputs)
+                np.testing.assert_allclose(expected, pruned(inputs), atol=1e-5)
+        pruned = prune.prune_model(model, {"decoder/cross_attention": [2, 3]})
+        block = pruned.get_layer("decoder")
+        # The self-attention keeps its four heads when only the cross-attention loses two.
+        self.assertEqual((4, 2), (block._self_attention.num_heads,
+                                  block._self_attention.num_key_value_heads))
+        self.assertEqual((2, 1), (block._cross_attention.num_heads,
+                                  block._cross_attention.num_key_value_heads))
+        same = prune.prune_model(model, {g.path: range(g.size)
+                                         for g in prune.find_prunable(model)})
+        np.testing.assert_array_equal(model(inputs), same(inputs))
+
+    def test_keras_round_trip_of_a_pruned_decoder_block(self):
+        pruned = prune.prune_model(_decoder_model(), {"decoder/self_attention": [2, 3]})
+        path = os.path.join(self.get_temp_dir(), "decoder.keras")
+        pruned.save(path)
+        reloaded = keras.saving.load_model(path)
+        block = reloaded.get_layer("decoder")
+        self.assertEqual((2, 4), (block.num_heads, block.cross_attention_num_heads))
+        np.testing.assert_allclose(pruned(_decoder_inputs()), reloaded(_decoder_inputs()),
+                                   atol=1e-6)
+
+    def test_incremental_decoding_equals_the_full_pass_after_pruning(self):
+        block = prune.prune_model(_decoder_model(), self.KEEP).get_layer("decoder")
+        inputs = _decoder_inputs(seed=3)
+        target, source = inputs["target"], inputs["source"]
+        source_mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)
+        full = block(target, source, encoder_padding_mask=source_mask)
+        cache = block.initial_cache(batch_size=2, max_length=LENGTH)
+        cross_cache = block.compute_cross_attention_cache(source)
+        self.assertEqual((2, 1, 4, LENGTH), tuple(cache[0].shape))  # one key/value head left
+        self.assertEqual((2, 2, 5, 4), tuple(cross_cache[1].shape))
+        steps = []
+        for index in range(LENGTH):
+            output, cache = block(target[:, index:index + 1], encoder_padding_mask=source_mask,
+                                  self_attention_cache=cache,
+                                  self_attention_cache_update_index=index,
+                                  cross_attention_cache=cross_cache)
+            steps.append(output)
+        np.testing.assert_allclose(full, keras.ops.concatenate(steps, axis=1), atol=1e-5)
+
+    def test_cross_attention_heads_must_keep_the_grouping(self):
+        self.assert_value_error(
+            lambda: TransformerDecoderBlock(num_heads=4, intermediate_dim=8,
+                                            num_key_value_heads=2, cross_attention_num_heads=3),
+            "Expected `cross_attention_num_heads` divisible by", "received: "
+            "cross_attention_num_heads=3")
+
+
 def _loss(y_true, y_pred, sample_weight=None):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
         y_true, y_pred, sample_weight)
@@ -219,7 +312,8 @@ class ImportanceTest(harness.LayerTestCase):
         self.assertEqual([2], keep["gated_attention"])
         self.assertEqual([7], keep["decoder_block/feedforward"])
         pruned = prune.prune_model(model, keep)
-        self.assertEqual({"heads": 4, "units": 3}, prune.counts(pruned))
+        self.assertEqual([1], keep["decoder_block/cross_attention"])
+        self.assertEqual({"heads": 6, "units": 3}, prune.counts(pruned))
 
 
 class RecoveryTest(harness.LayerTestCase):
@@ -278,7 +372,7 @@ class ScheduleTest(harness.LayerTestCase):
         first = result.steps[1]
         self.assertEqual(first.parameters, result.model.count_params())
         left = prune.counts(result.model)
-        self.assertAlmostEqual(first.heads_removed, 1 - left["heads"] / 11)
+        self.assertAlmostEqual(first.heads_removed, 1 - left["heads"] / 15)
         self.assertGreater(first.units_removed, 0)
         self.assertLess(result.steps[2].parameters, first.parameters)
 
@@ -289,7 +383,7 @@ class ScheduleTest(harness.LayerTestCase):
             model, heads=0.4, units=0.5, num_steps=2, batches=lambda: batches, loss=_loss,
             evaluate=lambda m: 1.0, tolerance=0.0)
         left = prune.counts(result.model)
-        self.assertEqual(11 - 4, left["heads"])  # 40 % of 11 query heads
+        self.assertEqual(15 - 6, left["heads"])  # 40 % of 15 query heads
         self.assertEqual(30 - 15, left["units"])
         self.assert_value_error(
             lambda: prune.prune_iteratively(model, heads=1.0, units=0, num_steps=1,

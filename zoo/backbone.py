@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import keras
 
@@ -30,7 +30,8 @@ def per_layer(name: str, value, num_layers: int) -> list[int]:
     return [positive_int(name, item) for item in value]
 
 
-def resized_blocks_config(backbone, updates: dict, prefix: str = "encoder_block_") -> dict:
+def resized_blocks_config(backbone, updates: dict,
+                          blocks: Optional[Sequence[tuple[str, int]]] = None) -> dict:
     """A backbone's config with its Transformer blocks resized, for `kerasattn.prune`.
 
     For backbones whose blocks are `<prefix><i>` and whose arguments
@@ -38,11 +39,14 @@ def resized_blocks_config(backbone, updates: dict, prefix: str = "encoder_block_
     heads' width in `head_dim` (`None`: `hidden_dim // num_heads`).
 
     Args:
-        backbone: the backbone (its `num_layers`, `num_heads`,
-            `intermediate_dim`, `head_dim`, `hidden_dim`).
+        backbone: the backbone (its `num_heads`, `intermediate_dim`,
+            `head_dim`, `hidden_dim`, and `num_layers` without `blocks`).
         updates: block name -> the block config entries
             `kerasattn.prune.prune_model` changes (`num_heads`, `key_dim`,
             `num_key_value_heads`, `intermediate_dim`).
+        blocks: `(prefix, count)` of each stack of blocks, in the order of
+            the per-block lists; defaults to `backbone.num_layers` blocks
+            `encoder_block_<i>`.
 
     Returns:
         `backbone.get_config()` with per-block lists and `head_dim`.
@@ -50,21 +54,22 @@ def resized_blocks_config(backbone, updates: dict, prefix: str = "encoder_block_
     Raises:
         ValueError: for an unknown block, or a change other than the sizes.
     """
-    heads = per_layer("num_heads", backbone.num_heads, backbone.num_layers)
+    blocks = blocks or (("encoder_block_", backbone.num_layers),)
+    names = [f"{prefix}{index}" for prefix, count in blocks for index in range(count)]
+    heads = per_layer("num_heads", backbone.num_heads, len(names))
     # `None` is SASRec's "as wide as the model" (the recommender's backbone).
     units = per_layer("intermediate_dim", backbone.intermediate_dim or backbone.hidden_dim,
-                      backbone.num_layers)
+                      len(names))
     head_dim = backbone.head_dim or backbone.hidden_dim // heads[0]
     for name, entries in updates.items():
-        index = name[len(prefix):] if name.startswith(prefix) else ""
-        if not index.isdigit() or int(index) >= backbone.num_layers:
-            raise ValueError(f"Expected a block name {prefix}<0..{backbone.num_layers - 1}>, "
-                             f"received: {name!r}")
+        if name not in names:
+            expected = ", ".join(f"{prefix}<0..{count - 1}>" for prefix, count in blocks)
+            raise ValueError(f"Expected a block name {expected}, received: {name!r}")
         for key, value in entries.items():
             if key == "num_heads":
-                heads[int(index)] = value
+                heads[names.index(name)] = value
             elif key == "intermediate_dim":
-                units[int(index)] = value
+                units[names.index(name)] = value
             elif (key, value) not in (("key_dim", head_dim), ("num_key_value_heads", None)):
                 raise ValueError(f"Expected `num_heads` and `intermediate_dim` changes of "
                                  f"{name!r}, received: {key}={value!r}")

@@ -66,6 +66,11 @@ class PruneSetup:
         distillable: whether the model's output is one tensor of logits that
             `kerasattn.prune.DistillationLoss` can match; otherwise recovery
             is the task's own `fit` (its default loss).
+        write_litert: `write_litert(model, folder)` writes the model's
+            float32 LiteRT file, checked against Keras, into the new folder
+            and returns its path, for a task whose shipped file is not
+            `kerasattn.export.export` of `export_model` (the translator's
+            decoding loop); `None` for that export of `sample_inputs`.
     """
 
     metric_name: str
@@ -81,6 +86,7 @@ class PruneSetup:
     preprocessor: Any = None
     export_model: Callable[[Any], Any] = lambda task: task
     distillable: bool = True
+    write_litert: Optional[Callable[[Any, str], str]] = None
 
 
 def add_arguments(parser: argparse.ArgumentParser, recipe) -> None:
@@ -183,11 +189,16 @@ def _litert_ms(models: dict, setup: PruneSetup, folder: str, args) -> dict:
 
     runtimes = {}
     for name, model in models.items():
+        out = os.path.join(folder, name)
         with console.native_logging_silenced():
-            export(setup.export_model(model), os.path.join(folder, name), formats=("tflite",),
-                   quantize=("float32",), sample_inputs=setup.sample_inputs,
-                   preprocessor=setup.preprocessor, latency_runs=1)
-            runtimes[name] = LiteRTRuntime(os.path.join(folder, name, "model_float32.tflite"))
+            if setup.write_litert is not None:
+                path = setup.write_litert(model, out)
+            else:
+                export(setup.export_model(model), out, formats=("tflite",),
+                       quantize=("float32",), sample_inputs=setup.sample_inputs,
+                       preprocessor=setup.preprocessor, latency_runs=1)
+                path = os.path.join(out, "model_float32.tflite")
+            runtimes[name] = LiteRTRuntime(path)
     latencies: dict[str, list] = {name: [] for name in models}
     with console.native_logging_silenced():
         for _ in range(args.latency_rounds):
@@ -221,7 +232,7 @@ def card_section(record: dict) -> str:
         f"| query heads | {record['heads'][0]} | {record['heads'][1]} |",
         f"| feed-forward units | {record['units'][0]} | {record['units'][1]} |",
         f"| parameters | {record['parameters'][0]:,} | {record['parameters'][1]:,} |",
-        f"| encoder parameters (attention and blocks) | {record['encoder_parameters'][0]:,} | "
+        f"| parameters of the attention layers and blocks | {record['encoder_parameters'][0]:,} | "
         f"{record['encoder_parameters'][1]:,} |",
         f"| validation {metric['name']} | {metric['validation_before']:.4f} | "
         f"{metric['validation_after']:.4f} |",

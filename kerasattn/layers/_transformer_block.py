@@ -90,13 +90,25 @@ class TransformerBlockBase(keras.layers.Layer):
         return None if self.seed is None else self.seed + offset
 
     def _make_attention(
-        self, name: str, width: int, seed_offset: int, sliding_window: int | None = None
+        self,
+        name: str,
+        width: int,
+        seed_offset: int,
+        sliding_window: int | None = None,
+        num_heads: int | None = None,
     ) -> MultiHeadAttention:
+        """A sub-layer attention of `num_heads` heads (default `self.num_heads`),
+        each `key_dim` wide, grouped `num_heads // num_key_value_heads` query heads
+        to a key/value head as the block's own."""
+        num_heads = num_heads or self.num_heads
+        num_key_value_heads = None
+        if self.num_key_value_heads is not None:
+            num_key_value_heads = num_heads // (self.num_heads // self.num_key_value_heads)
         return MultiHeadAttention(
-            num_heads=self.num_heads,
+            num_heads=num_heads,
             key_dim=self.key_dim or width // self.num_heads,
             dropout=self.attention_dropout,
-            num_key_value_heads=self.num_key_value_heads,
+            num_key_value_heads=num_key_value_heads,
             sliding_window=sliding_window,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),

@@ -50,7 +50,8 @@ class TransformerDecoderBlock(TransformerBlockBase):
     gives the outputs of the full causal pass.
 
     Args:
-        num_heads: number of attention heads (both attentions).
+        num_heads: number of attention heads of the self-attention (and of the
+            cross-attention without `cross_attention_num_heads`).
         intermediate_dim: hidden width of the feed-forward network.
         key_dim: width of each attention head; defaults to `d // num_heads`
             (`d`, the decoder width, must then be divisible by `num_heads`).
@@ -63,6 +64,12 @@ class TransformerDecoderBlock(TransformerBlockBase):
         layer_norm_epsilon: epsilon of the layer normalizations.
         num_key_value_heads: number of key/value heads for grouped-query
             attention (dividing `num_heads`); defaults to `num_heads`.
+        cross_attention_num_heads: number of cross-attention heads, each as
+            wide as a self-attention head (`key_dim`) and grouped as they
+            are (`num_heads // num_key_value_heads` query heads to a
+            key/value head, which must divide it); defaults to `num_heads`.
+            A pruned block (`kerasattn.prune`) may keep more of one
+            attention's heads than of the other's.
         sliding_window: optional positive int; decoder position `i` attends
             to decoder position `j` only when `|i - j| < sliding_window`
             (with the causal mask, the last `sliding_window` positions up to
@@ -118,7 +125,7 @@ class TransformerDecoderBlock(TransformerBlockBase):
         The `(B, Tq, d)` output, carrying the decoder's Keras mask. With
         `return_attention_scores=True`, the tuple `(output, self_scores,
         cross_scores)`, of shapes `(B, num_heads, Tq, Tq)` and
-        `(B, num_heads, Tq, Tk)` (weights after masking, before dropout), or
+        `(B, cross_attention_num_heads, Tq, Tk)` (weights after masking, before dropout), or
         `(output, self_scores)` for a block without cross-attention. With a
         `self_attention_cache`, the updated cache is appended: `(output,
         cache)`, or `(output, self_scores[, cross_scores], cache)` (the
@@ -159,6 +166,19 @@ class TransformerDecoderBlock(TransformerBlockBase):
     True
     """
 
+    def __init__(self, *args, cross_attention_num_heads: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cross_attention_num_heads = _validation.positive_int(
+            "cross_attention_num_heads", cross_attention_num_heads, allow_none=True
+        )
+        group = self.num_heads // (self.num_key_value_heads or self.num_heads)
+        if cross_attention_num_heads is not None and cross_attention_num_heads % group:
+            raise ValueError(
+                f"Expected `cross_attention_num_heads` divisible by num_heads // "
+                f"num_key_value_heads={group} (grouped-query attention), received: "
+                f"cross_attention_num_heads={cross_attention_num_heads}"
+            )
+
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         width = self._check_width("decoder_sequence", decoder_sequence_shape)
         if encoder_sequence_shape is not None:
@@ -173,7 +193,10 @@ class TransformerDecoderBlock(TransformerBlockBase):
         self._self_attention_dropout = self._make_dropout("self_attention_dropout", 2)
         self._cross_attention = None
         if encoder_sequence_shape is not None:
-            self._cross_attention = self._make_attention("cross_attention", width, seed_offset=1)
+            self._cross_attention = self._make_attention(
+                "cross_attention", width, seed_offset=1,
+                num_heads=self.cross_attention_num_heads,
+            )
             self._cross_attention.build(decoder_sequence_shape, encoder_sequence_shape)
             self._cross_attention_layer_norm = self._make_layer_norm(
                 "cross_attention_layer_norm", decoder_sequence_shape
@@ -220,7 +243,8 @@ class TransformerDecoderBlock(TransformerBlockBase):
 
         Returns:
             `(keys, values)` of shapes `(B, K, key_dim, Tk)` (scaled by
-            `key_dim ** -0.5`) and `(B, K, Tk, key_dim)`.
+            `key_dim ** -0.5`) and `(B, K, Tk, key_dim)`, `K` the
+            cross-attention's key/value heads.
         """
         self._check_built("compute_cross_attention_cache")
         if self._cross_attention is None:
@@ -463,7 +487,7 @@ class TransformerDecoderBlock(TransformerBlockBase):
                 )
                 outputs += (
                     keras.KerasTensor(
-                        (batch, self.num_heads, query_length, encoder_length),
+                        (batch, self._cross_attention.num_heads, query_length, encoder_length),
                         dtype=self.compute_dtype,
                     ),
                 )
@@ -471,6 +495,9 @@ class TransformerDecoderBlock(TransformerBlockBase):
             outputs += (tuple(keras.KerasTensor(part.shape, dtype=part.dtype)
                               for part in self_attention_cache),)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "cross_attention_num_heads": self.cross_attention_num_heads}
 
 
 # Marks the self-attention's value: the sub-layer's own input.

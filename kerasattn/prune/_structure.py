@@ -4,7 +4,9 @@ Each prunable structure is a `PrunableGroup`: the heads of one
 `MultiHeadAttention` or the feed-forward units of one Transformer block,
 found by walking the model's layers and named by the path of layer names
 from the model down (`"backbone/encoder_block_0/self_attention"`,
-`"backbone/encoder_block_0/feedforward"`).
+`"backbone/encoder_block_0/feedforward"`). A `TransformerDecoderBlock`'s
+self- and cross-attention are two groups of heads (`.../self_attention`,
+`.../cross_attention`), each pruned on its own.
 """
 
 from __future__ import annotations
@@ -65,17 +67,41 @@ class PrunableGroup:
             return self.layer.output_dense.kernel
         return self.layer._feedforward_output_dense.kernel
 
+    @property
+    def _is_cross_attention(self) -> bool:
+        return (isinstance(self.owner, TransformerDecoderBlock)
+                and self.layer is self.owner._cross_attention)
+
     def config_updates(self, kept: int) -> dict:
         """The `owner`'s config entries that give it `kept` heads or units."""
         if self.kind == UNITS:
             return {"intermediate_dim": kept}
+        if self._is_cross_attention:
+            # Grouped as the self-attention: the block derives the key/value heads.
+            return {"cross_attention_num_heads": kept}
         # Grouped-query layers lose whole key/value groups: the ratio stays.
         kv_heads = kept // self.group_size if self.group_size > 1 else None
-        updates = {"num_heads": kept, "key_dim": self.layer.key_dim,
-                   "num_key_value_heads": kv_heads}
+        return {"num_heads": kept, "num_key_value_heads": kv_heads}
+
+    @property
+    def fixed_config(self) -> dict:
+        """The `owner`'s config entries pruning any of its heads must pin.
+
+        What the owner would otherwise derive from the entries that change:
+        the heads' width (`key_dim`, and a bare attention layer's
+        `value_dim`), and a decoder block's cross-attention head count
+        (which defaults to its self-attention's). `config_updates` of the
+        owner's groups apply over these, in any order.
+        """
+        if self.kind == UNITS:
+            return {}
+        fixed = {"key_dim": self.layer.key_dim}
         if self.owner is self.layer:
-            updates["value_dim"] = self.layer.value_dim
-        return updates
+            fixed["value_dim"] = self.layer.value_dim
+        if isinstance(self.owner, TransformerDecoderBlock) and \
+                self.owner._cross_attention is not None:
+            fixed["cross_attention_num_heads"] = self.owner._cross_attention.num_heads
+        return fixed
 
 
 def _children(layer: keras.layers.Layer) -> list:
@@ -101,11 +127,10 @@ def walk(model: keras.layers.Layer) -> Iterator[tuple[str, keras.layers.Layer]]:
 def find_prunable(model: keras.layers.Layer) -> list[PrunableGroup]:
     """The heads and feed-forward units of `model` that pruning can remove.
 
-    Every `MultiHeadAttention` contributes its heads, and every
-    `TransformerEncoderBlock` / `TransformerDecoderBlock` its feed-forward
-    units. A decoder block's self- and cross-attention share one head count
-    in its config, so a decoder block contributes its feed-forward units
-    only.
+    Every `MultiHeadAttention` contributes its heads (a
+    `TransformerDecoderBlock` two groups, its self-attention's and its
+    cross-attention's), and every `TransformerEncoderBlock` /
+    `TransformerDecoderBlock` its feed-forward units.
 
     Args:
         model: a built Keras model or layer.
@@ -140,8 +165,6 @@ def find_prunable(model: keras.layers.Layer) -> list[PrunableGroup]:
                 owners[id(child)] = (path, layer)
         elif isinstance(layer, MultiHeadAttention):
             owner_path, owner = owners.get(id(layer), (path, layer))
-            if isinstance(owner, TransformerDecoderBlock):
-                continue
             groups.append(PrunableGroup(
                 path=path, kind=HEADS, size=layer.num_heads,
                 group_size=layer.num_heads // layer.num_key_value_heads,

@@ -155,14 +155,18 @@ def prune_model(model: keras.Model, keep: Keep, rebuild: Optional[Rebuild] = Non
         raise ValueError(
             f"Expected paths of prunable groups ({sorted(groups)}), received: {unknown}"
         )
-    updates: dict[str, dict] = {}
+    # Per owner: what its groups pin, then what they change (over the pins).
+    fixed: dict[str, dict] = {}
+    changed: dict[str, dict] = {}
     slices: dict[int, tuple[int, list[int]]] = {}
     for path, kept in keep.items():
         group = groups[path]
         indices = _checked_keep(group, kept)
-        updates.setdefault(group.owner_path, {}).update(group.config_updates(len(indices)))
+        fixed.setdefault(group.owner_path, {}).update(group.fixed_config)
+        changed.setdefault(group.owner_path, {}).update(group.config_updates(len(indices)))
         for variable, axis, variable_indices in _slices(group, indices):
             slices[id(variable)] = (axis, variable_indices)
+    updates = {path: {**fixed[path], **entries} for path, entries in changed.items()}
     pruned = (rebuild or rebuild_from_config)(model, updates)
     old_weights, new_weights = model.weights, pruned.weights
     if len(old_weights) != len(new_weights):

@@ -196,13 +196,19 @@ def _named(output: str, function, input_signature: list):
     return tf.function(named, input_signature=input_signature).get_concrete_function()
 
 
-def _write_saved_model(model: Translator, path: str, beam: int, max_length: int,
-                       length_penalty: float, translate_max_length: Optional[int]) -> None:
+def _ids_signature() -> list:
+    """The input signature of the `generate_ids*` signatures: source ids and mask."""
     import tensorflow as tf
 
-    texts = tf.TensorSpec((None,), tf.string, name="texts")
-    ids = [tf.TensorSpec((None, None), tf.int32, name=_SOURCE[0]),
-           tf.TensorSpec((None, None), tf.bool, name=_SOURCE[1])]
+    return [tf.TensorSpec((None, None), tf.int32, name=_SOURCE[0]),
+            tf.TensorSpec((None, None), tf.bool, name=_SOURCE[1])]
+
+
+def _save_signatures(model: Translator, path: str, make_signatures) -> None:
+    """A SavedModel at `path` of the signatures `make_signatures()` returns
+    (name -> concrete function), traced under `export_graph`."""
+    import tensorflow as tf
+
     # `tf.saved_model.save` of a module holding the model's layers: keras.export.ExportArchive
     # writes every variable twice (its `variables` and `_all_variables`), and the model
     # itself would bring its optimizer's.
@@ -210,21 +216,93 @@ def _write_saved_model(model: Translator, path: str, beam: int, max_length: int,
     module.layers = list(model.layers)
     try:
         with export_graph():
-            signatures = {}
-            for name, width in (("translate", beam), ("translate_greedy", 1)):
-                signatures[name] = _named("translations", model.translate_function(
-                    width, translate_max_length, length_penalty), [texts])
-            for name, width in (("generate_ids", beam), ("generate_ids_greedy", 1)):
-                signatures[name] = _named("target_ids", model.decoding_function(
-                    width, max_length + 1, length_penalty), ids)
-            encode, decode_step = _decoding_graphs(model)
-            signatures["encode"] = encode.get_concrete_function()
-            signatures["decode_step"] = decode_step.get_concrete_function()
-            signatures["serving_default"] = signatures["translate"]
-            tf.saved_model.save(module, path, signatures=signatures)
+            tf.saved_model.save(module, path, signatures=make_signatures())
     except Exception as error:
         raise ExportError(f"saved_model: could not write the SavedModel: {error}",
                           "conversion") from error
+
+
+def _write_saved_model(model: Translator, path: str, beam: int, max_length: int,
+                       length_penalty: float, translate_max_length: Optional[int]) -> None:
+    import tensorflow as tf
+
+    texts = tf.TensorSpec((None,), tf.string, name="texts")
+
+    def signatures():
+        named = {}
+        for name, width in (("translate", beam), ("translate_greedy", 1)):
+            named[name] = _named("translations", model.translate_function(
+                width, translate_max_length, length_penalty), [texts])
+        for name, width in (("generate_ids", beam), ("generate_ids_greedy", 1)):
+            named[name] = _named("target_ids", model.decoding_function(
+                width, max_length + 1, length_penalty), _ids_signature())
+        encode, decode_step = _decoding_graphs(model)
+        named["encode"] = encode.get_concrete_function()
+        named["decode_step"] = decode_step.get_concrete_function()
+        named["serving_default"] = named["translate"]
+        return named
+
+    _save_signatures(model, path, signatures)
+
+
+def export_greedy_litert(model: Translator, out_dir: Union[str, os.PathLike],
+                         sample_texts: Optional[Sequence[str]] = None,
+                         max_length: Optional[int] = None) -> str:
+    """Writes `translator_greedy.tflite` alone, checked against Keras; returns its path.
+
+    The file `export_translator` writes under that name (float32, the whole
+    greedy decoding loop from ids to ids), without the other artifacts:
+    what `zoo prune translator` times before and after pruning.
+
+    Args:
+        model: a `Translator` with its preprocessor.
+        out_dir: the folder to create (it must not exist); it also gets the
+            `saved_model/` the file is converted from.
+        sample_texts: source sentences whose greedy ids must equal
+            `Translator.generate`'s; `None` for `DEFAULT_SAMPLE_TEXTS`.
+        max_length: the most target tokens (the end token included); `None`
+            for the preprocessor's `target_sequence_length`, as
+            `export_translator`'s file.
+
+    Returns:
+        The path of `out_dir/translator_greedy.tflite`.
+
+    Raises:
+        ExportError: for a failed conversion, or greedy ids that differ from
+            Keras's; nothing is left behind.
+
+    Example:
+
+    ```python
+    path = export_greedy_litert(model, "timed/")
+    LiteRTRuntime(path).run({"source_ids": ids, "source_padding_mask": ids != 0})
+    ```
+    """
+    if not isinstance(model, Translator) or model.preprocessor is None:
+        raise ExportError("Expected `model` to be a Translator with a preprocessor, received: "
+                          f"{type(model).__name__}")
+    texts = list(DEFAULT_SAMPLE_TEXTS if sample_texts is None else sample_texts)
+    out_dir = check_out_dir(out_dir, overwrite=False)
+    model = float32_copy(model)
+    length = (max_length or model.preprocessor.target_sequence_length) + 1
+    with staged(out_dir, overwrite=False) as staging:
+        saved_model = os.path.join(staging, SAVED_MODEL)
+        _save_signatures(model, saved_model, lambda: {"generate_ids_greedy": _named(
+            "target_ids", model.decoding_function(1, length), _ids_signature())})
+        path = os.path.join(staging, TFLITE["greedy"])
+        with open(path, "wb") as file:
+            file.write(convert_tflite(saved_model, "float32", model,
+                                      signature="generate_ids_greedy"))
+        runtime = LiteRTRuntime(path)
+        for _, features in _batches(model, texts, len(texts)):
+            want = np.asarray(model.generate(*(features[n] for n in _SOURCE), max_length=length))
+            got = next(iter(runtime.run(features).values()))
+            differ = int(sum(not np.array_equal(a, b) for a, b in zip(got, want)))
+            if differ:
+                raise ExportError(f"tflite greedy: greedy search's ids differ from the Keras "
+                                  f"model's on {differ} of {len(texts)} sentences",
+                                  "verification")
+    return os.path.join(out_dir, TFLITE["greedy"])
 
 
 class OnnxGreedyDecoder:
@@ -659,4 +737,4 @@ def export_translator(
     return manifest
 
 
-__all__ = ["OnnxGreedyDecoder", "export_translator", "measure_parity"]
+__all__ = ["OnnxGreedyDecoder", "export_greedy_litert", "export_translator", "measure_parity"]

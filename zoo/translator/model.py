@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import keras
 from keras import ops
@@ -11,6 +11,8 @@ from keras import tree
 from kerasattn import layers
 from kerasattn.layers import _validation
 from zoo.backbone import Backbone
+from zoo.backbone import per_layer
+from zoo.backbone import resized_blocks_config
 from zoo.distribute import scale_loss_for_replicas
 from zoo.task import Task
 from zoo.translator.preprocessor import END_ID
@@ -193,8 +195,11 @@ class TranslatorBackbone(Backbone):
         num_encoder_layers: encoder blocks.
         num_decoder_layers: decoder layers.
         hidden_dim: model width `d`.
-        num_heads: attention heads (dividing `hidden_dim`).
-        intermediate_dim: feed-forward width of every block.
+        num_heads: attention heads (dividing `hidden_dim`), or (a pruned
+            backbone's) one count per block: the encoder blocks', then the
+            decoder blocks' self-attention's; a list needs `head_dim`.
+        intermediate_dim: feed-forward width of every block, or one per
+            block (encoder blocks first).
         dropout: dropout after the embeddings and in every block.
         attention_dropout: dropout on attention weights.
         cross_attention: `"multi_head"` or `"additive"`.
@@ -203,6 +208,11 @@ class TranslatorBackbone(Backbone):
             `max_sequence_length`).
         max_sequence_length: the longest sequence of learned positions.
         activation: feed-forward activation.
+        cross_attention_num_heads: with multi-head cross-attention, its heads
+            per decoder block: `None` for the self-attention's count, an int,
+            or one per decoder block (a pruned backbone's).
+        head_dim: width of every attention head; `None` for `hidden_dim //
+            num_heads`.
         dtype: dtype policy of every layer.
         **kwargs: `keras.Model` arguments such as `name`.
 
@@ -237,8 +247,8 @@ class TranslatorBackbone(Backbone):
         num_encoder_layers: int = 3,
         num_decoder_layers: int = 3,
         hidden_dim: int = 256,
-        num_heads: int = 4,
-        intermediate_dim: int = 1024,
+        num_heads: Union[int, Sequence[int]] = 4,
+        intermediate_dim: Union[int, Sequence[int]] = 1024,
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
         cross_attention: str = "multi_head",
@@ -246,23 +256,43 @@ class TranslatorBackbone(Backbone):
         position_encoding: str = "sinusoidal",
         max_sequence_length: int = 256,
         activation: str = "relu",
+        cross_attention_num_heads: Union[None, int, Sequence[int]] = None,
+        head_dim: Optional[int] = None,
         dtype=None,
         **kwargs,
     ):
         for name, value in (("vocabulary_size", vocabulary_size),
                             ("num_encoder_layers", num_encoder_layers),
                             ("num_decoder_layers", num_decoder_layers),
-                            ("hidden_dim", hidden_dim), ("num_heads", num_heads),
-                            ("intermediate_dim", intermediate_dim),
+                            ("hidden_dim", hidden_dim),
                             ("max_sequence_length", max_sequence_length)):
             _validation.positive_int(name, value)
+        _validation.positive_int("head_dim", head_dim, allow_none=True)
+        blocks = num_encoder_layers + num_decoder_layers
+        heads_per_block = per_layer("num_heads", num_heads, blocks)
+        units_per_block = per_layer("intermediate_dim", intermediate_dim, blocks)
+        if head_dim is None and not isinstance(num_heads, int):
+            raise ValueError(
+                "Expected `head_dim` with a list of head counts (the heads' width is then "
+                f"not `hidden_dim // num_heads`), received: num_heads={list(num_heads)!r}, "
+                "head_dim=None")
         _validation.positive_int("target_vocabulary_size", target_vocabulary_size,
                                  allow_none=True)
         _validation.rate("dropout", dropout)
         _validation.rate("attention_dropout", attention_dropout)
         _validation.one_of("cross_attention", cross_attention, CROSS_ATTENTIONS)
         _validation.one_of("position_encoding", position_encoding, POSITION_ENCODINGS)
-        if hidden_dim % num_heads:
+        cross_heads = [None] * num_decoder_layers
+        if cross_attention == "multi_head":
+            cross_heads = per_layer(
+                "cross_attention_num_heads", heads_per_block[num_encoder_layers:]
+                if cross_attention_num_heads is None else cross_attention_num_heads,
+                num_decoder_layers)
+        elif cross_attention_num_heads is not None:
+            raise ValueError(
+                "Expected no `cross_attention_num_heads` with additive cross-attention (it has "
+                f"no heads), received: cross_attention_num_heads={cross_attention_num_heads!r}")
+        if head_dim is None and hidden_dim % num_heads:
             raise ValueError("Expected `hidden_dim` divisible by `num_heads`, received: "
                              f"hidden_dim={hidden_dim}, num_heads={num_heads}")
         target_size = target_vocabulary_size or vocabulary_size
@@ -297,15 +327,20 @@ class TranslatorBackbone(Backbone):
                                              dtype=dtype)),
         }
         self._scale = scale
-        block_arguments = dict(num_heads=num_heads, intermediate_dim=intermediate_dim,
-                               dropout=dropout, attention_dropout=attention_dropout,
-                               activation=activation, norm_first=True, dtype=dtype)
+        block_arguments = dict(key_dim=head_dim, dropout=dropout,
+                               attention_dropout=attention_dropout, activation=activation,
+                               norm_first=True, dtype=dtype)
         self._encoder_blocks = [
-            layers.TransformerEncoderBlock(**block_arguments, name=f"encoder_block_{index}")
+            layers.TransformerEncoderBlock(
+                heads_per_block[index], units_per_block[index], **block_arguments,
+                name=f"encoder_block_{index}")
             for index in range(num_encoder_layers)
         ]
         self._decoder_blocks = [
-            layers.TransformerDecoderBlock(**block_arguments, name=f"decoder_block_{index}")
+            layers.TransformerDecoderBlock(
+                heads_per_block[num_encoder_layers + index],
+                units_per_block[num_encoder_layers + index], **block_arguments,
+                cross_attention_num_heads=cross_heads[index], name=f"decoder_block_{index}")
             for index in range(num_decoder_layers)
         ]
         self._additive_layers = [
@@ -330,8 +365,13 @@ class TranslatorBackbone(Backbone):
         self.num_encoder_layers = num_encoder_layers
         self.num_decoder_layers = num_decoder_layers
         self.hidden_dim = hidden_dim
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
+        self.num_heads = num_heads if isinstance(num_heads, int) else list(num_heads)
+        self.intermediate_dim = (intermediate_dim if isinstance(intermediate_dim, int)
+                                 else list(intermediate_dim))
+        self.cross_attention_num_heads = (
+            cross_attention_num_heads if cross_attention_num_heads is None
+            or isinstance(cross_attention_num_heads, int) else list(cross_attention_num_heads))
+        self.head_dim = head_dim
         self.dropout = float(dropout)
         self.attention_dropout = float(attention_dropout)
         self.cross_attention = cross_attention
@@ -465,7 +505,37 @@ class TranslatorBackbone(Backbone):
             "position_encoding": self.position_encoding,
             "max_sequence_length": self.max_sequence_length,
             "activation": self.activation,
+            "cross_attention_num_heads": self.cross_attention_num_heads,
+            "head_dim": self.head_dim,
         }
+
+    def pruned_config(self, updates: dict) -> dict:
+        """This backbone's config with blocks resized by `kerasattn.prune`.
+
+        Args:
+            updates: block name (`encoder_block_<i>`, `decoder_block_<i>`) ->
+                the config entries `kerasattn.prune.prune_model` changes: a
+                decoder block's `cross_attention_num_heads` here, the rest in
+                `zoo.backbone.resized_blocks_config`.
+
+        Returns:
+            The config, with per-block lists of heads and units.
+        """
+        decoder_names = [block.name for block in self._decoder_blocks]
+        cross_heads = [None if block._cross_attention is None
+                       else block._cross_attention.num_heads for block in self._decoder_blocks]
+        sizes = {}
+        for name, entries in updates.items():
+            entries = dict(entries)
+            if "cross_attention_num_heads" in entries and name in decoder_names:
+                cross_heads[decoder_names.index(name)] = entries.pop("cross_attention_num_heads")
+            sizes[name] = entries
+        config = resized_blocks_config(self, sizes, (
+            ("encoder_block_", self.num_encoder_layers),
+            ("decoder_block_", self.num_decoder_layers)))
+        if not self.additive_cross_attention:
+            config["cross_attention_num_heads"] = cross_heads
+        return config
 
 
 class _TracedDecoders:

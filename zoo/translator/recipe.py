@@ -1,4 +1,4 @@
-"""The translator's recipe: train, predict, evaluate.
+"""The translator's recipe: train, predict, evaluate, prune.
 
 `python -m zoo train translator --data DIR --out OUT` reads the training
 pairs from `DIR/train.<src>` and `DIR/train.<tgt>` (one sentence a line,
@@ -26,8 +26,11 @@ the best epoch, scores validation greedy and with `--beam`, and writes to
 `predict` and `evaluate` use the shipped `multi30k-en-de` preset, or
 `--preset FOLDER` / `--model OUT/model.keras`; so do `explain` (for each
 target token of a greedy translation, a score per source token: an alignment
-from cross-attention or from gradients) and `faithfulness` (those alignments
-measured by removing the source tokens they rank highest).
+from cross-attention or from gradients), `faithfulness` (those alignments
+measured by removing the source tokens they rank highest) and `python -m zoo
+prune translator --data DIR --out OUT` (`zoo.pruning`; see `prune_setup`), which
+removes encoder heads, decoder self- and cross-attention heads and
+feed-forward units on greedy validation BLEU.
 """
 
 from __future__ import annotations
@@ -259,6 +262,82 @@ class TranslatorRecipe(registry.Recipe):
             "layer's weights shuffled, top down (below 0.5: the method sees the weights)",
             f"best by comprehensiveness - sufficiency (deletion): {best}",
         ])
+
+    # -- prune ----------------------------------------------------------------
+
+    def add_prune_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add = registry.option_adder(parser)
+        add("--source-language", "file ending of the source sentences", default="en")
+        add("--target-language", "file ending of the target sentences", default="de")
+        add("--validation-sentences", "the first validation pairs, scored with greedy BLEU "
+            "after every step; the other validation pairs are reported", type=int, default=200)
+        add("--beam", "beam width of the reported BLEU; 1 for greedy search", type=int,
+            default=DEFAULT_BEAM)
+        add("--batch-size", "sentence pairs per training batch, and sentences decoded "
+            "together", type=int, default=64)
+
+    def prune_setup(self, model, args: argparse.Namespace):
+        """Validation: greedy BLEU (sacreBLEU, as `evaluate`) of the first
+        `--validation-sentences` pairs of `DIR/val.*`, as a fraction (so that
+        `--tolerance 0.5` is half a BLEU point); report: BLEU with `--beam` of
+        the other validation pairs; importance and recovery on the training
+        pairs, teacher-forced (the task's loss; recovery distilled from the
+        unpruned logits); exported and timed: the greedy decoding loop that
+        `export_translator` ships as `translator_greedy.tflite`, on the
+        validation sentence of median length. With additive cross-attention
+        only the self-attention heads and the feed-forward units are pruned
+        (its cross-attention has no heads)."""
+        import numpy as np
+
+        from kerasattn import data as kdata
+        from zoo import training
+        from zoo.pruning import PruneSetup
+        from zoo.translator.data import score
+        from zoo.translator.export import export_greedy_litert
+        from zoo.translator.train import read_splits
+
+        training.check_option_ranges(args, positive=("validation_sentences", "beam",
+                                                     "batch_size"))
+        splits = read_splits(args)
+        train, validation = splits["train"], splits["val"]
+        count = args.validation_sentences
+        if count >= len(validation.sources):
+            raise ValueError(f"expected --validation-sentences below the "
+                             f"{len(validation.sources)} validation pairs (the others are "
+                             f"reported), received: {count}")
+        held = kdata.ParallelText(validation.sources[:count], validation.targets[:count])
+        reported = kdata.ParallelText(validation.sources[count:], validation.targets[count:])
+        batches = train.to_dataset(args.batch_size, shuffle=True, seed=args.seed,
+                                   preprocessor=model.preprocessor)
+
+        def bleu_on(pairs, beam):
+            return lambda candidate: score(candidate, pairs, beam=beam,
+                                           batch_size=args.batch_size)["bleu"] / 100
+
+        lengths = model.preprocessor.source_lengths(held.sources)
+        timed = held.sources[int(np.argsort(lengths, kind="stable")[len(lengths) // 2])]
+        features = model.preprocessor([timed])
+        checked = held.sources[:8]
+        folder = Path(args.data)
+        pairs_of = (f"{folder / 'val'}.{{{args.source_language},{args.target_language}}}"
+                    if (folder / f"val.{args.source_language}").is_file()
+                    else f"{folder / 'val.tsv'}")
+        return PruneSetup(
+            metric_name="BLEU / 100",
+            validate=bleu_on(held, 1),
+            report=bleu_on(reported, args.beam),
+            validation_data=f"the first {count} pairs of {pairs_of}, greedy decoding",
+            report_data=f"the other {len(reported.sources)} pairs of {pairs_of}, "
+                        + ("greedy decoding" if args.beam == 1 else f"beam {args.beam}"),
+            importance_batches=lambda: batches,
+            training_batches=batches.repeat(),
+            loss=None,
+            latency_inputs={"source_ids": np.asarray(features["encoder_token_ids"]),
+                            "source_padding_mask": np.asarray(features["encoder_padding_mask"])},
+            sample_inputs=checked,
+            write_litert=lambda candidate, folder: export_greedy_litert(
+                candidate, folder, sample_texts=checked),
+        )
 
 
 def _check_decoding_arguments(args: argparse.Namespace) -> None:
