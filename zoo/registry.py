@@ -119,9 +119,21 @@ class Recipe:
         """Adds `explain`'s inputs (beside `--method`, `--json`, `--html` and the model source)."""
         raise NotImplementedError
 
+    # The module whose `explain_texts(model, texts, method)` the default `explain` calls.
+    explanations_module: str = ""
+
     def explain(self, model, args: argparse.Namespace) -> dict:
-        """Explains the inputs in `args` with `args.method`; returns JSON-serialisable results."""
-        raise NotImplementedError
+        """Explains the inputs in `args` with `args.method`; returns JSON-serialisable results.
+
+        By default `explain_texts` of `explanations_module` on `args.texts`.
+        """
+        if not self.explanations_module:
+            raise NotImplementedError
+        import importlib
+
+        module = importlib.import_module(self.explanations_module)
+        return {"model": self.name, "method": args.method,
+                "explanations": module.explain_texts(model, args.texts, args.method)}
 
     def format_explanation(self, result: dict) -> str:
         """`explain`'s result for the terminal."""

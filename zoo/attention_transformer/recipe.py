@@ -242,15 +242,10 @@ class AttentionTransformerRecipe(registry.Recipe):
 
     explain_methods = EXPLAIN_METHODS
     best_explain_method = BEST_EXPLAIN_METHOD
+    explanations_module = "zoo.attention_transformer.explanations"
 
     def add_explain_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("texts", nargs="+", help="texts to classify and explain")
-
-    def explain(self, model, args: argparse.Namespace) -> dict:
-        from zoo.attention_transformer import explanations
-
-        return {"model": self.name, "method": args.method,
-                "explanations": explanations.explain_texts(model, args.texts, args.method)}
 
     def format_explanation(self, result: dict) -> str:
         from zoo.explanations import bar_line

@@ -261,16 +261,11 @@ class SequenceTaggerRecipe(registry.Recipe):
 
     explain_methods = EXPLAIN_METHODS
     best_explain_method = BEST_EXPLAIN_METHOD
+    explanations_module = "zoo.sequence_tagger.explanations"
 
     def add_explain_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("texts", nargs="+", help="sentences to tag and explain, entity "
                             "by entity (punctuation is split off the words)")
-
-    def explain(self, model, args: argparse.Namespace) -> dict:
-        from zoo.sequence_tagger import explanations
-
-        return {"model": self.name, "method": args.method,
-                "explanations": explanations.explain_texts(model, args.texts, args.method)}
 
     def format_explanation(self, result: dict) -> str:
         from zoo.explanations import bar_line

@@ -183,17 +183,12 @@ class TranslatorRecipe(registry.Recipe):
 
     explain_methods = EXPLAIN_METHODS
     best_explain_method = BEST_EXPLAIN_METHOD
+    explanations_module = "zoo.translator.explanations"
     faithfulness_reads_folders = True
 
     def add_explain_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("texts", nargs="+", help="sentences to translate (greedy) and "
                             "explain, target token by target token")
-
-    def explain(self, model, args: argparse.Namespace) -> dict:
-        from zoo.translator import explanations
-
-        return {"model": self.name, "method": args.method,
-                "explanations": explanations.explain_texts(model, args.texts, args.method)}
 
     def format_explanation(self, result: dict) -> str:
         lines = []
