@@ -48,9 +48,19 @@ class RecommenderExplainTest(tf.test.TestCase):
         result = json.loads(self.explain("--json", "--method", "rollout"))
         _, predicted, _ = run_cli(["predict", "recommender", "--history", HISTORY, "--model",
                                    self.model_path, "--json", "--top", "1"])
-        top = json.loads(predicted)["items"][0]
+        predicted = json.loads(predicted)
+        top = predicted["items"][0]
         self.assertEqual(result["recommendation"]["item"], top["item"])
         self.assertAllClose(result["recommendation"]["score"], top["score"], atol=1e-3)
+        # `predict` explains the same first item by the card's best method.
+        best = json.loads(self.explain("--json"))
+        shown = predicted["explanation"]
+        self.assertEqual(("integrated_gradients", top["item"]), (shown["method"], shown["item"]))
+        expected = sorted(best["items"], key=lambda entry: -entry["score"])[:3]
+        self.assertEqual([entry["item"] for entry in expected],
+                         [entry["item"] for entry in shown["history"]])
+        self.assertAllClose([entry["score"] for entry in expected],
+                            [entry["score"] for entry in shown["history"]], atol=1e-4)
         self.assertEqual((result["method"], result["unknown"]), ("rollout", []))
         self.assertEqual([entry["item"] for entry in result["items"]], HISTORY.split(","))
         self.assertEqual([entry["position"] for entry in result["items"]], [0, 1, 2, 3])

@@ -330,7 +330,11 @@ class RecipeTest(tf.test.TestCase):
                 ["predict", "recommender", "--history", ",".join(known), "--top", "3",
                  "--preset", os.path.join(out, "preset")])
             self.assertEqual(0, code, stderr)
-            self.assertEqual(3, len(stdout.strip().splitlines()), stdout)
+            lines = stdout.strip().splitlines()
+            # Three items, then the first one explained by the card's best method.
+            self.assertEqual(4, len(lines), stdout)
+            self.assertRegex(lines[-1], rf"^1\. {lines[0].split()[1]} comes most from \(by "
+                                        r"integrated_gradients\): ")
 
     def test_scorer_with_movielens_side_features(self):
         # In bfloat16 too: its scores depended on the batch (validation AUC 0.4367 at the

@@ -289,7 +289,12 @@ class RecipeTest(tf.test.TestCase):
             result = json.loads(stdout)
             self.assertEqual(["Anna", "visited", "Paris", "."], result["tokens"])
             for entity in result["entities"]:
-                self.assertCountEqual(["type", "text", "start", "end", "confidence"], entity)
+                self.assertCountEqual(["type", "text", "start", "end", "confidence",
+                                       "explanation"], entity)
+                self.assertEqual("integrated_gradients", entity["explanation"]["method"])
+                context = [t["token"] for t in entity["explanation"]["context"]]
+                self.assertLessEqual(len(context), 3)
+                self.assertNotIn(entity["text"].split()[0], context)  # the entity's own
 
     def test_another_format_and_tag_set_trains_unchanged(self):
         with tempfile.TemporaryDirectory() as folder:

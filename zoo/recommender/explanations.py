@@ -93,13 +93,15 @@ def _entry(preprocessor, item: int, score: float) -> dict:
     return entry
 
 
-def explain_history(model, history: str, method: str) -> dict:
-    """The top recommendation after `history` and each history item's score for it.
+def explain_history(model, history: str, method: str, item: Optional[str] = None) -> dict:
+    """The top recommendation after `history` (or `item`) and each history item's score for it.
 
     Args:
         model: a `NextItemRetriever` with a preprocessor.
         history: item labels, oldest first, comma- or space-separated.
         method: one of `EXPLAIN_METHODS`.
+        item: the label of a known item to explain instead of the top
+            recommendation (such as the first one `predict` shows).
 
     Returns:
         `{"history": [labels], "unknown": [labels the model lacks],
@@ -124,13 +126,18 @@ def explain_history(model, history: str, method: str) -> dict:
         raise ValueError(f"expected --history with an item the model knows, received: "
                          f"{', '.join(labels)}")
     ids = ids[:, -int((ids > 0).sum()):]
-    items, values = model.recommend(ids, top_k=1)
-    scores = history_scores(ItemScores(model), ids, items[:, 0], method)[0]
+    if item is None:
+        items, values = model.recommend(ids, top_k=1)
+        item, value = int(items[0, 0]), values[0, 0]
+    else:
+        item = int(preprocessor.item_ids([item])[0])
+        value = float(np.asarray(model.score_all(ids))[0, item])
+    scores = history_scores(ItemScores(model), ids, np.array([item]), method)[0]
     return {
         "history": labels, "unknown": unknown, "method": method,
-        "recommendation": _entry(preprocessor, int(items[0, 0]), values[0, 0]),
-        "items": [{**_entry(preprocessor, int(item), score), "position": position}
-                  for position, (item, score) in enumerate(zip(ids[0], scores))],
+        "recommendation": _entry(preprocessor, item, value),
+        "items": [{**_entry(preprocessor, int(entry), score), "position": position}
+                  for position, (entry, score) in enumerate(zip(ids[0], scores))],
     }
 
 

@@ -56,6 +56,7 @@ MODEL_NAME = "recommender"
 EXPLAIN_METHODS = ("rollout", "flow", "gradient_rollout", "input_x_gradient",
                    "integrated_gradients", "random")
 BEST_EXPLAIN_METHOD = "integrated_gradients"
+TOP_HISTORY_ITEMS = 3  # what `predict` shows of the first recommendation's explanation
 # History items `zoo faithfulness recommender` removes per user.
 TOP_K = 3
 # --num-negatives by task; `RecommenderRecipe.train` sets it, when unset, before `train.run`.
@@ -184,6 +185,17 @@ class RecommenderRecipe(registry.Recipe):
             index = model.retrieval_index
         result = recommend(model, args.history, args.top, not args.include_seen,
                            args.candidates, index=index)
+        if hasattr(model, "recommend") and result["items"]:
+            # The first recommendation explained by the card's best method.
+            from zoo.recommender.explanations import explain_history
+
+            explained = explain_history(model, args.history, BEST_EXPLAIN_METHOD,
+                                        item=result["items"][0]["item"])
+            ranked = sorted(explained["items"], key=lambda entry: -entry["score"])
+            result["explanation"] = {
+                "method": BEST_EXPLAIN_METHOD, "item": result["items"][0]["item"],
+                "history": [{key: entry[key] for key in ("item", "score", "title")
+                             if key in entry} for entry in ranked[:TOP_HISTORY_ITEMS]]}
         if args.json:
             print(json.dumps(result))
             return
@@ -192,6 +204,11 @@ class RecommenderRecipe(registry.Recipe):
         for rank, entry in enumerate(result["items"], start=1):
             title = f"  {entry['title']}" if entry.get("title") else ""
             print(f"{rank:>3}. {entry['item']:<12} {entry['score']:9.4f}{title}")
+        if "explanation" in result:
+            explanation = result["explanation"]
+            shown = ", ".join(f"{_described(entry)}" for entry in explanation["history"])
+            print(f"1. {explanation['item']} comes most from (by {explanation['method']}): "
+                  f"{shown}")
 
     # -- index ----------------------------------------------------------------
 

@@ -52,6 +52,7 @@ MODEL_NAME = "sequence-tagger"
 EXPLAIN_METHODS = ("rollout", "flow", "gradient_rollout", "input_x_gradient",
                    "integrated_gradients", "random")
 BEST_EXPLAIN_METHOD = "integrated_gradients"
+TOP_CONTEXT_TOKENS = 3  # what `predict` shows of each entity's explanation
 # Context tokens `zoo faithfulness sequence-tagger` removes per entity.
 TOP_K = 3
 # Punctuation split off the words of raw text given to `predict` (CoNLL
@@ -153,7 +154,8 @@ class SequenceTaggerRecipe(registry.Recipe):
     def predict(self, args: argparse.Namespace) -> None:
         import json
 
-        for result in describe(self.load(args.preset, args.model), args.texts):
+        model = self.load(args.preset, args.model)
+        for result in explained(model, describe(model, args.texts)):
             if args.json:
                 print(json.dumps(result))
                 continue
@@ -163,6 +165,11 @@ class SequenceTaggerRecipe(registry.Recipe):
             for entity in result["entities"]:
                 print(f"  {entity['type']:<6} {entity['text']!r} (tokens {entity['start']} to "
                       f"{entity['end'] - 1}) {entity['confidence']:.3f}")
+                if "explanation" in entity:
+                    shown = ", ".join(f"{t['token']} {t['score']:.2f}"
+                                      for t in entity["explanation"]["context"])
+                    print(f"         top context tokens by "
+                          f"{entity['explanation']['method']}: {shown or '(none)'}")
 
     # -- evaluate -------------------------------------------------------------
 
@@ -368,6 +375,30 @@ def describe(model, texts: Sequence[str]) -> list[dict]:
         results.append({"text": text, "tokens": tagged["tokens"], "tags": tagged["tags"],
                         "entities": entities})
     return results
+
+
+def explained(model, described: list[dict], top: int = TOP_CONTEXT_TOKENS) -> list[dict]:
+    """`describe`'s entities with the `top` context tokens that drove each one's
+    marginal, by the method the card's faithfulness table ranks best: each
+    entity gains `"explanation": {"method", "context": [{"token", "score"}]}`
+    (none for an entity past the model's sequence length)."""
+    from zoo.sequence_tagger import explanations
+
+    rows = [row for row in described if row["entities"]]
+    found = explanations.explain_texts(model, [row["text"] for row in rows],
+                                       BEST_EXPLAIN_METHOD) if rows else []
+    for row, explained_row in zip(rows, found):
+        spans = {(e["type"], e["start"], e["end"]): e for e in explained_row["entities"]}
+        for entity in row["entities"]:
+            scored = spans.get((entity["type"], entity["start"], entity["end"]))
+            if scored is None:
+                continue
+            context = sorted((t for t in scored["tokens"] if t["context"]),
+                             key=lambda t: -t["score"])[:top]
+            entity["explanation"] = {
+                "method": BEST_EXPLAIN_METHOD,
+                "context": [{"token": t["token"], "score": t["score"]} for t in context]}
+    return described
 
 
 registry.register(SequenceTaggerRecipe())
