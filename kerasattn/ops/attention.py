@@ -309,8 +309,11 @@ def _dense_attention(
     # One cast of the weights, applied and returned alike: under mixed precision
     # the returned weights are then the tensor the output depends on, so that
     # gradients with respect to them exist (`kerasattn.explain`).
-    returned = ops.cast(weights, out_dtype)
-    applied = returned if dropout is None else ops.cast(dropout(weights), out_dtype)
+    if dropout is None:
+        applied = returned = ops.cast(weights, out_dtype)
+    else:  # the weights are cast a second time only when they are returned
+        applied = ops.cast(dropout(weights), out_dtype)
+        returned = ops.cast(weights, out_dtype) if return_weights else None
     output = _combine(applied, value, num_groups, heads_first)
     if mask is not None:
         # Rows whose keys are all masked got a uniform softmax: zero them on
