@@ -229,11 +229,33 @@ class TranslatorTest(tf.test.TestCase):
         wide_weights = tf.pad(weights, [[0, 0], [0, 3]])
         self.assertAllClose(loss, self.model.compute_loss(features, wide, wide_logits,
                                                           wide_weights))
-        expected = keras.losses.CategoricalCrossentropy(
+        per_token = keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=0.1, reduction=None)(
             tf.one_hot(labels, logits.shape[-1]), logits)
-        expected = tf.reduce_sum(expected * weights) / tf.reduce_sum(weights)
+        expected = tf.reduce_sum(per_token * weights) / tf.reduce_sum(weights)
         self.assertAllClose(expected, loss, atol=1e-5)
+        # Without weights the labels' padding is weighted 0; graded weights count as given.
+        self.assertAllClose(loss, self.model.compute_loss(features, labels, logits))
+        graded = weights * tf.linspace(0.5, 2.0, labels.shape[1])[None, :]
+        self.assertAllClose(
+            self.model.compute_loss(features, labels, logits, graded),
+            tf.reduce_sum(per_token * graded) / tf.reduce_sum(graded), atol=1e-5)
+        self.assertEqual(0.0, float(self.model.compute_loss(features, labels, logits,
+                                                            tf.zeros_like(weights))))
+
+    def test_loss_gradient_is_zero_at_padding(self):
+        features, labels, weights = self.model.preprocessor(self.text.sources[:2],
+                                                            self.text.targets[:2])
+        logits = tf.convert_to_tensor(self.model(features))
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            loss = self.model.compute_loss(features, labels, logits, weights)
+        gradient = tape.gradient(loss, logits)
+        # d loss / d logits = (softmax - smoothed one-hot) * weight / sum(weights).
+        smoothed = 0.9 * tf.one_hot(labels, logits.shape[-1]) + 0.1 / logits.shape[-1]
+        expected = ((tf.nn.softmax(logits) - smoothed) * weights[..., None]
+                    / tf.reduce_sum(weights))
+        self.assertAllClose(expected, tf.convert_to_tensor(gradient), atol=1e-6)
 
     def test_generate_equals_rerunning_the_full_decoder(self):
         features = self.model.preprocessor(self.text.sources[:3])

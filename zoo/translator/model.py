@@ -633,15 +633,22 @@ class Translator(Task):
         }
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
-        labels = ops.cast(y, "int32")
-        loss = -ops.squeeze(ops.take_along_axis(log_probs, labels[..., None], axis=-1), -1)
+        labels = ops.reshape(ops.cast(y, "int32"), (-1,))
+        weights = (ops.cast(labels != PAD_ID, "float32") if sample_weight is None
+                   else ops.reshape(ops.cast(sample_weight, "float32"), (-1,)))
+        # Only the weighted positions' rows go through the float32 softmax: about
+        # half of a batch's (B * T, V) logits are padding, and these passes over the
+        # full vocabulary are memory-bound, so they cost as much in bfloat16.
+        (weighted,) = ops.nonzero(weights)
+        log_probs = ops.log_softmax(ops.cast(ops.take(
+            ops.reshape(y_pred, (-1, ops.shape(y_pred)[-1])), weighted, axis=0), "float32"),
+            axis=-1)
+        labels, weights = ops.take(labels, weighted), ops.take(weights, weighted)
+        loss = -ops.squeeze(ops.take_along_axis(log_probs, labels[:, None], axis=-1), -1)
         if self.label_smoothing:
             # Cross-entropy against (1 - e) * one_hot + e / V, as Keras's label_smoothing.
             loss = (1.0 - self.label_smoothing) * loss - self.label_smoothing * ops.mean(
                 log_probs, axis=-1)
-        weights = (ops.cast(labels != PAD_ID, "float32") if sample_weight is None
-                   else ops.cast(sample_weight, "float32"))
         loss = ops.sum(loss * weights) / ops.maximum(ops.sum(weights), 1.0)
         if self.losses:
             loss = loss + ops.sum(self.losses)
