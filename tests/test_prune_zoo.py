@@ -101,6 +101,8 @@ class PruneCommandTest(tf.test.TestCase):
         self.assertLess(result["parameters"][1], result["parameters"][0])
         self.assertTrue(all(ms > 0 for ms in result["litert_ms"]))
         self.assertIn("[prune] step 1/1: 50% of heads", stderr)
+        self.assertIn("[prune] step 1/1: recovering", stderr)
+        self.assertRegex(stderr, r"\[prune\]   recovery step 2/2, loss \d")
         for name in ("model.keras", "pruning.json", "pruning.md", "pruning.png"):
             self.assertTrue(os.path.isfile(os.path.join(out, name)), name)
         self.assertEqual([], [name for name in os.listdir(out) if name.startswith(".")])

@@ -297,6 +297,24 @@ def _progress(line: str) -> None:
     print(f"[prune] {line}", file=sys.stderr, flush=True)
 
 
+
+def _recovery_progress(steps: int):
+    """A callback printing a `[prune]` line every tenth of a recovery's
+    steps (on stderr: `--json` keeps stdout to its one object)."""
+    import keras
+
+    every = max(1, steps // 10)
+
+    def report(batch, logs=None):
+        done = batch + 1
+        if done % every == 0 or done == steps:
+            loss = (logs or {}).get("loss")
+            _progress(f"  recovery step {done}/{steps}"
+                      + ("" if loss is None else f", loss {float(loss):.4f}"))
+
+    return keras.callbacks.LambdaCallback(on_train_batch_end=report)
+
+
 def prune(recipe, args: argparse.Namespace, argv: list) -> dict:
     """Runs `zoo prune` (see the module's docstring) as `python -m zoo *argv`;
     returns the record written to `pruning.json`."""
@@ -321,15 +339,16 @@ def prune(recipe, args: argparse.Namespace, argv: list) -> dict:
     def recover(candidate) -> None:
         if not args.recovery_steps:
             return
+        callbacks = [_recovery_progress(args.recovery_steps)]
         if setup.distillable and not args.no_distill:
             kprune.fine_tune(
                 candidate, setup.training_batches, steps=args.recovery_steps, loss=setup.loss,
                 teacher=model, alpha=args.alpha, temperature=args.temperature,
-                learning_rate=args.learning_rate)
+                learning_rate=args.learning_rate, callbacks=callbacks)
             return
         candidate.compile(optimizer=keras.optimizers.AdamW(args.learning_rate))
         candidate.fit(setup.training_batches, steps_per_epoch=args.recovery_steps, epochs=1,
-                      verbose=0)
+                      verbose=0, callbacks=callbacks)
 
     result = kprune.prune_iteratively(
         model, heads=args.heads, units=args.ffn, num_steps=args.steps,

@@ -161,6 +161,7 @@ def fine_tune(
     temperature: float = 2.0,
     learning_rate: float = 1e-4,
     verbose: int = 0,
+    callbacks: Optional[list] = None,
 ) -> keras.callbacks.History:
     """A short fine-tuning of a pruned model, optionally distilled from `teacher`.
 
@@ -177,6 +178,7 @@ def fine_tune(
         temperature: temperature of the soft targets.
         learning_rate: AdamW's learning rate.
         verbose: `fit`'s verbosity.
+        callbacks: optional `keras.callbacks.Callback`s for `fit`.
 
     Returns:
         The `fit` history.
@@ -202,7 +204,7 @@ def fine_tune(
     try:
         trained.compile(optimizer=keras.optimizers.AdamW(learning_rate), loss=task_loss)
         return trained.fit(batches, steps_per_epoch=steps, epochs=1, verbose=verbose,
-                           shuffle=False)
+                           shuffle=False, callbacks=callbacks)
     finally:
         if teacher is not None:
             teacher.trainable = teacher_trainable

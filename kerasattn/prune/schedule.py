@@ -91,7 +91,7 @@ def prune_iteratively(
         recover: called on each pruned model before it is evaluated.
         rebuild: `prune_model`'s `rebuild`.
         max_batches: `importance`'s `max_batches`.
-        progress: called with one line per step.
+        progress: called with a line as each step scores, recovers and ends.
 
     Returns:
         A `PruningResult`.
@@ -119,14 +119,17 @@ def prune_iteratively(
         now = counts(current)
         target_heads = round(heads * original["heads"] * step / num_steps)
         target_units = round(units * original["units"] * step / num_steps)
+        remove_heads = max(0, target_heads - (original["heads"] - now["heads"]))
+        remove_units = max(0, target_units - (original["units"] - now["units"]))
+        if progress is not None:
+            progress(f"step {step}/{num_steps}: scoring heads and units to remove "
+                     f"{remove_heads} heads and {remove_units} units")
         scores = importance(current, batches(), loss, max_batches=max_batches)
-        keep = select(
-            current, scores,
-            remove_heads=max(0, target_heads - (original["heads"] - now["heads"])),
-            remove_units=max(0, target_units - (original["units"] - now["units"])),
-        )
+        keep = select(current, scores, remove_heads=remove_heads, remove_units=remove_units)
         candidate = prune_model(current, keep, rebuild)
         if recover is not None:
+            if progress is not None:
+                progress(f"step {step}/{num_steps}: recovering")
             recover(candidate)
         metric = float(evaluate(candidate))
         left = counts(candidate)
