@@ -367,7 +367,8 @@ class ScheduleTest(harness.LayerTestCase):
             model, heads=0.5, units=0.5, num_steps=3, batches=lambda: batches, loss=_loss,
             evaluate=lambda m: next(metrics), tolerance=0.02, progress=lines.append)
         self.assertEqual([True, True, False], [step.accepted for step in result.steps])
-        self.assertEqual(2, len(lines))
+        self.assertEqual(4, len(lines))  # a step's scoring, then its outcome
+        self.assertRegex(lines[0], r"^step 1/3: scoring heads and units to remove \d+ heads")
         self.assertIn("beyond the tolerance", lines[-1])
         first = result.steps[1]
         self.assertEqual(first.parameters, result.model.count_params())
