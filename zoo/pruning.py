@@ -297,7 +297,6 @@ def _progress(line: str) -> None:
     print(f"[prune] {line}", file=sys.stderr, flush=True)
 
 
-
 def _recovery_progress(steps: int):
     """A callback printing a `[prune]` line every tenth of a recovery's
     steps (on stderr: `--json` keeps stdout to its one object)."""
