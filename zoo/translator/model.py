@@ -640,9 +640,8 @@ class Translator(Task):
         # half of a batch's (B * T, V) logits are padding, and these passes over the
         # full vocabulary are memory-bound, so they cost as much in bfloat16.
         (weighted,) = ops.nonzero(weights)
-        log_probs = ops.log_softmax(ops.cast(ops.take(
-            ops.reshape(y_pred, (-1, ops.shape(y_pred)[-1])), weighted, axis=0), "float32"),
-            axis=-1)
+        logits = ops.take(ops.reshape(y_pred, (-1, ops.shape(y_pred)[-1])), weighted, axis=0)
+        log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
         labels, weights = ops.take(labels, weighted), ops.take(weights, weighted)
         loss = -ops.squeeze(ops.take_along_axis(log_probs, labels[:, None], axis=-1), -1)
         if self.label_smoothing:
