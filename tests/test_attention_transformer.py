@@ -433,6 +433,41 @@ class DerivedDefaultsTest(tf.test.TestCase):
         self.assertEqual(derived.summary(), derived.record()["summary"])
 
 
+class TrainingBatchesTest(tf.test.TestCase):
+    """The fine-tuning batches' loss weights (`data.training_batches`)."""
+
+    def weights_by_label(self, labels, **kwargs):
+        from zoo.attention_transformer import data as recipe_data
+
+        texts = ["a great movie", "a witty film", "a dull movie", "a boring film",
+                 "great witty film", "dull boring movie"][: len(labels)]
+        preprocessor = TextClassifierPreprocessor(WORDS, sequence_length=8)
+        dataset, steps = recipe_data.training_batches(
+            texts, np.array(labels, np.int32), preprocessor, batch_size=len(texts), seed=0,
+            **kwargs)
+        self.assertEqual(1, steps)  # every text has 3 tokens: one bucket, one batch
+        _, batch_labels, batch_weights = next(iter(dataset))
+        return sorted(zip(batch_labels.numpy().tolist(), batch_weights.numpy().tolist()))
+
+    def test_balanced_weighs_every_class_the_same(self):
+        # Six texts, four of class 0 and two of class 1: N / (K * N_c) = 6/8 and 6/4.
+        pairs = self.weights_by_label([0, 0, 0, 0, 1, 1], class_weight="balanced")
+        self.assertAllClose([0.75] * 4 + [1.5] * 2, [weight for _, weight in pairs])
+        self.assertEqual([0] * 4 + [1] * 2, [label for label, _ in pairs])
+
+    def test_none_weighs_texts_alike_and_combines_with_length_weights(self):
+        self.assertAllClose([1.0] * 6, [w for _, w in self.weights_by_label([0, 0, 0, 0, 1, 1])])
+        # Three tokens of a full weight at six: 0.5, times the class weight.
+        pairs = self.weights_by_label([0, 0, 0, 0, 1, 1], class_weight="balanced",
+                                      full_weight_length=6)
+        self.assertAllClose([0.375] * 4 + [0.75] * 2, [weight for _, weight in pairs])
+
+    def test_an_unknown_class_weight_is_an_error(self):
+        with self.assertRaisesRegex(ValueError, "Expected class_weight in .*received: "
+                                                "class_weight='inverse'"):
+            self.weights_by_label([0, 1], class_weight="inverse")
+
+
 class RecipeTest(tf.test.TestCase):
     def test_train_predict_evaluate(self):
         with tempfile.TemporaryDirectory() as folder:

@@ -19,6 +19,7 @@ from zoo.attention_transformer.defaults import validation_sentences_for
 # Token-length buckets: a batch is padded only to its own longest text.
 BUCKET_BOUNDARIES = (4, 8, 12, 16, 20, 26, 34, 48)
 EVALUATION_BATCH_SIZE = 256
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 class Splits(NamedTuple):
@@ -139,7 +140,8 @@ def for_distribution(features: dict) -> dict:
 
 
 def training_batches(texts: Sequence[str], labels: Optional[np.ndarray], preprocessor,
-                     batch_size: int, seed: int, full_weight_length: int = 0):
+                     batch_size: int, seed: int, full_weight_length: int = 0,
+                     class_weight: str = "none"):
     """Shuffled, length-bucketed, repeating training batches, preprocessed.
 
     Args:
@@ -153,6 +155,9 @@ def training_batches(texts: Sequence[str], labels: Optional[np.ndarray], preproc
         seed: the shuffle's seed.
         full_weight_length: texts shorter than this many tokens weigh
             `length / full_weight_length` in the loss; 0 weighs all alike.
+        class_weight: `"balanced"` also weighs each text by `N / (K * N_c)`
+            (N texts, K classes, N_c of the text's class: every class weighs
+            the same in the loss, as scikit-learn's "balanced"); `"none"` not.
 
     Returns:
         `(dataset, steps_per_epoch)`: batches of what the preprocessor makes
@@ -167,6 +172,13 @@ def training_batches(texts: Sequence[str], labels: Optional[np.ndarray], preproc
         weights = np.minimum(lengths / full_weight_length, 1.0).astype(np.float32)
     else:
         weights = np.ones(len(lengths), np.float32)
+    if class_weight not in CLASS_WEIGHTS:
+        raise ValueError(f"Expected class_weight in {CLASS_WEIGHTS}, received: "
+                         f"class_weight={class_weight!r}")
+    if class_weight == "balanced" and labels is not None:
+        counts = np.bincount(labels)
+        present = np.count_nonzero(counts)
+        weights = weights * (len(labels) / (present * counts[labels])).astype(np.float32)
     labels = np.zeros(len(lengths), np.int32) if labels is None else labels
 
     def preprocess(batch_texts, batch_labels, batch_weights):

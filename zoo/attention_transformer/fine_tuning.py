@@ -29,6 +29,7 @@ class FineTuningOptions(NamedTuple):
     patience: int
     verbose: int
     precision: str = "float32"
+    class_weight: str = "none"
 
 
 class SeedRun(NamedTuple):
@@ -100,7 +101,7 @@ def fine_tune(
     folder.mkdir(parents=True, exist_ok=True)
     train_batches, steps = recipe_data.training_batches(
         train.texts, train.labels, preprocessor, options.batch_size, seed,
-        options.full_weight_length,
+        options.full_weight_length, options.class_weight,
     )
     model = build(build_classifier, options, steps, strategy, init_seed)
     record = training.TrainingRecord(

@@ -122,6 +122,9 @@ class AttentionTransformerRecipe(registry.Recipe):
         add("--full-weight-length", "training texts shorter than this many tokens weigh "
             "length / this in the loss (short phrases count less); 0 weighs all alike",
             type=int, default=0)
+        add("--class-weight", "'balanced' weighs each training text by N / (K * N_class) in "
+            "the loss, so that every class weighs the same; 'none' weighs texts alike",
+            choices=("none", "balanced"), default="none")
         add("--pretrain-epochs", "epochs of self-supervised masked-token pre-training of the "
             "backbone on the training texts before fine-tuning; 0 for none", type=int,
             default=32)

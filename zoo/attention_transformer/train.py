@@ -166,6 +166,7 @@ def run(args: argparse.Namespace, model_name: str) -> dict:
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing, full_weight_length=args.full_weight_length,
         patience=args.patience, verbose=args.verbose, precision=policy,
+        class_weight=args.class_weight,
     )
     runs_dir = out / fine_tuning.RUNS_DIR
     runs_dir.mkdir(exist_ok=True)
