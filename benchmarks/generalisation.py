@@ -121,7 +121,7 @@ def _mention_rows(data: Path, split: str, counts: dict[str, int],
     rows = []
     for source in sorted({source for _, source, _, _ in MENTION_TYPES}):
         sentences = conll.read_conll(data / source / f"{split}.txt")
-        mentions = {}  # type -> [(sentence, start, end)], one per sentence
+        mentions = {}  # type -> [(tokens, start, end)], one per sentence
         for index in rng.permutation(len(sentences)):
             tokens = sentences.tokens[index]
             spans = conll.entity_spans(sentences.tags[index], sentences.scheme)

@@ -14,12 +14,12 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from kerasattn import data as kdata
+from zoo.attention_transformer.defaults import CLASS_WEIGHTS
 from zoo.attention_transformer.defaults import validation_sentences_for
 
 # Token-length buckets: a batch is padded only to its own longest text.
 BUCKET_BOUNDARIES = (4, 8, 12, 16, 20, 26, 34, 48)
 EVALUATION_BATCH_SIZE = 256
-CLASS_WEIGHTS = ("none", "balanced")
 
 
 class Splits(NamedTuple):

@@ -40,6 +40,7 @@ from zoo import console
 from zoo import registry
 from zoo.attention_transformer.defaults import BEST_EXPLAIN_METHOD
 from zoo.attention_transformer.defaults import BUDGET_STEPS
+from zoo.attention_transformer.defaults import CLASS_WEIGHTS
 from zoo.attention_transformer.defaults import EXPLANATION_PICTURES  # noqa: F401  (zoo.demo's)
 from zoo.attention_transformer.defaults import MIN_EPOCHS
 from zoo.attention_transformer.defaults import MIN_PATIENCE_EPOCHS
@@ -124,7 +125,7 @@ class AttentionTransformerRecipe(registry.Recipe):
             type=int, default=0)
         add("--class-weight", "'balanced' weighs each training text by N / (K * N_class) in "
             "the loss, so that every class weighs the same; 'none' weighs texts alike",
-            choices=("none", "balanced"), default="none")
+            choices=CLASS_WEIGHTS, default="none")
         add("--pretrain-epochs", "epochs of self-supervised masked-token pre-training of the "
             "backbone on the training texts before fine-tuning; 0 for none", type=int,
             default=32)
