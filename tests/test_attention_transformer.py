@@ -739,7 +739,9 @@ class RecipeTest(tf.test.TestCase):
                 (["predict", "attention-transformer", "text", "--preset", "no-such-preset"],
                  "Expected a preset name"),
                 (["evaluate", "attention-transformer", "--data", os.path.join(folder, "x.tsv")],
-                 "x.tsv: expected a labelled file"),
+                 "x.tsv: expected a labelled file, received: no such file"),
+                (["evaluate", "attention-transformer", "--data", folder],
+                 "expected a labelled file, received: a folder"),
                 (["evaluate", "attention-transformer", "--data", "x", "--preset", "sst2",
                   "--model", "m.keras"], "not allowed with argument"),
             ]

@@ -260,7 +260,8 @@ def _run_model_command(args: argparse.Namespace, recipe) -> int:
         else:
             data = Path(args.data)
             if not data.is_file():
-                raise ValueError(f"{data}: expected a labelled file, received: no such file")
+                found = "a folder" if data.is_dir() else "no such file"
+                raise ValueError(f"{data}: expected a labelled file, received: {found}")
             from zoo import training
 
             model = training.served_model(recipe.load(args.preset, args.model))
