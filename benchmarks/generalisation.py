@@ -85,6 +85,15 @@ SASREC_EVERY = 20  # epochs between validations, as SASRec.pytorch
 SASREC_PATIENCE = 10  # validations
 
 
+def _write_tsv(path: Path, rows: list[tuple[str, str]]) -> None:
+    """`rows` as a `sentence<TAB>label` TSV, written beside and renamed (no half-written file)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("sentence\tlabel\n" + "".join(f"{text}\t{label}\n"
+                                                        for text, label in rows),
+                         encoding="utf-8")
+    temporary.rename(path)
+
+
 def _fold_folder(source: Path, fold: int, folder: Path) -> Path:
     """`train.tsv` (every other fold) and `dev.tsv` (fold `fold`) of a 10-fold TSV."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,19 +107,8 @@ def _fold_folder(source: Path, fold: int, folder: Path) -> Path:
         raise SystemExit(f"{source}: expected the header sentence, label, fold; received {header}")
     for name, keep in (("train", lambda row: int(row[2]) != fold),
                        ("dev", lambda row: int(row[2]) == fold)):
-        text = "sentence\tlabel\n" + "".join(f"{row[0]}\t{row[1]}\n" for row in rows if keep(row))
-        temporary = folder / f".{name}.tsv.tmp"
-        temporary.write_text(text, encoding="utf-8")
-        temporary.rename(folder / f"{name}.tsv")
+        _write_tsv(folder / f"{name}.tsv", [(row[0], row[1]) for row in rows if keep(row)])
     return folder
-
-
-def _write_tsv(path: Path, rows: list[tuple[str, str]]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("sentence\tlabel\n" + "".join(f"{text}\t{label}\n"
-                                                        for text, label in rows),
-                         encoding="utf-8")
-    temporary.rename(path)
 
 
 def _mention_rows(data: Path, split: str, counts: dict[str, int],
